@@ -1,0 +1,704 @@
+//! The store conformance suite: the behaviour every backend must show, written once and run
+//! against each backend by [`store_conformance_suite!`]. Modelled on TiKV's
+//! `engine_traits_tests`.
+
+use std::sync::Arc;
+
+use crate::testing::TestStore;
+use crate::*;
+
+fn task(guid: &str, domain: &str, cell: &str) -> TaskRecord {
+    TaskRecord {
+        guid: guid.into(),
+        domain: domain.into(),
+        created_at: 1_700_000_000_000_000_000,
+        updated_at: 1_700_000_000_000_000_001,
+        first_completed_at: 0,
+        state: 1,
+        cell_id: cell.into(),
+        result: String::new(),
+        failed: false,
+        failure_reason: String::new(),
+        task_definition: format!("02definition-of-{guid}"),
+        rejection_count: 0,
+        rejection_reason: String::new(),
+    }
+}
+
+fn desired(guid: &str, domain: &str) -> DesiredLrpRecord {
+    DesiredLrpRecord {
+        scheduling: DesiredLrpSchedulingRecord {
+            process_guid: guid.into(),
+            domain: domain.into(),
+            log_guid: format!("log-{guid}"),
+            annotation: "an annotation".into(),
+            instances: 2,
+            memory_mb: 256,
+            disk_mb: 1024,
+            rootfs: "preloaded:cflinuxfs4".into(),
+            routes: "02routes".into(),
+            volume_placement: "02placement".into(),
+            modification_tag_epoch: "epoch-1".into(),
+            modification_tag_index: 0,
+            placement_tags: Some(r#"["a","b"]"#.into()),
+            max_pids: 1024,
+            metric_tags: Some("02tags".into()),
+            update_strategy: 0,
+        },
+        run_info: format!("02run-info-of-{guid}"),
+    }
+}
+
+fn actual(guid: &str, index: i32, presence: Presence, cell: &str) -> ActualLrpRecord {
+    ActualLrpRecord {
+        process_guid: guid.into(),
+        index,
+        presence,
+        domain: "cf-apps".into(),
+        state: "RUNNING".into(),
+        instance_guid: format!("instance-{guid}-{index}"),
+        cell_id: cell.into(),
+        placement_error: String::new(),
+        since: 1_700_000_000_000_000_000,
+        net_info: "02netinfo".into(),
+        modification_tag_epoch: "epoch-a".into(),
+        modification_tag_index: 0,
+        crash_count: 0,
+        crash_reason: String::new(),
+        internal_routes: Some("02routes".into()),
+        metric_tags: Some("02tags".into()),
+        routable: true,
+        availability_zone: "z1".into(),
+    }
+}
+
+fn key(guid: &str, index: i32, presence: Presence) -> ActualLrpKey {
+    ActualLrpKey {
+        process_guid: guid.into(),
+        index,
+        presence,
+    }
+}
+
+pub async fn records_the_schema_version(t: &TestStore) {
+    let version = t
+        .store
+        .configuration(configuration_ids::VERSION)
+        .await
+        .unwrap();
+    assert_eq!(
+        version.as_deref(),
+        Some(format!(r#"{{"CurrentVersion":{SCHEMA_VERSION}}}"#).as_str())
+    );
+}
+
+pub async fn configurations_round_trip(t: &TestStore) {
+    let s = &t.store;
+    assert_eq!(s.configuration("encryption_key_label").await.unwrap(), None);
+    s.set_configuration("encryption_key_label", "key-a")
+        .await
+        .unwrap();
+    s.set_configuration("encryption_key_label", "key-b")
+        .await
+        .unwrap();
+    s.set_configuration("encryption_key_label", "key-b")
+        .await
+        .unwrap();
+    assert_eq!(
+        s.configuration("encryption_key_label")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("key-b")
+    );
+}
+
+pub async fn empty_store_lists_nothing(t: &TestStore) {
+    let s = &t.store;
+    assert!(s.domains().await.unwrap().is_empty());
+    assert!(s.tasks(&TaskFilter::default()).await.unwrap().is_empty());
+    assert!(s
+        .desired_lrps(&DesiredLrpFilter::default())
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(s
+        .desired_lrp_scheduling_infos(&DesiredLrpFilter::default())
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(s
+        .actual_lrps(&ActualLrpFilter::default())
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(s.task("missing").await.unwrap(), None);
+    assert_eq!(s.desired_lrp("missing").await.unwrap(), None);
+    assert_eq!(
+        s.actual_lrp(&key("missing", 0, Presence::Ordinary))
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+pub async fn domains_upsert_list_delete(t: &TestStore) {
+    let s = &t.store;
+    let cf = DomainRecord {
+        domain: "cf-apps".into(),
+        expire_time: i64::MAX,
+    };
+    s.upsert_domain(&cf).await.unwrap();
+    // Re-upserting an identical row must not fall into upstream's MySQL duplicate-key quirk.
+    s.upsert_domain(&cf).await.unwrap();
+    s.upsert_domain(&DomainRecord {
+        domain: "cf-tasks".into(),
+        expire_time: 5,
+    })
+    .await
+    .unwrap();
+    s.upsert_domain(&DomainRecord {
+        domain: "cf-tasks".into(),
+        expire_time: 7,
+    })
+    .await
+    .unwrap();
+    let mut domains = s.domains().await.unwrap();
+    domains.sort_by(|a, b| a.domain.cmp(&b.domain));
+    assert_eq!(
+        domains,
+        vec![
+            cf.clone(),
+            DomainRecord {
+                domain: "cf-tasks".into(),
+                expire_time: 7
+            }
+        ]
+    );
+    s.delete_domain("cf-tasks").await.unwrap();
+    assert_eq!(s.delete_domain("cf-tasks").await, Err(StoreError::NotFound));
+    assert_eq!(s.domains().await.unwrap(), vec![cf]);
+}
+
+pub async fn tasks_crud(t: &TestStore) {
+    let s = &t.store;
+    let mut one = task("task-1", "d1", "");
+    s.insert_task(&one).await.unwrap();
+    assert_eq!(s.insert_task(&one).await, Err(StoreError::Exists));
+    assert_eq!(s.task("task-1").await.unwrap(), Some(one.clone()));
+
+    one.state = 2;
+    one.cell_id = "cell-1".into();
+    one.result = "done".into();
+    one.failed = true;
+    one.failure_reason = "it broke".into();
+    one.rejection_count = 2;
+    one.rejection_reason = "no room".into();
+    one.first_completed_at = 42;
+    s.update_task(&one).await.unwrap();
+    assert_eq!(s.task("task-1").await.unwrap(), Some(one.clone()));
+
+    let ghost = task("ghost", "d1", "");
+    assert_eq!(s.update_task(&ghost).await, Err(StoreError::NotFound));
+    assert_eq!(s.delete_task("ghost").await, Err(StoreError::NotFound));
+
+    s.delete_task("task-1").await.unwrap();
+    assert_eq!(s.task("task-1").await.unwrap(), None);
+    assert_eq!(s.delete_task("task-1").await, Err(StoreError::NotFound));
+}
+
+pub async fn tasks_filter_by_domain_and_cell(t: &TestStore) {
+    let s = &t.store;
+    s.insert_task(&task("a", "d1", "cell-1")).await.unwrap();
+    s.insert_task(&task("b", "d1", "cell-2")).await.unwrap();
+    s.insert_task(&task("c", "d2", "cell-1")).await.unwrap();
+    let guids = |tasks: Vec<TaskRecord>| {
+        let mut g: Vec<String> = tasks.into_iter().map(|t| t.guid).collect();
+        g.sort();
+        g
+    };
+    let all = s.tasks(&TaskFilter::default()).await.unwrap();
+    assert_eq!(guids(all), vec!["a", "b", "c"]);
+    let d1 = TaskFilter {
+        domain: Some("d1".into()),
+        cell_id: None,
+    };
+    assert_eq!(guids(s.tasks(&d1).await.unwrap()), vec!["a", "b"]);
+    let cell1 = TaskFilter {
+        domain: None,
+        cell_id: Some("cell-1".into()),
+    };
+    assert_eq!(guids(s.tasks(&cell1).await.unwrap()), vec!["a", "c"]);
+    let both = TaskFilter {
+        domain: Some("d2".into()),
+        cell_id: Some("cell-1".into()),
+    };
+    assert_eq!(guids(s.tasks(&both).await.unwrap()), vec!["c"]);
+    let none = TaskFilter {
+        domain: Some("d3".into()),
+        cell_id: None,
+    };
+    assert!(s.tasks(&none).await.unwrap().is_empty());
+}
+
+/// Many writers increment one counter through `modify_*`; every increment must survive.
+const WRITERS: i32 = 24;
+
+pub async fn tasks_concurrent_modify_loses_no_update(t: &TestStore) {
+    t.store.insert_task(&task("hot", "d1", "")).await.unwrap();
+    let writers = (0..WRITERS).map(|_| {
+        let store = Arc::clone(&t.store);
+        tokio::spawn(async move {
+            store
+                .modify_task("hot", &|mut task| {
+                    task.rejection_count += 1;
+                    Ok(task)
+                })
+                .await
+        })
+    });
+    for result in futures::future::join_all(writers).await {
+        result.unwrap().unwrap();
+    }
+    let hot = t.store.task("hot").await.unwrap().unwrap();
+    assert_eq!(hot.rejection_count, WRITERS);
+}
+
+pub async fn modify_of_a_missing_record_is_not_found(t: &TestStore) {
+    let s = &t.store;
+    assert_eq!(s.modify_task("ghost", &Ok).await, Err(StoreError::NotFound));
+    assert_eq!(
+        s.modify_desired_lrp("ghost", &Ok).await,
+        Err(StoreError::NotFound)
+    );
+    assert_eq!(
+        s.modify_actual_lrp(&key("ghost", 0, Presence::Ordinary), &Ok)
+            .await,
+        Err(StoreError::NotFound)
+    );
+}
+
+pub async fn a_rejected_modification_changes_nothing(t: &TestStore) {
+    let s = &t.store;
+    let original = task("t", "d1", "");
+    s.insert_task(&original).await.unwrap();
+    let refused = s
+        .modify_task("t", &|mut task| {
+            task.state = 3;
+            Err(StoreError::Rejected(
+                "Cannot transition from Pending to Completed".into(),
+            ))
+        })
+        .await;
+    assert_eq!(
+        refused,
+        Err(StoreError::Rejected(
+            "Cannot transition from Pending to Completed".into()
+        ))
+    );
+    assert_eq!(s.task("t").await.unwrap(), Some(original));
+    // A mutation may not move a record to another key.
+    let moved = s
+        .modify_task("t", &|mut task| {
+            task.guid = "other".into();
+            Ok(task)
+        })
+        .await;
+    assert!(matches!(moved, Err(StoreError::Rejected(_))));
+    assert_eq!(s.task("other").await.unwrap(), None);
+}
+
+pub async fn desired_lrps_crud(t: &TestStore) {
+    let s = &t.store;
+    let mut lrp = desired("web", "cf-apps");
+    s.insert_desired_lrp(&lrp).await.unwrap();
+    assert_eq!(s.insert_desired_lrp(&lrp).await, Err(StoreError::Exists));
+    assert_eq!(s.desired_lrp("web").await.unwrap(), Some(lrp.clone()));
+    let scheduling = s
+        .desired_lrp_scheduling_infos(&DesiredLrpFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(scheduling, vec![lrp.scheduling.clone()]);
+
+    lrp.scheduling.instances = 5;
+    lrp.scheduling.modification_tag_index = 1;
+    lrp.scheduling.annotation = String::new();
+    lrp.scheduling.placement_tags = None;
+    lrp.scheduling.metric_tags = None;
+    lrp.scheduling.update_strategy = 1;
+    lrp.run_info = "02new-run-info".into();
+    s.update_desired_lrp(&lrp).await.unwrap();
+    assert_eq!(s.desired_lrp("web").await.unwrap(), Some(lrp.clone()));
+    assert_eq!(
+        s.update_desired_lrp(&desired("ghost", "d")).await,
+        Err(StoreError::NotFound)
+    );
+
+    s.delete_desired_lrp("web").await.unwrap();
+    assert_eq!(s.desired_lrp("web").await.unwrap(), None);
+    assert!(s
+        .desired_lrps(&DesiredLrpFilter::default())
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(s.delete_desired_lrp("web").await, Err(StoreError::NotFound));
+}
+
+pub async fn desired_lrps_filter_by_domain_and_guids(t: &TestStore) {
+    let s = &t.store;
+    for (guid, domain) in [("a", "d1"), ("b", "d1"), ("c", "d2")] {
+        s.insert_desired_lrp(&desired(guid, domain)).await.unwrap();
+    }
+    let guids = |lrps: Vec<DesiredLrpRecord>| {
+        let mut g: Vec<String> = lrps
+            .into_iter()
+            .map(|l| l.scheduling.process_guid)
+            .collect();
+        g.sort();
+        g
+    };
+    let filter = |domain: Option<&str>, guids: Option<Vec<&str>>| DesiredLrpFilter {
+        domain: domain.map(Into::into),
+        process_guids: guids.map(|g| g.into_iter().map(Into::into).collect()),
+    };
+    assert_eq!(
+        guids(s.desired_lrps(&filter(None, None)).await.unwrap()),
+        ["a", "b", "c"]
+    );
+    assert_eq!(
+        guids(s.desired_lrps(&filter(Some("d1"), None)).await.unwrap()),
+        ["a", "b"]
+    );
+    assert_eq!(
+        guids(
+            s.desired_lrps(&filter(None, Some(vec!["c", "a", "zz"])))
+                .await
+                .unwrap()
+        ),
+        ["a", "c"]
+    );
+    assert_eq!(
+        guids(
+            s.desired_lrps(&filter(Some("d1"), Some(vec!["c", "a"])))
+                .await
+                .unwrap()
+        ),
+        ["a"]
+    );
+    assert!(s
+        .desired_lrps(&filter(None, Some(vec![])))
+        .await
+        .unwrap()
+        .is_empty());
+    let infos = s
+        .desired_lrp_scheduling_infos(&filter(Some("d2"), None))
+        .await
+        .unwrap();
+    assert_eq!(infos.len(), 1);
+    assert_eq!(infos[0].process_guid, "c");
+}
+
+pub async fn desired_lrps_concurrent_modify_loses_no_update(t: &TestStore) {
+    t.store
+        .insert_desired_lrp(&desired("hot", "d"))
+        .await
+        .unwrap();
+    let writers = (0..WRITERS).map(|_| {
+        let store = Arc::clone(&t.store);
+        tokio::spawn(async move {
+            store
+                .modify_desired_lrp("hot", &|mut lrp| {
+                    lrp.scheduling.modification_tag_index += 1;
+                    lrp.run_info.push('x');
+                    Ok(lrp)
+                })
+                .await
+        })
+    });
+    for result in futures::future::join_all(writers).await {
+        result.unwrap().unwrap();
+    }
+    let hot = t.store.desired_lrp("hot").await.unwrap().unwrap();
+    assert_eq!(hot.scheduling.modification_tag_index, WRITERS);
+    assert!(hot.run_info.ends_with(&"x".repeat(WRITERS as usize)));
+}
+
+pub async fn actual_lrps_crud_with_every_presence(t: &TestStore) {
+    let s = &t.store;
+    let ordinary = actual("web", 0, Presence::Ordinary, "cell-1");
+    let evacuating = actual("web", 0, Presence::Evacuating, "cell-2");
+    let suspect = actual("web", 0, Presence::Suspect, "cell-3");
+    for lrp in [&ordinary, &evacuating, &suspect] {
+        s.insert_actual_lrp(lrp).await.unwrap();
+    }
+    assert_eq!(
+        s.insert_actual_lrp(&ordinary).await,
+        Err(StoreError::Exists)
+    );
+    assert_eq!(
+        s.actual_lrp(&key("web", 0, Presence::Evacuating))
+            .await
+            .unwrap(),
+        Some(evacuating.clone())
+    );
+    let all = s
+        .actual_lrps(&ActualLrpFilter {
+            process_guids: Some(vec!["web".into()]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 3);
+
+    let mut changed = ordinary.clone();
+    changed.state = "CRASHED".into();
+    changed.crash_count = 3;
+    changed.crash_reason = "oom".into();
+    changed.instance_guid = String::new();
+    changed.cell_id = String::new();
+    changed.internal_routes = None;
+    changed.metric_tags = None;
+    changed.routable = false;
+    changed.modification_tag_index = 7;
+    s.update_actual_lrp(&changed).await.unwrap();
+    assert_eq!(s.actual_lrp(&ordinary.key()).await.unwrap(), Some(changed));
+    assert_eq!(
+        s.update_actual_lrp(&actual("ghost", 0, Presence::Ordinary, "c"))
+            .await,
+        Err(StoreError::NotFound)
+    );
+
+    s.delete_actual_lrp(&suspect.key()).await.unwrap();
+    assert_eq!(
+        s.delete_actual_lrp(&suspect.key()).await,
+        Err(StoreError::NotFound)
+    );
+    assert_eq!(s.actual_lrp(&suspect.key()).await.unwrap(), None);
+    assert!(s.actual_lrp(&ordinary.key()).await.unwrap().is_some());
+}
+
+pub async fn actual_lrps_filter(t: &TestStore) {
+    let s = &t.store;
+    let mut rows = vec![
+        actual("a", 0, Presence::Ordinary, "cell-1"),
+        actual("a", 1, Presence::Ordinary, "cell-2"),
+        actual("a", 1, Presence::Evacuating, "cell-1"),
+        actual("b", 0, Presence::Ordinary, "cell-1"),
+        actual("ab", 0, Presence::Ordinary, "cell-3"),
+    ];
+    rows[3].domain = "other".into();
+    for row in &rows {
+        s.insert_actual_lrp(row).await.unwrap();
+    }
+    let keys = |lrps: Vec<ActualLrpRecord>| {
+        let mut k: Vec<(String, i32, i32)> = lrps
+            .into_iter()
+            .map(|l| (l.process_guid, l.index, l.presence.as_i32()))
+            .collect();
+        k.sort();
+        k
+    };
+    let k = |g: &str, i: i32, p: i32| (g.to_owned(), i, p);
+    let by_cell = ActualLrpFilter {
+        cell_id: Some("cell-1".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        keys(s.actual_lrps(&by_cell).await.unwrap()),
+        [k("a", 0, 0), k("a", 1, 1), k("b", 0, 0)]
+    );
+    let by_domain = ActualLrpFilter {
+        domain: Some("other".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        keys(s.actual_lrps(&by_domain).await.unwrap()),
+        [k("b", 0, 0)]
+    );
+    // A process guid that is a prefix of another must not match it.
+    let by_guid = ActualLrpFilter {
+        process_guids: Some(vec!["a".into()]),
+        ..Default::default()
+    };
+    assert_eq!(
+        keys(s.actual_lrps(&by_guid).await.unwrap()),
+        [k("a", 0, 0), k("a", 1, 0), k("a", 1, 1)]
+    );
+    let by_guid_and_index = ActualLrpFilter {
+        process_guids: Some(vec!["a".into(), "ab".into()]),
+        index: Some(0),
+        ..Default::default()
+    };
+    assert_eq!(
+        keys(s.actual_lrps(&by_guid_and_index).await.unwrap()),
+        [k("a", 0, 0), k("ab", 0, 0)]
+    );
+    let nothing = ActualLrpFilter {
+        process_guids: Some(vec![]),
+        ..Default::default()
+    };
+    assert!(s.actual_lrps(&nothing).await.unwrap().is_empty());
+}
+
+pub async fn actual_lrps_concurrent_modify_loses_no_update(t: &TestStore) {
+    let hot = actual("hot", 0, Presence::Ordinary, "cell-1");
+    t.store.insert_actual_lrp(&hot).await.unwrap();
+    let writers = (0..WRITERS).map(|_| {
+        let store = Arc::clone(&t.store);
+        let key = hot.key();
+        tokio::spawn(async move {
+            store
+                .modify_actual_lrp(&key, &|mut lrp| {
+                    lrp.modification_tag_index += 1;
+                    lrp.crash_count += 1;
+                    Ok(lrp)
+                })
+                .await
+        })
+    });
+    for result in futures::future::join_all(writers).await {
+        result.unwrap().unwrap();
+    }
+    let after = t.store.actual_lrp(&hot.key()).await.unwrap().unwrap();
+    assert_eq!(after.modification_tag_index, WRITERS);
+    assert_eq!(after.crash_count, WRITERS);
+}
+
+/// A 1 MiB run info (upstream allows 1 MiB of volume-mounted files alone) and task definition.
+pub async fn large_records_round_trip(t: &TestStore) {
+    let s = &t.store;
+    let big: String = (0..(1024 * 1024))
+        .map(|i| (b'A' + (i % 26) as u8) as char)
+        .collect();
+    let mut lrp = desired("big", "d");
+    lrp.run_info = format!("02{big}");
+    s.insert_desired_lrp(&lrp).await.unwrap();
+    assert_eq!(
+        s.desired_lrp("big").await.unwrap().unwrap().run_info,
+        lrp.run_info
+    );
+    let mut t1 = task("big", "d", "");
+    t1.task_definition = format!("02{big}");
+    t1.result = big.clone();
+    s.insert_task(&t1).await.unwrap();
+    assert_eq!(s.task("big").await.unwrap(), Some(t1));
+}
+
+pub async fn unicode_round_trips(t: &TestStore) {
+    let s = &t.store;
+    let domain = DomainRecord {
+        domain: "dömäin-日本-🚀".into(),
+        expire_time: 1,
+    };
+    s.upsert_domain(&domain).await.unwrap();
+    assert_eq!(s.domains().await.unwrap(), vec![domain]);
+    let mut t1 = task("unicode", "dömäin", "céll-✓");
+    t1.failure_reason = "ошибка: 失败 💥".into();
+    t1.result = "résultat ✓".into();
+    s.insert_task(&t1).await.unwrap();
+    assert_eq!(s.task("unicode").await.unwrap(), Some(t1));
+    let mut lrp = desired("unicode", "dömäin");
+    lrp.scheduling.annotation = "注釈 – 🎉".into();
+    s.insert_desired_lrp(&lrp).await.unwrap();
+    assert_eq!(s.desired_lrp("unicode").await.unwrap(), Some(lrp));
+}
+
+/// A value longer than its column is refused, not truncated (etcd has no column limits).
+pub async fn oversized_columns_are_refused(t: &TestStore) {
+    if t.store.backend() == Backend::Etcd || t.store.backend() == Backend::Sqlite {
+        // Neither enforces VARCHAR lengths; the API validates sizes before the store.
+        return;
+    }
+    let mut t1 = task("long", "d", "");
+    t1.domain = "d".repeat(300);
+    assert!(matches!(
+        t.store.insert_task(&t1).await,
+        Err(StoreError::ValueTooLong(_))
+    ));
+    assert_eq!(t.store.task("long").await.unwrap(), None);
+}
+
+pub async fn data_survives_reopening(t: &TestStore) {
+    t.store
+        .upsert_domain(&DomainRecord {
+            domain: "kept".into(),
+            expire_time: i64::MAX,
+        })
+        .await
+        .unwrap();
+    t.store.insert_task(&task("kept", "d", "")).await.unwrap();
+    let reopened = t.reopen().await.unwrap();
+    assert_eq!(reopened.domains().await.unwrap().len(), 1);
+    assert!(reopened.task("kept").await.unwrap().is_some());
+    assert_eq!(
+        reopened
+            .configuration(configuration_ids::VERSION)
+            .await
+            .unwrap(),
+        t.store
+            .configuration(configuration_ids::VERSION)
+            .await
+            .unwrap()
+    );
+}
+
+pub async fn a_newer_schema_version_is_refused(t: &TestStore) {
+    t.store
+        .set_configuration(
+            configuration_ids::VERSION,
+            &format!(r#"{{"CurrentVersion":{}}}"#, SCHEMA_VERSION + 1),
+        )
+        .await
+        .unwrap();
+    match t.reopen().await {
+        Err(StoreError::Unrecoverable(message)) => assert!(message.contains("exceeds")),
+        Err(other) => panic!("expected Unrecoverable, got {other:?}"),
+        Ok(_) => panic!("a newer schema version must stop start-up"),
+    }
+}
+
+/// Expands to one test per conformance case, in a module per backend, e.g.
+/// `conformance::sqlite::tasks_crud`. Each test opens a fresh store.
+#[macro_export]
+macro_rules! store_conformance_suite {
+    ($($backend:ident => $variant:ident),* $(,)?) => {
+        $(
+            mod $backend {
+                $crate::store_conformance_suite!(@cases $variant;
+                    records_the_schema_version,
+                    configurations_round_trip,
+                    empty_store_lists_nothing,
+                    domains_upsert_list_delete,
+                    tasks_crud,
+                    tasks_filter_by_domain_and_cell,
+                    tasks_concurrent_modify_loses_no_update,
+                    modify_of_a_missing_record_is_not_found,
+                    a_rejected_modification_changes_nothing,
+                    desired_lrps_crud,
+                    desired_lrps_filter_by_domain_and_guids,
+                    desired_lrps_concurrent_modify_loses_no_update,
+                    actual_lrps_crud_with_every_presence,
+                    actual_lrps_filter,
+                    actual_lrps_concurrent_modify_loses_no_update,
+                    large_records_round_trip,
+                    unicode_round_trips,
+                    oversized_columns_are_refused,
+                    data_survives_reopening,
+                    a_newer_schema_version_is_refused,
+                );
+            }
+        )*
+    };
+    (@cases $variant:ident; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                if !$crate::testing::enabled($crate::Backend::$variant) {
+                    return;
+                }
+                let store = $crate::testing::TestStore::new($crate::Backend::$variant).await;
+                $crate::conformance::$case(&store).await;
+            }
+        )*
+    };
+}

@@ -1,0 +1,40 @@
+//! Store errors. Each backend maps its native failures onto these once, so the layers above
+//! never look at SQL error codes or etcd statuses.
+
+use thiserror::Error;
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The record asked for does not exist.
+    #[error("record not found")]
+    NotFound,
+    /// A record with the same key already exists (a unique key was violated).
+    #[error("record already exists")]
+    Exists,
+    /// A value does not fit its column (MySQL 1406, PostgreSQL 22001).
+    #[error("value too long: {0}")]
+    ValueTooLong(String),
+    /// The database kept deadlocking after retries (MySQL 1213).
+    #[error("the request failed due to deadlock")]
+    Deadlock,
+    /// A compare-and-swap kept losing to other writers (etcd).
+    #[error("too many concurrent writers for one record")]
+    Contention,
+    /// The schema is missing or newer than this binary: the process cannot go on.
+    #[error("unrecoverable store error: {0}")]
+    Unrecoverable(String),
+    /// The backend could not be reached, or a pool connection could not be had.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A stored value could not be decoded.
+    #[error("could not deserialize record: {0}")]
+    Corrupt(String),
+    /// A mutation callback refused the change; the message is the caller's.
+    #[error("{0}")]
+    Rejected(String),
+    /// Anything else, with the backend's own words.
+    #[error("store error: {0}")]
+    Other(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;

@@ -1,0 +1,552 @@
+//! The etcd v3 backend. Keys follow upstream's etcd-era layout (bbs-reference §7.4) under an
+//! optional root prefix; values are JSON records whose blob fields are already encoded, so
+//! secrets are as protected here as in SQL. Writes that must not race use transactions that
+//! compare create or mod revisions.
+
+use async_trait::async_trait;
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, Txn, TxnOp};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::time::Duration;
+
+use crate::error::{StoreError, StoreResult};
+use crate::records::*;
+use crate::store::{Backend, Mutation, Store};
+
+/// Keys per range request, so no response comes near gRPC's message limit.
+const PAGE: i64 = 1000;
+/// Attempts at a compare-and-swap before giving up with `Contention`.
+const CAS_ATTEMPTS: usize = 1000;
+
+pub struct EtcdStore {
+    kv: KvClient,
+    root: String,
+}
+
+impl From<etcd_client::Error> for StoreError {
+    fn from(error: etcd_client::Error) -> Self {
+        match error {
+            etcd_client::Error::TransportError(e) => StoreError::Unavailable(e.to_string()),
+            etcd_client::Error::GRpcStatus(status)
+                if matches!(
+                    status.code(),
+                    tonic_code::UNAVAILABLE | tonic_code::DEADLINE_EXCEEDED
+                ) =>
+            {
+                StoreError::Unavailable(status.message().to_owned())
+            }
+            other => StoreError::Other(other.to_string()),
+        }
+    }
+}
+
+/// The gRPC codes we tell apart, without a direct tonic dependency.
+mod tonic_code {
+    pub const UNAVAILABLE: tonic::Code = tonic::Code::Unavailable;
+    pub const DEADLINE_EXCEEDED: tonic::Code = tonic::Code::DeadlineExceeded;
+}
+
+fn encode<T: Serialize>(value: &T) -> StoreResult<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Other(e.to_string()))
+}
+
+fn decode<T: DeserializeOwned>(key: &[u8], value: &[u8]) -> StoreResult<T> {
+    serde_json::from_slice(value)
+        .map_err(|e| StoreError::Corrupt(format!("{}: {e}", String::from_utf8_lossy(key))))
+}
+
+/// Connects to comma-separated endpoints; `root` prefixes every key (empty for upstream's
+/// layout, a unique prefix for tests sharing one etcd).
+pub async fn connect_etcd(endpoints: &str, root: &str) -> StoreResult<std::sync::Arc<dyn Store>> {
+    let endpoints: Vec<String> = endpoints
+        .split(',')
+        .map(|e| e.trim().to_owned())
+        .filter(|e| !e.is_empty())
+        .collect();
+    if endpoints.is_empty() {
+        return Err(StoreError::Unavailable(
+            "database_connection_string names no etcd endpoint".into(),
+        ));
+    }
+    let options = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(10))
+        .with_timeout(Duration::from_secs(30));
+    let client = Client::connect(&endpoints, Some(options)).await?;
+    let kv = client
+        .kv_client()
+        .max_decoding_message_size(256 * 1024 * 1024)
+        .max_encoding_message_size(256 * 1024 * 1024);
+    let store = EtcdStore {
+        kv,
+        root: root.trim_end_matches('/').to_owned(),
+    };
+    // Reading the version both proves the endpoint answers and checks the schema rule.
+    let recorded = crate::migrate::recorded_version(&store).await?;
+    if crate::migrate::plan(recorded)? == crate::migrate::MigrationPlan::CreateSchema {
+        store
+            .set_configuration(
+                configuration_ids::VERSION,
+                &crate::migrate::encode_version(crate::migrate::SCHEMA_VERSION),
+            )
+            .await?;
+    }
+    Ok(std::sync::Arc::new(store))
+}
+
+impl EtcdStore {
+    fn key(&self, path: &str) -> String {
+        format!("{}{}", self.root, path)
+    }
+
+    fn configuration_key(&self, id: &str) -> String {
+        match id {
+            configuration_ids::VERSION => self.key("/version"),
+            configuration_ids::ENCRYPTION_KEY_LABEL => self.key("/encryption-key"),
+            other => self.key(&format!("/v1/configuration/{other}")),
+        }
+    }
+
+    fn domain_key(&self, domain: &str) -> String {
+        self.key(&format!("/v1/domain/{domain}"))
+    }
+
+    fn task_key(&self, guid: &str) -> String {
+        self.key(&format!("/v1/task/{guid}"))
+    }
+
+    fn schedule_key(&self, guid: &str) -> String {
+        self.key(&format!("/v1/desired_lrp/schedule/{guid}"))
+    }
+
+    fn run_key(&self, guid: &str) -> String {
+        self.key(&format!("/v1/desired_lrp/run/{guid}"))
+    }
+
+    fn actual_prefix(&self, guid: &str) -> String {
+        self.key(&format!("/v1/actual/{guid}/"))
+    }
+
+    fn actual_key(&self, key: &ActualLrpKey) -> String {
+        self.key(&format!(
+            "/v1/actual/{}/{}/{}",
+            key.process_guid,
+            key.index,
+            key.presence.key_leaf()
+        ))
+    }
+
+    async fn get_raw(&self, key: &str) -> StoreResult<Option<(Vec<u8>, i64)>> {
+        let response = self.kv.clone().get(key, None).await?;
+        Ok(response
+            .kvs()
+            .first()
+            .map(|kv| (kv.value().to_vec(), kv.mod_revision())))
+    }
+
+    async fn get_json<T: DeserializeOwned>(&self, key: &str) -> StoreResult<Option<T>> {
+        match self.get_raw(key).await? {
+            None => Ok(None),
+            Some((value, _)) => decode(key.as_bytes(), &value).map(Some),
+        }
+    }
+
+    /// Every key-value pair under `prefix`, read a page at a time.
+    async fn scan(&self, prefix: &str) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        let end = prefix_end(prefix.as_bytes());
+        let mut start = prefix.as_bytes().to_vec();
+        let mut out = Vec::new();
+        loop {
+            let options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+            let mut response = self.kv.clone().get(start.clone(), Some(options)).await?;
+            let kvs = response.take_kvs();
+            let full_page = kvs.len() as i64 == PAGE;
+            for kv in kvs {
+                out.push(kv.into_key_value());
+            }
+            match (full_page, out.last()) {
+                (true, Some((last, _))) => {
+                    start = last.clone();
+                    start.push(0);
+                }
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    async fn scan_json<T: DeserializeOwned>(&self, prefix: &str) -> StoreResult<Vec<T>> {
+        self.scan(prefix)
+            .await?
+            .iter()
+            .map(|(k, v)| decode(k, v))
+            .collect()
+    }
+
+    /// Puts only if the key does not exist yet.
+    async fn create(&self, puts: Vec<(String, Vec<u8>)>) -> StoreResult<()> {
+        let compares = puts
+            .iter()
+            .map(|(k, _)| Compare::create_revision(k.as_str(), CompareOp::Equal, 0))
+            .collect::<Vec<_>>();
+        let ops = puts
+            .into_iter()
+            .map(|(k, v)| TxnOp::put(k, v, None))
+            .collect::<Vec<_>>();
+        let response = self
+            .kv
+            .clone()
+            .txn(Txn::new().when(compares).and_then(ops))
+            .await?;
+        if response.succeeded() {
+            Ok(())
+        } else {
+            Err(StoreError::Exists)
+        }
+    }
+
+    /// Puts only if the first key exists; `NotFound` otherwise.
+    async fn replace(&self, puts: Vec<(String, Vec<u8>)>) -> StoreResult<()> {
+        let Some((guard, _)) = puts.first() else {
+            return Ok(());
+        };
+        let compare = Compare::create_revision(guard.as_str(), CompareOp::Greater, 0);
+        let ops = puts
+            .into_iter()
+            .map(|(k, v)| TxnOp::put(k, v, None))
+            .collect::<Vec<_>>();
+        let response = self
+            .kv
+            .clone()
+            .txn(Txn::new().when([compare]).and_then(ops))
+            .await?;
+        if response.succeeded() {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound)
+        }
+    }
+
+    async fn remove(&self, keys: Vec<String>) -> StoreResult<()> {
+        let Some(guard) = keys.first() else {
+            return Ok(());
+        };
+        let compare = Compare::create_revision(guard.as_str(), CompareOp::Greater, 0);
+        let ops = keys
+            .iter()
+            .map(|k| TxnOp::delete(k.as_str(), None))
+            .collect::<Vec<_>>();
+        let response = self
+            .kv
+            .clone()
+            .txn(Txn::new().when([compare]).and_then(ops))
+            .await?;
+        if response.succeeded() {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound)
+        }
+    }
+
+    /// Read-modify-write of one JSON value guarded by its mod revision, retried on a lost race.
+    async fn modify_json<T: Serialize + DeserializeOwned>(
+        &self,
+        key: &str,
+        mutation: &Mutation<'_, T>,
+    ) -> StoreResult<T> {
+        for _ in 0..CAS_ATTEMPTS {
+            let (value, revision) = self.get_raw(key).await?.ok_or(StoreError::NotFound)?;
+            let next = mutation(decode(key.as_bytes(), &value)?)?;
+            let compare = Compare::mod_revision(key, CompareOp::Equal, revision);
+            let put = TxnOp::put(key, encode(&next)?, None);
+            let response = self
+                .kv
+                .clone()
+                .txn(Txn::new().when([compare]).and_then([put]))
+                .await?;
+            if response.succeeded() {
+                return Ok(next);
+            }
+        }
+        Err(StoreError::Contention)
+    }
+}
+
+/// The smallest key greater than every key that starts with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+#[async_trait]
+impl Store for EtcdStore {
+    fn backend(&self) -> Backend {
+        Backend::Etcd
+    }
+
+    async fn configuration(&self, id: &str) -> StoreResult<Option<String>> {
+        Ok(self
+            .get_raw(&self.configuration_key(id))
+            .await?
+            .map(|(v, _)| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    async fn set_configuration(&self, id: &str, value: &str) -> StoreResult<()> {
+        self.kv
+            .clone()
+            .put(self.configuration_key(id), value, None)
+            .await?;
+        Ok(())
+    }
+
+    async fn upsert_domain(&self, domain: &DomainRecord) -> StoreResult<()> {
+        self.kv
+            .clone()
+            .put(self.domain_key(&domain.domain), encode(domain)?, None)
+            .await?;
+        Ok(())
+    }
+
+    async fn domains(&self) -> StoreResult<Vec<DomainRecord>> {
+        self.scan_json(&self.key("/v1/domain/")).await
+    }
+
+    async fn delete_domain(&self, domain: &str) -> StoreResult<()> {
+        self.remove(vec![self.domain_key(domain)]).await
+    }
+
+    async fn insert_task(&self, task: &TaskRecord) -> StoreResult<()> {
+        self.create(vec![(self.task_key(&task.guid), encode(task)?)])
+            .await
+    }
+
+    async fn task(&self, guid: &str) -> StoreResult<Option<TaskRecord>> {
+        self.get_json(&self.task_key(guid)).await
+    }
+
+    async fn tasks(&self, filter: &TaskFilter) -> StoreResult<Vec<TaskRecord>> {
+        let tasks: Vec<TaskRecord> = self.scan_json(&self.key("/v1/task/")).await?;
+        Ok(tasks.into_iter().filter(|t| filter.matches(t)).collect())
+    }
+
+    async fn update_task(&self, task: &TaskRecord) -> StoreResult<()> {
+        self.replace(vec![(self.task_key(&task.guid), encode(task)?)])
+            .await
+    }
+
+    async fn modify_task(
+        &self,
+        guid: &str,
+        mutation: &Mutation<'_, TaskRecord>,
+    ) -> StoreResult<TaskRecord> {
+        let guarded = |task: TaskRecord| {
+            let next = mutation(task)?;
+            if next.guid != guid {
+                return Err(StoreError::Rejected(
+                    "a mutation may not change the task guid".into(),
+                ));
+            }
+            Ok(next)
+        };
+        self.modify_json(&self.task_key(guid), &guarded).await
+    }
+
+    async fn delete_task(&self, guid: &str) -> StoreResult<()> {
+        self.remove(vec![self.task_key(guid)]).await
+    }
+
+    async fn insert_desired_lrp(&self, lrp: &DesiredLrpRecord) -> StoreResult<()> {
+        let guid = &lrp.scheduling.process_guid;
+        self.create(vec![
+            (self.schedule_key(guid), encode(&lrp.scheduling)?),
+            (self.run_key(guid), lrp.run_info.clone().into_bytes()),
+        ])
+        .await
+    }
+
+    async fn desired_lrp(&self, process_guid: &str) -> StoreResult<Option<DesiredLrpRecord>> {
+        let Some(scheduling) = self
+            .get_json::<DesiredLrpSchedulingRecord>(&self.schedule_key(process_guid))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let run_key = self.run_key(process_guid);
+        let (run_info, _) = self.get_raw(&run_key).await?.ok_or_else(|| {
+            StoreError::Corrupt(format!("{run_key} is missing beside its scheduling info"))
+        })?;
+        Ok(Some(DesiredLrpRecord {
+            scheduling,
+            run_info: String::from_utf8_lossy(&run_info).into_owned(),
+        }))
+    }
+
+    async fn desired_lrps(&self, filter: &DesiredLrpFilter) -> StoreResult<Vec<DesiredLrpRecord>> {
+        let schedulings = self.desired_lrp_scheduling_infos(filter).await?;
+        if schedulings.is_empty() {
+            return Ok(Vec::new());
+        }
+        let run_prefix = self.run_key("");
+        let mut run_infos: std::collections::HashMap<String, String> = self
+            .scan(&run_prefix)
+            .await?
+            .into_iter()
+            .map(|(k, v)| {
+                let key = String::from_utf8_lossy(&k[run_prefix.len()..]).into_owned();
+                (key, String::from_utf8_lossy(&v).into_owned())
+            })
+            .collect();
+        schedulings
+            .into_iter()
+            .map(|scheduling| {
+                let run_info = run_infos.remove(&scheduling.process_guid).ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "run info of {} is missing beside its scheduling info",
+                        scheduling.process_guid
+                    ))
+                })?;
+                Ok(DesiredLrpRecord {
+                    scheduling,
+                    run_info,
+                })
+            })
+            .collect()
+    }
+
+    async fn desired_lrp_scheduling_infos(
+        &self,
+        filter: &DesiredLrpFilter,
+    ) -> StoreResult<Vec<DesiredLrpSchedulingRecord>> {
+        if filter.process_guids.as_ref().is_some_and(|g| g.is_empty()) {
+            return Ok(Vec::new());
+        }
+        let all: Vec<DesiredLrpSchedulingRecord> = self.scan_json(&self.schedule_key("")).await?;
+        Ok(all.into_iter().filter(|s| filter.matches(s)).collect())
+    }
+
+    async fn update_desired_lrp(&self, lrp: &DesiredLrpRecord) -> StoreResult<()> {
+        let guid = &lrp.scheduling.process_guid;
+        self.replace(vec![
+            (self.schedule_key(guid), encode(&lrp.scheduling)?),
+            (self.run_key(guid), lrp.run_info.clone().into_bytes()),
+        ])
+        .await
+    }
+
+    async fn modify_desired_lrp(
+        &self,
+        process_guid: &str,
+        mutation: &Mutation<'_, DesiredLrpRecord>,
+    ) -> StoreResult<DesiredLrpRecord> {
+        let schedule_key = self.schedule_key(process_guid);
+        let run_key = self.run_key(process_guid);
+        for _ in 0..CAS_ATTEMPTS {
+            let (scheduling, schedule_rev) = self
+                .get_raw(&schedule_key)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+            let (run_info, run_rev) = self.get_raw(&run_key).await?.ok_or(StoreError::NotFound)?;
+            let current = DesiredLrpRecord {
+                scheduling: decode(schedule_key.as_bytes(), &scheduling)?,
+                run_info: String::from_utf8_lossy(&run_info).into_owned(),
+            };
+            let next = mutation(current)?;
+            if next.scheduling.process_guid != process_guid {
+                return Err(StoreError::Rejected(
+                    "a mutation may not change the process guid".into(),
+                ));
+            }
+            let txn = Txn::new()
+                .when([
+                    Compare::mod_revision(schedule_key.as_str(), CompareOp::Equal, schedule_rev),
+                    Compare::mod_revision(run_key.as_str(), CompareOp::Equal, run_rev),
+                ])
+                .and_then([
+                    TxnOp::put(schedule_key.as_str(), encode(&next.scheduling)?, None),
+                    TxnOp::put(run_key.as_str(), next.run_info.clone().into_bytes(), None),
+                ]);
+            if self.kv.clone().txn(txn).await?.succeeded() {
+                return Ok(next);
+            }
+        }
+        Err(StoreError::Contention)
+    }
+
+    async fn delete_desired_lrp(&self, process_guid: &str) -> StoreResult<()> {
+        self.remove(vec![
+            self.schedule_key(process_guid),
+            self.run_key(process_guid),
+        ])
+        .await
+    }
+
+    async fn insert_actual_lrp(&self, lrp: &ActualLrpRecord) -> StoreResult<()> {
+        self.create(vec![(self.actual_key(&lrp.key()), encode(lrp)?)])
+            .await
+    }
+
+    async fn actual_lrp(&self, key: &ActualLrpKey) -> StoreResult<Option<ActualLrpRecord>> {
+        self.get_json(&self.actual_key(key)).await
+    }
+
+    async fn actual_lrps(&self, filter: &ActualLrpFilter) -> StoreResult<Vec<ActualLrpRecord>> {
+        let mut out: Vec<ActualLrpRecord> = match &filter.process_guids {
+            Some(guids) => {
+                let mut out = Vec::new();
+                for guid in guids {
+                    out.extend(
+                        self.scan_json::<ActualLrpRecord>(&self.actual_prefix(guid))
+                            .await?,
+                    );
+                }
+                out
+            }
+            None => self.scan_json(&self.key("/v1/actual/")).await?,
+        };
+        out.retain(|lrp| filter.matches(lrp));
+        out.sort_by(|a, b| a.key().cmp(&b.key()));
+        out.dedup_by(|a, b| a.key() == b.key());
+        Ok(out)
+    }
+
+    async fn update_actual_lrp(&self, lrp: &ActualLrpRecord) -> StoreResult<()> {
+        self.replace(vec![(self.actual_key(&lrp.key()), encode(lrp)?)])
+            .await
+    }
+
+    async fn modify_actual_lrp(
+        &self,
+        key: &ActualLrpKey,
+        mutation: &Mutation<'_, ActualLrpRecord>,
+    ) -> StoreResult<ActualLrpRecord> {
+        let guarded = |lrp: ActualLrpRecord| {
+            let next = mutation(lrp)?;
+            if next.key() != *key {
+                return Err(StoreError::Rejected(
+                    "a mutation may not change an actual LRP's key".into(),
+                ));
+            }
+            Ok(next)
+        };
+        self.modify_json(&self.actual_key(key), &guarded).await
+    }
+
+    async fn delete_actual_lrp(&self, key: &ActualLrpKey) -> StoreResult<()> {
+        self.remove(vec![self.actual_key(key)]).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn prefix_end_is_the_next_key() {
+        assert_eq!(prefix_end(b"/v1/task/"), b"/v1/task0".to_vec());
+        assert_eq!(prefix_end(&[b'a', 0xff]), b"b".to_vec());
+    }
+}

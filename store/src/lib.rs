@@ -1,0 +1,47 @@
+//! BBS persistence: the [`Store`] trait, its SQL and etcd backends, schema versions, and the
+//! conformance suite every backend must pass.
+
+#[cfg(feature = "testing")]
+pub mod conformance;
+mod error;
+mod etcd;
+mod migrate;
+mod records;
+mod sql;
+mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use std::sync::Arc;
+
+pub use error::{StoreError, StoreResult};
+pub use etcd::connect_etcd;
+pub use migrate::SCHEMA_VERSION;
+pub use records::*;
+pub use sql::{connect_mysql, connect_postgres, connect_sqlite, mysql_url_from_dsn};
+pub use store::{Backend, Mutation, Store};
+
+/// What it takes to open a store; built from the server configuration.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    pub backend: Backend,
+    /// SQLite file path, MySQL DSN or URL, PostgreSQL URL or key=value string, or
+    /// comma-separated etcd endpoints.
+    pub connection_string: String,
+    /// Pool size for the SQL backends.
+    pub max_connections: u32,
+    /// Key prefix for etcd (empty for upstream's layout).
+    pub etcd_root: String,
+}
+
+/// Opens the configured store and brings its schema up to date.
+pub async fn connect(config: &StoreConfig) -> StoreResult<Arc<dyn Store>> {
+    match config.backend {
+        Backend::Sqlite => connect_sqlite(&config.connection_string, config.max_connections).await,
+        Backend::Mysql => connect_mysql(&config.connection_string, config.max_connections).await,
+        Backend::Postgres => {
+            connect_postgres(&config.connection_string, config.max_connections).await
+        }
+        Backend::Etcd => connect_etcd(&config.connection_string, &config.etcd_root).await,
+    }
+}

@@ -1,0 +1,79 @@
+//! Schema versions, shared by every backend: upstream's `{"CurrentVersion":N}` record.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{StoreError, StoreResult};
+use crate::records::configuration_ids;
+use crate::store::Store;
+
+/// The newest upstream schema version this binary creates and understands.
+pub const SCHEMA_VERSION: i64 = 1_772_581_987;
+
+#[derive(Serialize, Deserialize)]
+struct VersionRecord {
+    #[serde(rename = "CurrentVersion")]
+    current_version: i64,
+}
+
+pub fn encode_version(version: i64) -> String {
+    serde_json::to_string(&VersionRecord {
+        current_version: version,
+    })
+    .unwrap_or_default()
+}
+
+/// Reads the recorded schema version; `None` on a new database.
+pub async fn recorded_version(store: &dyn Store) -> StoreResult<Option<i64>> {
+    match store.configuration(configuration_ids::VERSION).await? {
+        None => Ok(None),
+        Some(text) => serde_json::from_str::<VersionRecord>(&text)
+            .map(|v| Some(v.current_version))
+            .map_err(|e| StoreError::Corrupt(format!("version record {text:?}: {e}"))),
+    }
+}
+
+/// What start-up must do about the recorded version.
+#[derive(Debug, PartialEq, Eq)]
+pub enum MigrationPlan {
+    CreateSchema,
+    UpToDate,
+}
+
+pub fn plan(recorded: Option<i64>) -> StoreResult<MigrationPlan> {
+    match recorded {
+        None | Some(0) => Ok(MigrationPlan::CreateSchema),
+        Some(SCHEMA_VERSION) => Ok(MigrationPlan::UpToDate),
+        Some(v) if v > SCHEMA_VERSION => Err(StoreError::Unrecoverable(format!(
+            "Existing DB version ({v}) exceeds bbs version ({SCHEMA_VERSION})"
+        ))),
+        Some(v) => Err(StoreError::Unrecoverable(format!(
+            "Existing DB version ({v}) predates this bbs's schema ({SCHEMA_VERSION}); \
+             let the Go BBS finish its migrations first"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_by_recorded_version() {
+        assert_eq!(plan(None).unwrap(), MigrationPlan::CreateSchema);
+        assert_eq!(plan(Some(0)).unwrap(), MigrationPlan::CreateSchema);
+        assert_eq!(plan(Some(SCHEMA_VERSION)).unwrap(), MigrationPlan::UpToDate);
+        assert!(matches!(
+            plan(Some(SCHEMA_VERSION + 1)),
+            Err(StoreError::Unrecoverable(m)) if m.contains("exceeds")
+        ));
+        assert!(matches!(
+            plan(Some(1_461_790_966)),
+            Err(StoreError::Unrecoverable(m)) if m.contains("predates")
+        ));
+    }
+
+    #[test]
+    fn version_record_matches_upstream_json() {
+        assert_eq!(encode_version(5), r#"{"CurrentVersion":5}"#);
+    }
+}

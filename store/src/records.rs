@@ -1,0 +1,205 @@
+//! The records the store persists. They mirror the upstream tables column for column; the
+//! blob fields hold already-encoded (and, once configured, encrypted) text, so the store never
+//! sees plaintext secrets and never needs a key.
+
+use serde::{Deserialize, Serialize};
+
+/// Nanoseconds since the Unix epoch, as upstream stores every timestamp.
+pub type Nanos = i64;
+
+/// Which copy of an actual LRP a row is: upstream's `presence` column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Presence {
+    Ordinary,
+    Evacuating,
+    Suspect,
+}
+
+impl Presence {
+    pub fn as_i32(self) -> i32 {
+        match self {
+            Presence::Ordinary => 0,
+            Presence::Evacuating => 1,
+            Presence::Suspect => 2,
+        }
+    }
+
+    pub fn from_i32(value: i32) -> Option<Self> {
+        match value {
+            0 => Some(Presence::Ordinary),
+            1 => Some(Presence::Evacuating),
+            2 => Some(Presence::Suspect),
+            _ => None,
+        }
+    }
+
+    /// The leaf name used in the etcd key layout.
+    pub fn key_leaf(self) -> &'static str {
+        match self {
+            Presence::Ordinary => "instance",
+            Presence::Evacuating => "evacuating",
+            Presence::Suspect => "suspect",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainRecord {
+    pub domain: String,
+    /// When the domain stops being fresh; `i64::MAX` means never.
+    pub expire_time: Nanos,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub guid: String,
+    pub domain: String,
+    pub created_at: Nanos,
+    pub updated_at: Nanos,
+    pub first_completed_at: Nanos,
+    /// `Task.State` number: Pending 1, Running 2, Completed 3, Resolving 4.
+    pub state: i32,
+    pub cell_id: String,
+    pub result: String,
+    pub failed: bool,
+    pub failure_reason: String,
+    /// Encoded `TaskDefinition` blob.
+    pub task_definition: String,
+    pub rejection_count: i32,
+    pub rejection_reason: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TaskFilter {
+    pub domain: Option<String>,
+    pub cell_id: Option<String>,
+}
+
+/// The scheduling half of a desired LRP: what the auctioneer, nsync and the route emitter read
+/// in bulk. It never carries the run info, so bulk reads stay small.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredLrpSchedulingRecord {
+    pub process_guid: String,
+    pub domain: String,
+    pub log_guid: String,
+    pub annotation: String,
+    pub instances: i32,
+    pub memory_mb: i32,
+    pub disk_mb: i32,
+    pub rootfs: String,
+    /// Encoded routes JSON.
+    pub routes: String,
+    /// Encoded `VolumePlacement` blob.
+    pub volume_placement: String,
+    pub modification_tag_epoch: String,
+    pub modification_tag_index: i32,
+    /// Plaintext JSON array, or none.
+    pub placement_tags: Option<String>,
+    pub max_pids: i32,
+    /// Encoded metric tags JSON, or none for rows older than the column.
+    pub metric_tags: Option<String>,
+    /// 0 rolling, 1 recreate.
+    pub update_strategy: i32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredLrpRecord {
+    pub scheduling: DesiredLrpSchedulingRecord,
+    /// Encoded `DesiredLRPRunInfo` blob, stored apart from the scheduling info.
+    pub run_info: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DesiredLrpFilter {
+    pub domain: Option<String>,
+    /// `None` means all; `Some(empty)` matches nothing.
+    pub process_guids: Option<Vec<String>>,
+}
+
+/// The primary key of an actual LRP row.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ActualLrpKey {
+    pub process_guid: String,
+    pub index: i32,
+    pub presence: Presence,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActualLrpRecord {
+    pub process_guid: String,
+    pub index: i32,
+    pub presence: Presence,
+    pub domain: String,
+    /// UNCLAIMED, CLAIMED, RUNNING or CRASHED.
+    pub state: String,
+    pub instance_guid: String,
+    pub cell_id: String,
+    pub placement_error: String,
+    pub since: Nanos,
+    /// Encoded `ActualLRPNetInfo` blob.
+    pub net_info: String,
+    pub modification_tag_epoch: String,
+    pub modification_tag_index: i32,
+    pub crash_count: i32,
+    pub crash_reason: String,
+    /// Encoded internal routes JSON.
+    pub internal_routes: Option<String>,
+    /// Encoded metric tags JSON.
+    pub metric_tags: Option<String>,
+    pub routable: bool,
+    pub availability_zone: String,
+}
+
+impl ActualLrpRecord {
+    pub fn key(&self) -> ActualLrpKey {
+        ActualLrpKey {
+            process_guid: self.process_guid.clone(),
+            index: self.index,
+            presence: self.presence,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ActualLrpFilter {
+    pub domain: Option<String>,
+    pub cell_id: Option<String>,
+    /// `None` means all; `Some(empty)` matches nothing.
+    pub process_guids: Option<Vec<String>>,
+    pub index: Option<i32>,
+}
+
+impl TaskFilter {
+    pub fn matches(&self, task: &TaskRecord) -> bool {
+        self.domain.as_ref().is_none_or(|d| *d == task.domain)
+            && self.cell_id.as_ref().is_none_or(|c| *c == task.cell_id)
+    }
+}
+
+impl DesiredLrpFilter {
+    pub fn matches(&self, lrp: &DesiredLrpSchedulingRecord) -> bool {
+        self.domain.as_ref().is_none_or(|d| *d == lrp.domain)
+            && self
+                .process_guids
+                .as_ref()
+                .is_none_or(|guids| guids.contains(&lrp.process_guid))
+    }
+}
+
+impl ActualLrpFilter {
+    pub fn matches(&self, lrp: &ActualLrpRecord) -> bool {
+        self.domain.as_ref().is_none_or(|d| *d == lrp.domain)
+            && self.cell_id.as_ref().is_none_or(|c| *c == lrp.cell_id)
+            && self.index.is_none_or(|i| i == lrp.index)
+            && self
+                .process_guids
+                .as_ref()
+                .is_none_or(|guids| guids.contains(&lrp.process_guid))
+    }
+}
+
+/// Configuration record ids upstream uses in the `configurations` table.
+pub mod configuration_ids {
+    pub const VERSION: &str = "version";
+    pub const ENCRYPTION_KEY_LABEL: &str = "encryption_key_label";
+}

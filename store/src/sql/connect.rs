@@ -1,0 +1,223 @@
+//! Opening a pooled, migrated SQL store for each backend.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel_async::pooled_connection::bb8::Pool;
+use diesel_async::pooled_connection::PoolableConnection;
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::{
+    AsyncConnection, AsyncMysqlConnection, AsyncPgConnection, SimpleAsyncConnection,
+};
+use futures::FutureExt;
+
+use super::{SqlStore, SqliteConn};
+use crate::error::{StoreError, StoreResult};
+use crate::store::{Backend, Store};
+
+/// Per-connection settings for the embedded store: WAL lets readers run beside the writer,
+/// and the busy timeout makes a writer wait for the lock instead of failing at once.
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+     PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = OFF;";
+
+async fn pool<C: PoolableConnection + 'static>(
+    url: &str,
+    config: ManagerConfig<C>,
+    max_connections: u32,
+) -> StoreResult<Pool<C>>
+where
+    AsyncDieselConnectionManager<C>: bb8::ManageConnection,
+    <AsyncDieselConnectionManager<C> as bb8::ManageConnection>::Error: std::error::Error + 'static,
+{
+    let manager = AsyncDieselConnectionManager::<C>::new_with_config(url, config);
+    Pool::builder()
+        .max_size(max_connections.max(1))
+        .connection_timeout(Duration::from_secs(30))
+        .build(manager)
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))
+}
+
+/// Checks that the server answers now, so a bad connection string fails start-up at once
+/// with the driver's own words rather than on the first request.
+async fn probe<C: PoolableConnection + 'static>(pool: &Pool<C>) -> StoreResult<()>
+where
+    AsyncDieselConnectionManager<C>: bb8::ManageConnection,
+    <AsyncDieselConnectionManager<C> as bb8::ManageConnection>::Error: std::error::Error + 'static,
+{
+    pool.get()
+        .await
+        .map(drop)
+        .map_err(|e| StoreError::Unavailable(e.to_string()))
+}
+
+/// Opens (creating if needed) the SQLite database file at `path`.
+pub async fn connect_sqlite(path: &str, max_connections: u32) -> StoreResult<Arc<dyn Store>> {
+    if let Some(parent) = Path::new(path).parent() {
+        if !parent.as_os_str().is_empty() {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", parent.display()))
+            })?;
+        }
+    }
+    let mut config = ManagerConfig::<SqliteConn>::default();
+    config.custom_setup = Box::new(|url| {
+        let url = url.to_owned();
+        async move {
+            let mut conn = SqliteConn::establish(&url).await?;
+            conn.batch_execute(SQLITE_PRAGMAS)
+                .await
+                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            Ok(conn)
+        }
+        .boxed()
+    });
+    let pool = pool(path, config, max_connections).await?;
+    probe(&pool).await?;
+    let store = SqlStore {
+        pool,
+        backend: Backend::Sqlite,
+    };
+    store.migrate().await?;
+    Ok(Arc::new(store))
+}
+
+/// Opens a PostgreSQL store from a URL or a key=value connection string.
+pub async fn connect_postgres(
+    connection_string: &str,
+    max_connections: u32,
+) -> StoreResult<Arc<dyn Store>> {
+    let config = ManagerConfig::<AsyncPgConnection>::default();
+    let pool = pool(connection_string, config, max_connections).await?;
+    probe(&pool).await?;
+    let store = SqlStore {
+        pool,
+        backend: Backend::Postgres,
+    };
+    store.migrate().await?;
+    Ok(Arc::new(store))
+}
+
+/// Opens a MySQL/MariaDB store from a `mysql://` URL or a go-sql-driver DSN.
+pub async fn connect_mysql(
+    connection_string: &str,
+    max_connections: u32,
+) -> StoreResult<Arc<dyn Store>> {
+    let url = if connection_string.starts_with("mysql://") {
+        connection_string.to_owned()
+    } else {
+        mysql_url_from_dsn(connection_string)?
+    };
+    let config = ManagerConfig::<AsyncMysqlConnection>::default();
+    let pool = pool(&url, config, max_connections).await?;
+    probe(&pool).await?;
+    let store = SqlStore {
+        pool,
+        backend: Backend::Mysql,
+    };
+    store.migrate().await?;
+    Ok(Arc::new(store))
+}
+
+/// URL parameters mysql_async understands; go-sql-driver's own (parseTime, timeout, ...) are
+/// dropped because they have no meaning here and mysql_async rejects unknown ones.
+const MYSQL_URL_PARAMS: &[&str] = &[
+    "require_ssl",
+    "verify_ca",
+    "verify_identity",
+    "built_in_roots",
+    "socket",
+    "compression",
+    "tcp_keepalive",
+    "tcp_nodelay",
+    "prefer_socket",
+];
+
+/// Turns upstream's go-sql-driver DSN, `user:pass@tcp(host:port)/db?params`, into a
+/// `mysql://` URL. `tls=true|skip-verify|preferred` become the matching mysql_async params.
+pub fn mysql_url_from_dsn(dsn: &str) -> StoreResult<String> {
+    let bad = |why: &str| {
+        StoreError::Unavailable(format!(
+            "database_connection_string is not a MySQL DSN ({why}); expected \
+             user:password@tcp(host:port)/database or mysql://user:password@host:port/database"
+        ))
+    };
+    let (credentials, rest) = match dsn.rfind('@') {
+        Some(at) => (Some(&dsn[..at]), &dsn[at + 1..]),
+        None => (None, dsn),
+    };
+    let (address_part, rest) = rest.split_once('/').ok_or_else(|| bad("no /database"))?;
+    let address = if address_part.is_empty() {
+        "127.0.0.1:3306".to_owned()
+    } else if let Some(inner) = address_part
+        .strip_prefix("tcp(")
+        .and_then(|s| s.strip_suffix(')'))
+    {
+        inner.to_owned()
+    } else if address_part.starts_with("unix(") {
+        return Err(bad("unix sockets are not supported"));
+    } else {
+        return Err(bad("the address must be tcp(host:port)"));
+    };
+    let (database, params) = rest.split_once('?').unwrap_or((rest, ""));
+    let mut url = url::Url::parse(&format!("mysql://{address}/"))
+        .map_err(|e| bad(&format!("bad address {address:?}: {e}")))?;
+    if let Some(credentials) = credentials {
+        let (user, password) = credentials.split_once(':').unwrap_or((credentials, ""));
+        url.set_username(user).map_err(|_| bad("bad user"))?;
+        if !password.is_empty() {
+            url.set_password(Some(password))
+                .map_err(|_| bad("bad password"))?;
+        }
+    }
+    url.set_path(database);
+    let mut query = Vec::new();
+    for pair in params.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match (key, value) {
+            ("tls", "true") => query.push("require_ssl=true".to_owned()),
+            ("tls", "skip-verify") => {
+                query.push("require_ssl=true&verify_ca=false&verify_identity=false".to_owned())
+            }
+            _ if MYSQL_URL_PARAMS.contains(&key) => query.push(format!("{key}={value}")),
+            _ => {}
+        }
+    }
+    if !query.is_empty() {
+        url.set_query(Some(&query.join("&")));
+    }
+    Ok(url.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn converts_go_sql_driver_dsns() {
+        assert_eq!(
+            mysql_url_from_dsn("diego:s3cret@tcp(db.local:3306)/diego").unwrap(),
+            "mysql://diego:s3cret@db.local:3306/diego"
+        );
+        assert_eq!(
+            mysql_url_from_dsn("root@tcp(127.0.0.1:3306)/test?parseTime=true&tls=true").unwrap(),
+            "mysql://root@127.0.0.1:3306/test?require_ssl=true"
+        );
+        assert_eq!(
+            mysql_url_from_dsn("/bbs").unwrap(),
+            "mysql://127.0.0.1:3306/bbs"
+        );
+        assert_eq!(
+            mysql_url_from_dsn("u:p@ss@tcp(h:1)/d").unwrap(),
+            "mysql://u:p%40ss@h:1/d"
+        );
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_dsn() {
+        assert!(mysql_url_from_dsn("just-a-name").is_err());
+        assert!(mysql_url_from_dsn("u@unix(/tmp/sock)/d").is_err());
+        assert!(mysql_url_from_dsn("u@h:3306/d").is_err());
+    }
+}

@@ -1,0 +1,79 @@
+//! Runs the SQL schema migrations at start-up (see migrations/README.md).
+
+use diesel_async::pooled_connection::PoolableConnection;
+use diesel_async::SimpleAsyncConnection;
+
+use super::SqlStore;
+use crate::error::{StoreError, StoreResult};
+use crate::migrate::{encode_version, plan, recorded_version, MigrationPlan, SCHEMA_VERSION};
+use crate::records::configuration_ids;
+use crate::store::{Backend, Store};
+
+const CONFIGURATIONS_DDL: &str =
+    "CREATE TABLE IF NOT EXISTS configurations (id VARCHAR(255) PRIMARY KEY, value VARCHAR(255))";
+
+fn initial_schema(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Mysql => include_str!("../../../migrations/1772581987_initial_schema/mysql.sql"),
+        Backend::Postgres => {
+            include_str!("../../../migrations/1772581987_initial_schema/postgres.sql")
+        }
+        _ => include_str!("../../../migrations/1772581987_initial_schema/sqlite.sql"),
+    }
+}
+
+/// Splits a migration file into statements; the files hold no `;` inside literals.
+fn statements(sql: &str) -> impl Iterator<Item = String> + '_ {
+    sql.split(';')
+        .map(|s| {
+            s.lines()
+                .filter(|line| !line.trim_start().starts_with("--"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .filter(|s| !s.trim().is_empty())
+}
+
+impl<C: PoolableConnection + 'static> SqlStore<C>
+where
+    SqlStore<C>: Store,
+    diesel_async::pooled_connection::AsyncDieselConnectionManager<C>: bb8::ManageConnection<Connection = C>,
+    <diesel_async::pooled_connection::AsyncDieselConnectionManager<C> as bb8::ManageConnection>::Error:
+        std::error::Error + 'static,
+{
+    /// Brings the schema to `SCHEMA_VERSION`, or refuses with `Unrecoverable`.
+    pub async fn migrate(&self) -> StoreResult<()> {
+        let mut conn = self.conn().await?;
+        conn.batch_execute(CONFIGURATIONS_DDL)
+            .await
+            .map_err(StoreError::from)?;
+        drop(conn);
+        match plan(recorded_version(self).await?)? {
+            MigrationPlan::UpToDate => Ok(()),
+            MigrationPlan::CreateSchema => {
+                let mut conn = self.conn().await?;
+                for statement in statements(initial_schema(self.backend)) {
+                    conn.batch_execute(&statement)
+                        .await
+                        .map_err(StoreError::from)?;
+                }
+                drop(conn);
+                self.set_configuration(configuration_ids::VERSION, &encode_version(SCHEMA_VERSION))
+                    .await
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_schema_splits_into_the_same_statements() {
+        let count = |b| statements(initial_schema(b)).count();
+        assert_eq!(count(Backend::Mysql), 22);
+        assert_eq!(count(Backend::Mysql), count(Backend::Postgres));
+        assert_eq!(count(Backend::Mysql), count(Backend::Sqlite));
+    }
+}

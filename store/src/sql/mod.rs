@@ -1,0 +1,544 @@
+//! The SQL backends: SQLite (embedded), MySQL/MariaDB and PostgreSQL through diesel-async.
+//!
+//! The three share one implementation, generated per connection type by `sql_store!`, because
+//! diesel's query types are backend-specific and generic bounds over all three are unreadable.
+//! The only differences are how rows are locked for a read-modify-write (SQLite takes the
+//! database write lock with `BEGIN IMMEDIATE`; the servers use `SELECT ... FOR UPDATE`) and how
+//! a connection is established.
+
+mod connect;
+mod errors;
+mod migrate;
+mod rows;
+mod schema;
+
+pub use connect::{connect_mysql, connect_postgres, connect_sqlite, mysql_url_from_dsn};
+
+use diesel_async::pooled_connection::bb8::Pool;
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::pooled_connection::PoolableConnection;
+
+use crate::error::{StoreError, StoreResult};
+use crate::store::Backend;
+
+/// How many times a transaction is retried after a deadlock, as upstream does.
+const DEADLOCK_ATTEMPTS: usize = 3;
+
+/// A pooled SQL store over one diesel-async connection type.
+pub struct SqlStore<C: PoolableConnection + 'static>
+where
+    AsyncDieselConnectionManager<C>: bb8::ManageConnection,
+{
+    pool: Pool<C>,
+    backend: Backend,
+}
+
+impl<C: PoolableConnection + 'static> SqlStore<C>
+where
+    AsyncDieselConnectionManager<C>: bb8::ManageConnection,
+    <AsyncDieselConnectionManager<C> as bb8::ManageConnection>::Error: std::error::Error + 'static,
+{
+    async fn conn(
+        &self,
+    ) -> StoreResult<bb8::PooledConnection<'_, AsyncDieselConnectionManager<C>>> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+}
+
+/// Retries an operation that failed with a deadlock, like upstream's transaction helper.
+async fn with_deadlock_retry<T, F, Fut>(mut op: F) -> StoreResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = StoreResult<T>>,
+{
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Err(StoreError::Deadlock) if attempt < DEADLOCK_ATTEMPTS => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50 * attempt as u64)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Adds the row lock a read-modify-write needs; SQLite has none (its transaction holds the
+/// database write lock instead).
+macro_rules! locked {
+    (sqlite, $query:expr) => {
+        $query
+    };
+    ($other:ident, $query:expr) => {
+        $query.for_update()
+    };
+}
+
+/// Expands to `impl Store for SqlStore<$conn>`.
+/// `$flavor` picks the locking rule; `$txn` is the transaction method used for writes that
+/// read first (`immediate_transaction` on SQLite so the write lock is taken up front).
+macro_rules! sql_store {
+    ($conn:ty, $flavor:ident, $txn:ident) => {
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $crate::sql::SqlStore<$conn> {
+            fn backend(&self) -> $crate::store::Backend {
+                self.backend
+            }
+
+            async fn configuration(&self, id: &str) -> StoreResult<Option<String>> {
+                use $crate::sql::schema::configurations::dsl as c;
+                let mut conn = self.conn().await?;
+                let value: Option<Option<String>> = c::configurations
+                    .filter(c::id.eq(id))
+                    .select(c::value)
+                    .first(&mut *conn)
+                    .await
+                    .optional()?;
+                Ok(value.flatten())
+            }
+
+            async fn set_configuration(&self, id: &str, value: &str) -> StoreResult<()> {
+                use $crate::sql::schema::configurations::dsl as c;
+                let mut conn = self.conn().await?;
+                let (id, value) = (id.to_owned(), value.to_owned());
+                conn.$txn(async |conn| {
+                    let updated = diesel::update(c::configurations.filter(c::id.eq(&id)))
+                        .set(c::value.eq(Some(&value)))
+                        .execute(conn)
+                        .await?;
+                    if updated == 0 {
+                        diesel::insert_into(c::configurations)
+                            .values((c::id.eq(&id), c::value.eq(Some(&value))))
+                            .execute(conn)
+                            .await?;
+                    }
+                    Ok::<_, StoreError>(())
+                })
+                .await
+            }
+
+            async fn upsert_domain(&self, domain: &DomainRecord) -> StoreResult<()> {
+                use $crate::sql::schema::domains::dsl as d;
+                let mut conn = self.conn().await?;
+                conn.$txn(async |conn| {
+                    let updated = diesel::update(d::domains.filter(d::domain.eq(&domain.domain)))
+                        .set(d::expire_time.eq(Some(domain.expire_time)))
+                        .execute(conn)
+                        .await?;
+                    if updated == 0 {
+                        diesel::insert_into(d::domains)
+                            .values((
+                                d::domain.eq(&domain.domain),
+                                d::expire_time.eq(Some(domain.expire_time)),
+                            ))
+                            .execute(conn)
+                            .await?;
+                    }
+                    Ok::<_, StoreError>(())
+                })
+                .await
+            }
+
+            async fn domains(&self) -> StoreResult<Vec<DomainRecord>> {
+                use $crate::sql::schema::domains::dsl as d;
+                let mut conn = self.conn().await?;
+                let rows: Vec<(String, Option<i64>)> = d::domains
+                    .select((d::domain, d::expire_time))
+                    .order(d::domain)
+                    .load(&mut *conn)
+                    .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(domain, expire_time)| DomainRecord {
+                        domain,
+                        expire_time: expire_time.unwrap_or_default(),
+                    })
+                    .collect())
+            }
+
+            async fn delete_domain(&self, domain: &str) -> StoreResult<()> {
+                use $crate::sql::schema::domains::dsl as d;
+                let mut conn = self.conn().await?;
+                let deleted = diesel::delete(d::domains.filter(d::domain.eq(domain)))
+                    .execute(&mut *conn)
+                    .await?;
+                expect_one(deleted)
+            }
+
+            async fn insert_task(&self, task: &TaskRecord) -> StoreResult<()> {
+                use $crate::sql::schema::tasks::dsl as t;
+                let mut conn = self.conn().await?;
+                diesel::insert_into(t::tasks)
+                    .values(TaskRow::from(task))
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            }
+
+            async fn task(&self, guid: &str) -> StoreResult<Option<TaskRecord>> {
+                use $crate::sql::schema::tasks::dsl as t;
+                let mut conn = self.conn().await?;
+                let row: Option<TaskRow> = t::tasks
+                    .filter(t::guid.eq(guid))
+                    .select(TaskRow::as_select())
+                    .first(&mut *conn)
+                    .await
+                    .optional()?;
+                Ok(row.map(TaskRecord::from))
+            }
+
+            async fn tasks(&self, filter: &TaskFilter) -> StoreResult<Vec<TaskRecord>> {
+                use $crate::sql::schema::tasks::dsl as t;
+                let mut conn = self.conn().await?;
+                let mut query = t::tasks.select(TaskRow::as_select()).into_boxed();
+                if let Some(domain) = &filter.domain {
+                    query = query.filter(t::domain.eq(domain));
+                }
+                if let Some(cell_id) = &filter.cell_id {
+                    query = query.filter(t::cell_id.eq(cell_id));
+                }
+                let rows: Vec<TaskRow> = query.order(t::guid).load(&mut *conn).await?;
+                Ok(rows.into_iter().map(TaskRecord::from).collect())
+            }
+
+            async fn update_task(&self, task: &TaskRecord) -> StoreResult<()> {
+                use $crate::sql::schema::tasks::dsl as t;
+                let mut conn = self.conn().await?;
+                let updated = diesel::update(t::tasks.filter(t::guid.eq(&task.guid)))
+                    .set(TaskRow::from(task))
+                    .execute(&mut *conn)
+                    .await?;
+                expect_one(updated)
+            }
+
+            async fn modify_task(
+                &self,
+                guid: &str,
+                mutation: &Mutation<'_, TaskRecord>,
+            ) -> StoreResult<TaskRecord> {
+                use $crate::sql::schema::tasks::dsl as t;
+                with_deadlock_retry(|| async {
+                    let mut conn = self.conn().await?;
+                    conn.$txn(async |conn| {
+                        let row: TaskRow = locked!(
+                            $flavor,
+                            t::tasks
+                                .filter(t::guid.eq(guid))
+                                .select(TaskRow::as_select())
+                        )
+                        .first(conn)
+                        .await?;
+                        let next = mutation(TaskRecord::from(row))?;
+                        if next.guid != guid {
+                            return Err(StoreError::Rejected(
+                                "a mutation may not change the task guid".into(),
+                            ));
+                        }
+                        diesel::update(t::tasks.filter(t::guid.eq(guid)))
+                            .set(TaskRow::from(&next))
+                            .execute(conn)
+                            .await?;
+                        Ok::<_, StoreError>(next)
+                    })
+                    .await
+                })
+                .await
+            }
+
+            async fn delete_task(&self, guid: &str) -> StoreResult<()> {
+                use $crate::sql::schema::tasks::dsl as t;
+                let mut conn = self.conn().await?;
+                let deleted = diesel::delete(t::tasks.filter(t::guid.eq(guid)))
+                    .execute(&mut *conn)
+                    .await?;
+                expect_one(deleted)
+            }
+
+            async fn insert_desired_lrp(&self, lrp: &DesiredLrpRecord) -> StoreResult<()> {
+                use $crate::sql::schema::desired_lrps::dsl as d;
+                let mut conn = self.conn().await?;
+                diesel::insert_into(d::desired_lrps)
+                    .values(DesiredLrpRow::from(lrp))
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            }
+
+            async fn desired_lrp(
+                &self,
+                process_guid: &str,
+            ) -> StoreResult<Option<DesiredLrpRecord>> {
+                use $crate::sql::schema::desired_lrps::dsl as d;
+                let mut conn = self.conn().await?;
+                let row: Option<DesiredLrpRow> = d::desired_lrps
+                    .filter(d::process_guid.eq(process_guid))
+                    .select(DesiredLrpRow::as_select())
+                    .first(&mut *conn)
+                    .await
+                    .optional()?;
+                Ok(row.map(DesiredLrpRecord::from))
+            }
+
+            async fn desired_lrps(
+                &self,
+                filter: &DesiredLrpFilter,
+            ) -> StoreResult<Vec<DesiredLrpRecord>> {
+                use $crate::sql::schema::desired_lrps::dsl as d;
+                if filter.process_guids.as_ref().is_some_and(|g| g.is_empty()) {
+                    return Ok(Vec::new());
+                }
+                let mut conn = self.conn().await?;
+                let mut query = d::desired_lrps
+                    .select(DesiredLrpRow::as_select())
+                    .into_boxed();
+                if let Some(domain) = &filter.domain {
+                    query = query.filter(d::domain.eq(domain));
+                }
+                if let Some(guids) = &filter.process_guids {
+                    query = query.filter(d::process_guid.eq_any(guids));
+                }
+                let rows: Vec<DesiredLrpRow> =
+                    query.order(d::process_guid).load(&mut *conn).await?;
+                Ok(rows.into_iter().map(DesiredLrpRecord::from).collect())
+            }
+
+            async fn desired_lrp_scheduling_infos(
+                &self,
+                filter: &DesiredLrpFilter,
+            ) -> StoreResult<Vec<DesiredLrpSchedulingRecord>> {
+                use $crate::sql::schema::desired_lrps::dsl as d;
+                if filter.process_guids.as_ref().is_some_and(|g| g.is_empty()) {
+                    return Ok(Vec::new());
+                }
+                let mut conn = self.conn().await?;
+                let mut query = d::desired_lrps
+                    .select(SchedulingRow::as_select())
+                    .into_boxed();
+                if let Some(domain) = &filter.domain {
+                    query = query.filter(d::domain.eq(domain));
+                }
+                if let Some(guids) = &filter.process_guids {
+                    query = query.filter(d::process_guid.eq_any(guids));
+                }
+                let rows: Vec<SchedulingRow> =
+                    query.order(d::process_guid).load(&mut *conn).await?;
+                Ok(rows
+                    .into_iter()
+                    .map(DesiredLrpSchedulingRecord::from)
+                    .collect())
+            }
+
+            async fn update_desired_lrp(&self, lrp: &DesiredLrpRecord) -> StoreResult<()> {
+                use $crate::sql::schema::desired_lrps::dsl as d;
+                let mut conn = self.conn().await?;
+                let updated = diesel::update(
+                    d::desired_lrps.filter(d::process_guid.eq(&lrp.scheduling.process_guid)),
+                )
+                .set(DesiredLrpRow::from(lrp))
+                .execute(&mut *conn)
+                .await?;
+                expect_one(updated)
+            }
+
+            async fn modify_desired_lrp(
+                &self,
+                process_guid: &str,
+                mutation: &Mutation<'_, DesiredLrpRecord>,
+            ) -> StoreResult<DesiredLrpRecord> {
+                use $crate::sql::schema::desired_lrps::dsl as d;
+                with_deadlock_retry(|| async {
+                    let mut conn = self.conn().await?;
+                    conn.$txn(async |conn| {
+                        let row: DesiredLrpRow = locked!(
+                            $flavor,
+                            d::desired_lrps
+                                .filter(d::process_guid.eq(process_guid))
+                                .select(DesiredLrpRow::as_select())
+                        )
+                        .first(conn)
+                        .await?;
+                        let next = mutation(DesiredLrpRecord::from(row))?;
+                        if next.scheduling.process_guid != process_guid {
+                            return Err(StoreError::Rejected(
+                                "a mutation may not change the process guid".into(),
+                            ));
+                        }
+                        diesel::update(d::desired_lrps.filter(d::process_guid.eq(process_guid)))
+                            .set(DesiredLrpRow::from(&next))
+                            .execute(conn)
+                            .await?;
+                        Ok::<_, StoreError>(next)
+                    })
+                    .await
+                })
+                .await
+            }
+
+            async fn delete_desired_lrp(&self, process_guid: &str) -> StoreResult<()> {
+                use $crate::sql::schema::desired_lrps::dsl as d;
+                let mut conn = self.conn().await?;
+                let deleted =
+                    diesel::delete(d::desired_lrps.filter(d::process_guid.eq(process_guid)))
+                        .execute(&mut *conn)
+                        .await?;
+                expect_one(deleted)
+            }
+
+            async fn insert_actual_lrp(&self, lrp: &ActualLrpRecord) -> StoreResult<()> {
+                use $crate::sql::schema::actual_lrps::dsl as a;
+                let mut conn = self.conn().await?;
+                diesel::insert_into(a::actual_lrps)
+                    .values(ActualLrpRow::from(lrp))
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            }
+
+            async fn actual_lrp(&self, key: &ActualLrpKey) -> StoreResult<Option<ActualLrpRecord>> {
+                use $crate::sql::schema::actual_lrps::dsl as a;
+                let mut conn = self.conn().await?;
+                let row: Option<ActualLrpRow> = a::actual_lrps
+                    .filter(a::process_guid.eq(&key.process_guid))
+                    .filter(a::instance_index.eq(key.index))
+                    .filter(a::presence.eq(key.presence.as_i32()))
+                    .select(ActualLrpRow::as_select())
+                    .first(&mut *conn)
+                    .await
+                    .optional()?;
+                row.map(ActualLrpRecord::try_from).transpose()
+            }
+
+            async fn actual_lrps(
+                &self,
+                filter: &ActualLrpFilter,
+            ) -> StoreResult<Vec<ActualLrpRecord>> {
+                use $crate::sql::schema::actual_lrps::dsl as a;
+                if filter.process_guids.as_ref().is_some_and(|g| g.is_empty()) {
+                    return Ok(Vec::new());
+                }
+                let mut conn = self.conn().await?;
+                let mut query = a::actual_lrps
+                    .select(ActualLrpRow::as_select())
+                    .into_boxed();
+                if let Some(domain) = &filter.domain {
+                    query = query.filter(a::domain.eq(domain));
+                }
+                if let Some(cell_id) = &filter.cell_id {
+                    query = query.filter(a::cell_id.eq(cell_id));
+                }
+                if let Some(guids) = &filter.process_guids {
+                    query = query.filter(a::process_guid.eq_any(guids));
+                }
+                if let Some(index) = filter.index {
+                    query = query.filter(a::instance_index.eq(index));
+                }
+                let rows: Vec<ActualLrpRow> = query
+                    .order((a::process_guid, a::instance_index, a::presence))
+                    .load(&mut *conn)
+                    .await?;
+                rows.into_iter().map(ActualLrpRecord::try_from).collect()
+            }
+
+            async fn update_actual_lrp(&self, lrp: &ActualLrpRecord) -> StoreResult<()> {
+                use $crate::sql::schema::actual_lrps::dsl as a;
+                let mut conn = self.conn().await?;
+                let updated = diesel::update(
+                    a::actual_lrps
+                        .filter(a::process_guid.eq(&lrp.process_guid))
+                        .filter(a::instance_index.eq(lrp.index))
+                        .filter(a::presence.eq(lrp.presence.as_i32())),
+                )
+                .set(ActualLrpRow::from(lrp))
+                .execute(&mut *conn)
+                .await?;
+                expect_one(updated)
+            }
+
+            async fn modify_actual_lrp(
+                &self,
+                key: &ActualLrpKey,
+                mutation: &Mutation<'_, ActualLrpRecord>,
+            ) -> StoreResult<ActualLrpRecord> {
+                use $crate::sql::schema::actual_lrps::dsl as a;
+                with_deadlock_retry(|| async {
+                    let mut conn = self.conn().await?;
+                    conn.$txn(async |conn| {
+                        let row: ActualLrpRow = locked!(
+                            $flavor,
+                            a::actual_lrps
+                                .filter(a::process_guid.eq(&key.process_guid))
+                                .filter(a::instance_index.eq(key.index))
+                                .filter(a::presence.eq(key.presence.as_i32()))
+                                .select(ActualLrpRow::as_select())
+                        )
+                        .first(conn)
+                        .await?;
+                        let next = mutation(ActualLrpRecord::try_from(row)?)?;
+                        if next.key() != *key {
+                            return Err(StoreError::Rejected(
+                                "a mutation may not change an actual LRP's key".into(),
+                            ));
+                        }
+                        diesel::update(
+                            a::actual_lrps
+                                .filter(a::process_guid.eq(&key.process_guid))
+                                .filter(a::instance_index.eq(key.index))
+                                .filter(a::presence.eq(key.presence.as_i32())),
+                        )
+                        .set(ActualLrpRow::from(&next))
+                        .execute(conn)
+                        .await?;
+                        Ok::<_, StoreError>(next)
+                    })
+                    .await
+                })
+                .await
+            }
+
+            async fn delete_actual_lrp(&self, key: &ActualLrpKey) -> StoreResult<()> {
+                use $crate::sql::schema::actual_lrps::dsl as a;
+                let mut conn = self.conn().await?;
+                let deleted = diesel::delete(
+                    a::actual_lrps
+                        .filter(a::process_guid.eq(&key.process_guid))
+                        .filter(a::instance_index.eq(key.index))
+                        .filter(a::presence.eq(key.presence.as_i32())),
+                )
+                .execute(&mut *conn)
+                .await?;
+                expect_one(deleted)
+            }
+        }
+    };
+}
+
+/// A keyed write touched no row: the record was not there.
+fn expect_one(affected: usize) -> StoreResult<()> {
+    if affected == 0 {
+        Err(StoreError::NotFound)
+    } else {
+        Ok(())
+    }
+}
+
+mod impls {
+    use diesel::prelude::*;
+    use diesel_async::{AsyncConnection, AsyncMysqlConnection, AsyncPgConnection, RunQueryDsl};
+
+    use super::rows::*;
+    use super::{expect_one, with_deadlock_retry, SqliteConn};
+    use crate::error::{StoreError, StoreResult};
+    use crate::records::*;
+    use crate::store::Mutation;
+
+    sql_store!(SqliteConn, sqlite, immediate_transaction);
+    sql_store!(AsyncPgConnection, postgres, transaction);
+    sql_store!(AsyncMysqlConnection, mysql, transaction);
+}
+
+/// The SQLite connection type: diesel's synchronous SQLite driver run on tokio's blocking pool.
+pub type SqliteConn =
+    diesel_async::sync_connection_wrapper::SyncConnectionWrapper<diesel::SqliteConnection>;

@@ -1,0 +1,110 @@
+//! The one storage interface every backend implements and the conformance suite checks.
+
+use async_trait::async_trait;
+
+use crate::error::StoreResult;
+use crate::records::*;
+
+/// Which backend a store talks to; also the `database_driver` config value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Backend {
+    Sqlite,
+    Mysql,
+    Postgres,
+    Etcd,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Mysql => "mysql",
+            Backend::Postgres => "postgres",
+            Backend::Etcd => "etcd",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "sqlite" | "sqlite3" => Some(Backend::Sqlite),
+            "mysql" => Some(Backend::Mysql),
+            "postgres" | "postgresql" => Some(Backend::Postgres),
+            "etcd" => Some(Backend::Etcd),
+            _ => None,
+        }
+    }
+
+    pub const ALL: [Backend; 4] = [
+        Backend::Sqlite,
+        Backend::Mysql,
+        Backend::Postgres,
+        Backend::Etcd,
+    ];
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A read-modify-write step applied atomically to one record. It may run more than once (etcd
+/// retries a lost compare-and-swap), so it must be a pure function of its input.
+pub type Mutation<'a, T> = dyn Fn(T) -> StoreResult<T> + Send + Sync + 'a;
+
+/// Persistence for every BBS record kind.
+///
+/// Writes are durable when they return. `insert_*` fails with `Exists` on a duplicate key;
+/// `update_*` and `delete_*` fail with `NotFound` when the record is missing; `modify_*` reads,
+/// applies the mutation and writes back with no lost update under concurrent writers.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+
+    /// Reads a `configurations` value (`version`, `encryption_key_label`, ...).
+    async fn configuration(&self, id: &str) -> StoreResult<Option<String>>;
+    async fn set_configuration(&self, id: &str, value: &str) -> StoreResult<()>;
+
+    async fn upsert_domain(&self, domain: &DomainRecord) -> StoreResult<()>;
+    /// Every domain row, fresh or not: freshness is the caller's rule.
+    async fn domains(&self) -> StoreResult<Vec<DomainRecord>>;
+    async fn delete_domain(&self, domain: &str) -> StoreResult<()>;
+
+    async fn insert_task(&self, task: &TaskRecord) -> StoreResult<()>;
+    async fn task(&self, guid: &str) -> StoreResult<Option<TaskRecord>>;
+    async fn tasks(&self, filter: &TaskFilter) -> StoreResult<Vec<TaskRecord>>;
+    async fn update_task(&self, task: &TaskRecord) -> StoreResult<()>;
+    async fn modify_task(
+        &self,
+        guid: &str,
+        mutation: &Mutation<'_, TaskRecord>,
+    ) -> StoreResult<TaskRecord>;
+    async fn delete_task(&self, guid: &str) -> StoreResult<()>;
+
+    async fn insert_desired_lrp(&self, lrp: &DesiredLrpRecord) -> StoreResult<()>;
+    async fn desired_lrp(&self, process_guid: &str) -> StoreResult<Option<DesiredLrpRecord>>;
+    async fn desired_lrps(&self, filter: &DesiredLrpFilter) -> StoreResult<Vec<DesiredLrpRecord>>;
+    /// The scheduling halves only; run infos are not read.
+    async fn desired_lrp_scheduling_infos(
+        &self,
+        filter: &DesiredLrpFilter,
+    ) -> StoreResult<Vec<DesiredLrpSchedulingRecord>>;
+    async fn update_desired_lrp(&self, lrp: &DesiredLrpRecord) -> StoreResult<()>;
+    async fn modify_desired_lrp(
+        &self,
+        process_guid: &str,
+        mutation: &Mutation<'_, DesiredLrpRecord>,
+    ) -> StoreResult<DesiredLrpRecord>;
+    async fn delete_desired_lrp(&self, process_guid: &str) -> StoreResult<()>;
+
+    async fn insert_actual_lrp(&self, lrp: &ActualLrpRecord) -> StoreResult<()>;
+    async fn actual_lrp(&self, key: &ActualLrpKey) -> StoreResult<Option<ActualLrpRecord>>;
+    async fn actual_lrps(&self, filter: &ActualLrpFilter) -> StoreResult<Vec<ActualLrpRecord>>;
+    async fn update_actual_lrp(&self, lrp: &ActualLrpRecord) -> StoreResult<()>;
+    async fn modify_actual_lrp(
+        &self,
+        key: &ActualLrpKey,
+        mutation: &Mutation<'_, ActualLrpRecord>,
+    ) -> StoreResult<ActualLrpRecord>;
+    async fn delete_actual_lrp(&self, key: &ActualLrpKey) -> StoreResult<()>;
+}

@@ -1,0 +1,227 @@
+//! Fresh, isolated stores for tests on every backend: a temporary SQLite file, a new MySQL or
+//! PostgreSQL database, or a unique etcd key prefix. Each is removed when dropped.
+//!
+//! Which servers to use comes from the environment, with the defaults of the development
+//! machines and CI:
+//! `TEST_MYSQL_URL` (mysql://root@127.0.0.1:3306/test), `TEST_POSTGRES_URL`
+//! (postgres://postgres@127.0.0.1:5432/postgres), `TEST_ETCD_ENDPOINTS` (http://127.0.0.1:2379).
+//! `TEST_BACKENDS` (comma-separated; default all four) names the backends to test; a backend
+//! left out is reported as skipped by every test, never silently.
+
+use std::sync::Arc;
+
+use diesel_async::{
+    AsyncConnection, AsyncMysqlConnection, AsyncPgConnection, SimpleAsyncConnection,
+};
+
+use crate::{connect, Backend, Store, StoreConfig, StoreResult};
+
+pub fn mysql_admin_url() -> String {
+    std::env::var("TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
+}
+
+pub fn postgres_admin_url() -> String {
+    std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn etcd_endpoints() -> String {
+    std::env::var("TEST_ETCD_ENDPOINTS").unwrap_or_else(|_| "http://127.0.0.1:2379".into())
+}
+
+/// Whether `TEST_BACKENDS` includes `backend`. Prints a line when it does not, so a skipped
+/// backend always shows in the test output.
+pub fn enabled(backend: Backend) -> bool {
+    let on = match std::env::var("TEST_BACKENDS") {
+        Ok(list) if !list.trim().is_empty() && list.trim() != "all" => list
+            .split(',')
+            .any(|name| Backend::parse(name.trim()) == Some(backend)),
+        _ => true,
+    };
+    if !on {
+        eprintln!("SKIPPED: backend {backend} is not in TEST_BACKENDS");
+    }
+    on
+}
+
+/// A store on its own fresh database, plus what it takes to reopen it or point a server at it.
+pub struct TestStore {
+    pub store: Arc<dyn Store>,
+    pub config: StoreConfig,
+    cleanup: Option<Cleanup>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// How to remove a test database when its store is dropped.
+pub enum Cleanup {
+    Mysql { admin: String, database: String },
+    Postgres { admin: String, database: String },
+    Etcd { endpoints: String, root: String },
+}
+
+impl TestStore {
+    /// Creates a fresh database on `backend` and opens a migrated store on it.
+    pub async fn new(backend: Backend) -> TestStore {
+        let (config, cleanup, dir) = fresh_config(backend).await;
+        let store = connect(&config)
+            .await
+            .unwrap_or_else(|e| panic!("cannot open the {backend} store: {e}"));
+        TestStore {
+            store,
+            config,
+            cleanup,
+            _dir: dir,
+        }
+    }
+
+    /// Opens the same database again, as a restarted server would.
+    pub async fn reopen(&self) -> StoreResult<Arc<dyn Store>> {
+        connect(&self.config).await
+    }
+}
+
+fn unique_name() -> String {
+    format!("bbs_test_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Replaces the database (path) part of a URL.
+fn with_database(url: &str, database: &str) -> String {
+    let mut parsed = url::Url::parse(url).expect("test database URL must be a URL");
+    parsed.set_path(database);
+    parsed.to_string()
+}
+
+/// A database configuration for a fresh, empty database (created, but not yet migrated).
+pub async fn fresh_config(
+    backend: Backend,
+) -> (StoreConfig, Option<Cleanup>, Option<tempfile::TempDir>) {
+    let name = unique_name();
+    match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().expect("create temp dir");
+            let path = dir.path().join("bbs.sqlite3");
+            (
+                StoreConfig {
+                    backend,
+                    connection_string: path.to_string_lossy().into_owned(),
+                    max_connections: 8,
+                    etcd_root: String::new(),
+                },
+                None,
+                Some(dir),
+            )
+        }
+        Backend::Mysql => {
+            let admin = mysql_admin_url();
+            let mut conn = AsyncMysqlConnection::establish(&admin)
+                .await
+                .unwrap_or_else(|e| panic!("MySQL at {admin} is required for this test: {e}"));
+            conn.batch_execute(&format!("CREATE DATABASE {name}"))
+                .await
+                .expect("create test database");
+            (
+                StoreConfig {
+                    backend,
+                    connection_string: with_database(&admin, &name),
+                    max_connections: 8,
+                    etcd_root: String::new(),
+                },
+                Some(Cleanup::Mysql {
+                    admin,
+                    database: name,
+                }),
+                None,
+            )
+        }
+        Backend::Postgres => {
+            let admin = postgres_admin_url();
+            let mut conn = AsyncPgConnection::establish(&admin)
+                .await
+                .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is required for this test: {e}"));
+            conn.batch_execute(&format!("CREATE DATABASE {name}"))
+                .await
+                .expect("create test database");
+            (
+                StoreConfig {
+                    backend,
+                    connection_string: with_database(&admin, &name),
+                    max_connections: 8,
+                    etcd_root: String::new(),
+                },
+                Some(Cleanup::Postgres {
+                    admin,
+                    database: name,
+                }),
+                None,
+            )
+        }
+        Backend::Etcd => {
+            let endpoints = etcd_endpoints();
+            let root = format!("/{name}");
+            (
+                StoreConfig {
+                    backend,
+                    connection_string: endpoints.clone(),
+                    max_connections: 8,
+                    etcd_root: root.clone(),
+                },
+                Some(Cleanup::Etcd { endpoints, root }),
+                None,
+            )
+        }
+    }
+}
+
+impl Drop for TestStore {
+    fn drop(&mut self) {
+        if let Some(cleanup) = self.cleanup.take() {
+            cleanup.run();
+        }
+    }
+}
+
+impl Cleanup {
+    /// Drops the database on a thread of its own, since `Drop` cannot await.
+    pub fn run(self) {
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                match self {
+                    Cleanup::Mysql { admin, database } => {
+                        if let Ok(mut c) = AsyncMysqlConnection::establish(&admin).await {
+                            let _ = c
+                                .batch_execute(&format!("DROP DATABASE IF EXISTS {database}"))
+                                .await;
+                        }
+                    }
+                    Cleanup::Postgres { admin, database } => {
+                        if let Ok(mut c) = AsyncPgConnection::establish(&admin).await {
+                            let _ = c
+                                .batch_execute(&format!(
+                                    "DROP DATABASE IF EXISTS {database} WITH (FORCE)"
+                                ))
+                                .await;
+                        }
+                    }
+                    Cleanup::Etcd { endpoints, root } => {
+                        if let Ok(mut c) = etcd_client::Client::connect([endpoints], None).await {
+                            let _ = c
+                                .delete(
+                                    format!("{root}/"),
+                                    Some(etcd_client::DeleteOptions::new().with_prefix()),
+                                )
+                                .await;
+                            let _ = c.delete(format!("{root}/version"), None).await;
+                        }
+                    }
+                }
+            });
+        })
+        .join();
+    }
+}
