@@ -1,0 +1,112 @@
+//! The DomainActor owns the domain set: it loads it once, writes every upsert through the
+//! store before acknowledging, and answers reads from memory.
+
+use std::collections::HashMap;
+
+use actix::{Actor, ActorFutureExt, Context, Handler, Message, ResponseActFuture, WrapFuture};
+
+use bbs_store::DomainRecord;
+
+use crate::clock::{now_nanos, Nanos};
+use crate::error::BbsResult;
+use crate::keyed_lock::KeyedLocks;
+use crate::mailbox::Mailbox;
+use crate::rules::domains::{expire_time, is_fresh};
+use crate::storage::StoragePool;
+
+/// Upserts a domain with a TTL in seconds (0 = never expires).
+#[derive(Message)]
+#[rtype(result = "BbsResult<()>")]
+pub struct UpsertDomain {
+    pub domain: String,
+    pub ttl_seconds: u32,
+}
+
+/// The names of the fresh domains, sorted.
+#[derive(Message)]
+#[rtype(result = "Vec<String>")]
+pub struct FreshDomains;
+
+pub struct DomainActor {
+    expiries: HashMap<String, Nanos>,
+    storage: StoragePool,
+    locks: KeyedLocks<String>,
+    capacity: usize,
+}
+
+impl Actor for DomainActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.capacity);
+    }
+}
+
+impl DomainActor {
+    /// Loads the domains from the store and starts the actor.
+    pub async fn start(storage: StoragePool, capacity: usize) -> BbsResult<Mailbox<DomainActor>> {
+        let domains = storage
+            .run(|store| async move { store.domains().await })
+            .await?;
+        let actor = DomainActor {
+            expiries: domains
+                .into_iter()
+                .map(|d| (d.domain, d.expire_time))
+                .collect(),
+            storage,
+            locks: KeyedLocks::default(),
+            capacity,
+        };
+        Ok(Mailbox::new(actor.start(), "domains", capacity))
+    }
+}
+
+impl Handler<UpsertDomain> for DomainActor {
+    type Result = ResponseActFuture<Self, BbsResult<()>>;
+
+    fn handle(&mut self, message: UpsertDomain, _: &mut Self::Context) -> Self::Result {
+        let record = DomainRecord {
+            expire_time: expire_time(now_nanos(), message.ttl_seconds),
+            domain: message.domain,
+        };
+        let storage = self.storage.clone();
+        let locks = self.locks.clone();
+        let write = async move {
+            let guard = locks.lock(record.domain.clone()).await;
+            let stored = record.clone();
+            let result = storage
+                .run(move |store| async move { store.upsert_domain(&stored).await })
+                .await;
+            (guard, record, result)
+        };
+        Box::pin(
+            write
+                .into_actor(self)
+                .map(|(guard, record, result), actor, _| {
+                    if result.is_ok() {
+                        actor.expiries.insert(record.domain, record.expire_time);
+                    }
+                    drop(guard);
+                    result
+                }),
+        )
+    }
+}
+
+impl Handler<FreshDomains> for DomainActor {
+    type Result = Vec<String>;
+
+    fn handle(&mut self, _: FreshDomains, _: &mut Self::Context) -> Self::Result {
+        let now = now_nanos();
+        let mut fresh: Vec<String> = self
+            .expiries
+            .iter()
+            .filter(|(_, expiry)| is_fresh(**expiry, now))
+            .map(|(domain, _)| domain.clone())
+            .collect();
+        fresh.sort();
+        fresh
+    }
+}
+
+crate::metered_handlers!(DomainActor: UpsertDomain, FreshDomains);

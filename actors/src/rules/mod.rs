@@ -1,0 +1,4 @@
+//! Domain rules as pure functions over models and time: no actors, no storage, no HTTP.
+//! Actors call these to decide; tests call them directly.
+
+pub mod domains;

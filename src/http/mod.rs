@@ -1,0 +1,122 @@
+//! The HTTP front doors: the API (upstream's routes), the plain health server, and the debug
+//! server with `/metrics`.
+
+mod handlers;
+pub mod proto;
+pub mod routes;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, App, HttpResponse};
+use bbs_actors::{Bbs, BbsError, BbsResult};
+use metrics_exporter_prometheus::PrometheusHandle;
+
+/// What every API handler can reach. The actors appear once the store is migrated; until
+/// then every request gets 503, as upstream's server does.
+#[derive(Default)]
+pub struct ApiState {
+    bbs: OnceLock<Bbs>,
+    ready: AtomicBool,
+}
+
+impl ApiState {
+    pub fn bbs(&self) -> BbsResult<&Bbs> {
+        self.bbs
+            .get()
+            .ok_or_else(|| BbsError::Unavailable("the server is starting".into()))
+    }
+
+    /// Opens the API: from now on requests reach the actors.
+    pub fn set_ready(&self, bbs: Bbs) {
+        let _ = self.bbs.set(bbs);
+        self.ready.store(true, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}
+
+async fn gate(
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let ready = request
+        .app_data::<web::Data<ApiState>>()
+        .is_some_and(|state| state.is_ready());
+    if !ready {
+        let response = HttpResponse::ServiceUnavailable().finish();
+        return Ok(request.into_response(response).map_into_right_body());
+    }
+    metrics::counter!("bbs_requests_total").increment(1);
+    next.call(request).await.map(|r| r.map_into_left_body())
+}
+
+fn not_found() -> HttpResponse {
+    HttpResponse::NotFound()
+        .content_type("text/plain; charset=utf-8")
+        .body("404 page not found\n")
+}
+
+/// The API application, for `HttpServer::new` (and for tests).
+pub fn api_app(
+    state: web::Data<ApiState>,
+    max_body_bytes: usize,
+) -> App<
+    impl actix_web::dev::ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(state)
+        .app_data(web::PayloadConfig::new(max_body_bytes))
+        .wrap(from_fn(gate))
+        .configure(routes::configure)
+        .default_service(web::to(|| async { not_found() }))
+}
+
+/// Upstream's health server: any path, any method, 200 with an empty body.
+pub fn health_app() -> App<
+    impl actix_web::dev::ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new().default_service(web::to(|| async { HttpResponse::Ok().finish() }))
+}
+
+/// The debug server: Prometheus metrics, including every actor's mailbox.
+pub fn debug_app(
+    metrics: Arc<PrometheusHandle>,
+) -> App<
+    impl actix_web::dev::ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(web::Data::from(metrics))
+        .route(
+            "/metrics",
+            web::get().to(|handle: web::Data<PrometheusHandle>| async move {
+                HttpResponse::Ok()
+                    .content_type("text/plain; version=0.0.4")
+                    .body(handle.render())
+            }),
+        )
+        .default_service(web::to(|| async { not_found() }))
+}

@@ -1,0 +1,25 @@
+//! Protobuf in, protobuf out: upstream's conventions for every API route (bbs-reference §1.2).
+
+use actix_web::HttpResponse;
+use bbs_actors::BbsError;
+use bbs_models::WithError;
+use prost::Message;
+
+pub const CONTENT_TYPE: &str = "application/x-protobuf";
+
+/// HTTP 200 with the encoded message: business errors travel inside it.
+pub fn respond<M: Message>(message: &M) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(CONTENT_TYPE)
+        .body(message.encode_to_vec())
+}
+
+/// The route's response type carrying `error`.
+pub fn respond_error<R: WithError>(error: &BbsError) -> HttpResponse {
+    respond(&R::from_error(error.to_wire()))
+}
+
+/// Decodes a request body; a malformed one is upstream's InvalidRequest.
+pub fn decode<M: Message + Default>(body: &[u8]) -> Result<M, BbsError> {
+    M::decode(body).map_err(|_| BbsError::InvalidRequest("the request received is invalid".into()))
+}

@@ -1,0 +1,182 @@
+//! Upstream's route table (bbs-reference §1.4): every path, method and message pair, once.
+//! Routes whose features have not landed yet decode their request like the others (a
+//! malformed body is still InvalidRequest) and answer UnknownError "not implemented".
+
+use actix_web::http::{header, Method};
+use actix_web::{web, FromRequest, Handler, HttpResponse, Resource, Responder};
+use bbs_actors::BbsError;
+use bbs_models as m;
+use bbs_models::WithError;
+use prost::Message;
+
+use super::handlers;
+use super::proto::{decode, respond_error};
+
+/// One row of the route table.
+#[derive(Clone, Copy, Debug)]
+pub struct RouteInfo {
+    /// Upstream's rata route name.
+    pub name: &'static str,
+    pub method: &'static str,
+    pub path: &'static str,
+}
+
+async fn not_implemented<Req, Resp>(body: web::Bytes) -> HttpResponse
+where
+    Req: Message + Default,
+    Resp: WithError,
+{
+    match decode::<Req>(&body) {
+        Err(e) => respond_error::<Resp>(&e),
+        Ok(_) => respond_error::<Resp>(&BbsError::Unknown("not implemented".into())),
+    }
+}
+
+/// Event streams answer a bad subscription body with a bare 500, as upstream does.
+async fn stream_not_implemented(body: web::Bytes) -> HttpResponse {
+    match decode::<m::EventsByCellId>(&body) {
+        Err(_) => HttpResponse::InternalServerError().finish(),
+        Ok(_) => HttpResponse::NotImplemented()
+            .content_type("text/plain; charset=utf-8")
+            .body("event streams are not implemented yet\n"),
+    }
+}
+
+async fn no_body_not_implemented<Resp: WithError>() -> HttpResponse {
+    respond_error::<Resp>(&BbsError::Unknown("not implemented".into()))
+}
+
+/// A resource answering `method` (GET also answers HEAD), and 405 with `Allow` otherwise.
+fn resource<F, Args>(path: &'static str, method: Method, handler: F) -> Resource
+where
+    F: Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    let allow: &'static str = if method == Method::GET {
+        "GET, HEAD"
+    } else {
+        "POST"
+    };
+    let mut resource = web::resource(path).route(web::method(method.clone()).to(handler.clone()));
+    if method == Method::GET {
+        resource = resource.route(web::head().to(handler));
+    }
+    resource.default_service(web::to(move || async move {
+        HttpResponse::MethodNotAllowed()
+            .insert_header((header::ALLOW, allow))
+            .content_type("text/plain; charset=utf-8")
+            .body("Method Not Allowed\n")
+    }))
+}
+
+macro_rules! route_table {
+    ($( $name:literal $method:ident $path:literal => $handler:expr; )*) => {
+        /// Every route the server answers.
+        pub const ROUTES: &[RouteInfo] = &[
+            $( RouteInfo { name: $name, method: stringify!($method), path: $path }, )*
+        ];
+
+        pub fn configure(cfg: &mut web::ServiceConfig) {
+            $( cfg.service(resource($path, Method::$method, $handler)); )*
+        }
+    };
+}
+
+route_table! {
+    "Ping" POST "/v1/ping" => handlers::ping;
+    "Domains" POST "/v1/domains/list" => handlers::domains;
+    "UpsertDomain" POST "/v1/domains/upsert" => handlers::upsert_domain;
+
+    "ActualLRPs" POST "/v1/actual_lrps/list"
+        => not_implemented::<m::ActualLrpsRequest, m::ActualLrpsResponse>;
+    "ActualLRPsByProcessGuids" POST "/v1/actual_lrps/list_by_process_guids"
+        => not_implemented::<m::ActualLrpsByProcessGuidsRequest, m::ActualLrpsByProcessGuidsResponse>;
+    "ActualLRPGroups" POST "/v1/actual_lrp_groups/list"
+        => not_implemented::<m::ActualLrpGroupsRequest, m::ActualLrpGroupsResponse>;
+    "ActualLRPGroupsByProcessGuid" POST "/v1/actual_lrp_groups/list_by_process_guid"
+        => not_implemented::<m::ActualLrpGroupsByProcessGuidRequest, m::ActualLrpGroupsResponse>;
+    "ActualLRPGroupsByProcessGuidAndIndex" POST "/v1/actual_lrp_groups/get_by_process_guid_and_index"
+        => not_implemented::<m::ActualLrpGroupByProcessGuidAndIndexRequest, m::ActualLrpGroupResponse>;
+    "ClaimActualLRP" POST "/v1/actual_lrps/claim"
+        => not_implemented::<m::ClaimActualLrpRequest, m::ActualLrpLifecycleResponse>;
+    "StartActualLRP" POST "/v1/actual_lrps/start.r1"
+        => not_implemented::<m::StartActualLrpRequest, m::ActualLrpLifecycleResponse>;
+    "StartActualLRP_r0" POST "/v1/actual_lrps/start"
+        => not_implemented::<m::StartActualLrpRequest, m::ActualLrpLifecycleResponse>;
+    "CrashActualLRP" POST "/v1/actual_lrps/crash"
+        => not_implemented::<m::CrashActualLrpRequest, m::ActualLrpLifecycleResponse>;
+    "FailActualLRP" POST "/v1/actual_lrps/fail"
+        => not_implemented::<m::FailActualLrpRequest, m::ActualLrpLifecycleResponse>;
+    "RemoveActualLRP" POST "/v1/actual_lrps/remove"
+        => not_implemented::<m::RemoveActualLrpRequest, m::ActualLrpLifecycleResponse>;
+    "RetireActualLRP" POST "/v1/actual_lrps/retire"
+        => not_implemented::<m::RetireActualLrpRequest, m::ActualLrpLifecycleResponse>;
+    "RemoveEvacuatingActualLRP" POST "/v1/actual_lrps/remove_evacuating"
+        => not_implemented::<m::RemoveEvacuatingActualLrpRequest, m::RemoveEvacuatingActualLrpResponse>;
+    "EvacuateClaimedActualLRP" POST "/v1/actual_lrps/evacuate_claimed"
+        => not_implemented::<m::EvacuateClaimedActualLrpRequest, m::EvacuationResponse>;
+    "EvacuateCrashedActualLRP" POST "/v1/actual_lrps/evacuate_crashed"
+        => not_implemented::<m::EvacuateCrashedActualLrpRequest, m::EvacuationResponse>;
+    "EvacuateStoppedActualLRP" POST "/v1/actual_lrps/evacuate_stopped"
+        => not_implemented::<m::EvacuateStoppedActualLrpRequest, m::EvacuationResponse>;
+    "EvacuateRunningActualLRP" POST "/v1/actual_lrps/evacuate_running.r1"
+        => not_implemented::<m::EvacuateRunningActualLrpRequest, m::EvacuationResponse>;
+    "EvacuateRunningActualLRP_r0" POST "/v1/actual_lrps/evacuate_running"
+        => not_implemented::<m::EvacuateRunningActualLrpRequest, m::EvacuationResponse>;
+
+    "DesiredLRPSchedulingInfos" POST "/v1/desired_lrp_scheduling_infos/list"
+        => not_implemented::<m::DesiredLrpsRequest, m::DesiredLrpSchedulingInfosResponse>;
+    "DesiredLRPSchedulingInfoByProcessGuid" POST "/v1/desired_lrp_scheduling_infos/get_by_process_guid"
+        => not_implemented::<m::DesiredLrpByProcessGuidRequest, m::DesiredLrpSchedulingInfoByProcessGuidResponse>;
+    "DesiredLRPRoutingInfos" POST "/v1/desired_lrp_routing_infos/list"
+        => not_implemented::<m::DesiredLrpsRequest, m::DesiredLrpsResponse>;
+    "DesiredLRPs" POST "/v1/desired_lrps/list.r3"
+        => not_implemented::<m::DesiredLrpsRequest, m::DesiredLrpsResponse>;
+    "DesiredLRPByProcessGuid" POST "/v1/desired_lrps/get_by_process_guid.r3"
+        => not_implemented::<m::DesiredLrpByProcessGuidRequest, m::DesiredLrpResponse>;
+    "DesiredLRPs_r2" POST "/v1/desired_lrps/list.r2"
+        => not_implemented::<m::DesiredLrpsRequest, m::DesiredLrpsResponse>;
+    "DesiredLRPByProcessGuid_r2" POST "/v1/desired_lrps/get_by_process_guid.r2"
+        => not_implemented::<m::DesiredLrpByProcessGuidRequest, m::DesiredLrpResponse>;
+    "DesireDesiredLRP" POST "/v1/desired_lrp/desire.r2"
+        => not_implemented::<m::DesireLrpRequest, m::DesiredLrpLifecycleResponse>;
+    "UpdateDesireLRP" POST "/v1/desired_lrp/update"
+        => not_implemented::<m::UpdateDesiredLrpRequest, m::DesiredLrpLifecycleResponse>;
+    "RemoveDesiredLRP" POST "/v1/desired_lrp/remove"
+        => not_implemented::<m::RemoveDesiredLrpRequest, m::DesiredLrpLifecycleResponse>;
+
+    "Tasks" POST "/v1/tasks/list.r3"
+        => not_implemented::<m::TasksRequest, m::TasksResponse>;
+    "TaskByGuid" POST "/v1/tasks/get_by_task_guid.r3"
+        => not_implemented::<m::TaskByGuidRequest, m::TaskResponse>;
+    "Tasks_r2" POST "/v1/tasks/list.r2"
+        => not_implemented::<m::TasksRequest, m::TasksResponse>;
+    "TaskByGuid_r2" POST "/v1/tasks/get_by_task_guid.r2"
+        => not_implemented::<m::TaskByGuidRequest, m::TaskResponse>;
+    "DesireTask" POST "/v1/tasks/desire.r2"
+        => not_implemented::<m::DesireTaskRequest, m::TaskLifecycleResponse>;
+    "StartTask" POST "/v1/tasks/start"
+        => not_implemented::<m::StartTaskRequest, m::StartTaskResponse>;
+    "CancelTask" POST "/v1/tasks/cancel"
+        => not_implemented::<m::TaskGuidRequest, m::TaskLifecycleResponse>;
+    "FailTask" POST "/v1/tasks/fail"
+        => not_implemented::<m::FailTaskRequest, m::TaskLifecycleResponse>;
+    "RejectTask" POST "/v1/tasks/reject"
+        => not_implemented::<m::RejectTaskRequest, m::TaskLifecycleResponse>;
+    "CompleteTask" POST "/v1/tasks/complete"
+        => not_implemented::<m::CompleteTaskRequest, m::TaskLifecycleResponse>;
+    "ResolvingTask" POST "/v1/tasks/resolving"
+        => not_implemented::<m::TaskGuidRequest, m::TaskLifecycleResponse>;
+    "DeleteTask" POST "/v1/tasks/delete"
+        => not_implemented::<m::TaskGuidRequest, m::TaskLifecycleResponse>;
+
+    "EventStream" GET "/v1/events.r1" => stream_not_implemented;
+    "TaskEventStream" POST "/v1/events/tasks.r1" => stream_not_implemented;
+    "LRPInstanceEventStream" POST "/v1/events/lrp_instances.r1" => stream_not_implemented;
+    "EventStream_r0" GET "/v1/events" => stream_not_implemented;
+    "TaskEventStream_r0" POST "/v1/events/tasks" => stream_not_implemented;
+    "LrpInstanceEventStream_r0" POST "/v1/events/lrp_instances" => stream_not_implemented;
+
+    "Cells" POST "/v1/cells/list.r1" => no_body_not_implemented::<m::CellsResponse>;
+}

@@ -1,0 +1,7 @@
+//! The `bbs` server: configuration, logging, the HTTP front doors and start-up. The binary in
+//! `main.rs` only parses the command line and calls [`server::run`].
+
+pub mod config;
+pub mod http;
+pub mod logging;
+pub mod server;

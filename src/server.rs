@@ -1,0 +1,150 @@
+//! Start-up and shutdown, in upstream's order: health server first, then the API (answering
+//! 503), then the store and its migrations, then the actors; the API opens last.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Arbiter;
+use actix_web::{web, HttpServer};
+use bbs_actors::{ActorSettings, Bbs};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use slog::{error, info, Logger};
+
+use crate::config::Settings;
+use crate::http::{api_app, debug_app, health_app, ApiState};
+
+/// Latency buckets for every `*_seconds` histogram, from 100 µs to 30 s.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+pub fn install_metrics() -> Result<Arc<PrometheusHandle>, String> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+        .map_err(|e| e.to_string())?
+        .install_recorder()
+        .map_err(|e| e.to_string())?;
+    Ok(Arc::new(handle))
+}
+
+/// Runs the server until SIGINT/SIGTERM. Returns the process exit code.
+pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>) -> i32 {
+    let ignored = settings.ignored_keys();
+    if !ignored.is_empty() {
+        info!(log, "ignored-upstream-keys"; "keys" => ignored.join(","));
+    }
+    let store_config = match settings.store_config() {
+        Ok(c) => c,
+        Err(e) => {
+            error!(log, "invalid-config"; "error" => %e);
+            return 2;
+        }
+    };
+
+    let health = match HttpServer::new(health_app)
+        .workers(1)
+        .disable_signals()
+        .bind(&settings.health_address)
+    {
+        Ok(server) => server.run(),
+        Err(e) => {
+            error!(log, "health-listen-failed"; "address" => &settings.health_address, "error" => %e);
+            return 1;
+        }
+    };
+    let health_handle = health.handle();
+    actix_rt::spawn(health);
+
+    let debug_handle = if settings.debug_address.is_empty() {
+        None
+    } else {
+        let handle = Arc::clone(&metrics);
+        match HttpServer::new(move || debug_app(Arc::clone(&handle)))
+            .workers(1)
+            .disable_signals()
+            .bind(&settings.debug_address)
+        {
+            Ok(server) => {
+                let server = server.run();
+                let handle = server.handle();
+                actix_rt::spawn(server);
+                Some(handle)
+            }
+            Err(e) => {
+                error!(log, "debug-listen-failed"; "address" => &settings.debug_address, "error" => %e);
+                return 1;
+            }
+        }
+    };
+    let upkeep = Arc::clone(&metrics);
+    actix_rt::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
+
+    let state = web::Data::new(ApiState::default());
+    let max_body = settings.max_request_body_bytes;
+    let api_state = state.clone();
+    let api = match HttpServer::new(move || api_app(api_state.clone(), max_body))
+        .shutdown_timeout(10)
+        .bind(&settings.listen_address)
+    {
+        Ok(server) => server.run(),
+        Err(e) => {
+            error!(log, "api-listen-failed"; "address" => &settings.listen_address, "error" => %e);
+            return 1;
+        }
+    };
+    let api_handle = api.handle();
+    let api_task = actix_rt::spawn(api);
+    info!(log, "listening"; "address" => &settings.listen_address, "health" => &settings.health_address, "debug" => &settings.debug_address);
+
+    let started = std::time::Instant::now();
+    let code = match bbs_store::connect(&store_config).await {
+        Err(e) => {
+            error!(log, "store-open-failed"; "backend" => store_config.backend.name(), "error" => %e);
+            1
+        }
+        Ok(store) => {
+            info!(log, "store-ready"; "backend" => store_config.backend.name(), "duration_ms" => started.elapsed().as_millis() as u64);
+            let arbiters: Vec<Arbiter> = (0..std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2))
+                .map(|_| Arbiter::new())
+                .collect();
+            let handles: Vec<_> = arbiters.iter().map(|a| a.handle()).collect();
+            let actor_settings = ActorSettings {
+                storage_actors: settings.storage_actors(),
+                mailbox_capacity: settings.actor_mailbox_capacity,
+            };
+            match Bbs::start(store, &actor_settings, &handles).await {
+                Err(e) => {
+                    error!(log, "actors-start-failed"; "error" => %e);
+                    1
+                }
+                Ok(bbs) => {
+                    state.set_ready(bbs);
+                    info!(log, "started");
+                    let _ = api_task.await;
+                    info!(log, "api-stopped");
+                    for arbiter in arbiters {
+                        arbiter.stop();
+                    }
+                    0
+                }
+            }
+        }
+    };
+    if code != 0 {
+        api_handle.stop(true).await;
+    }
+    health_handle.stop(true).await;
+    if let Some(handle) = debug_handle {
+        handle.stop(true).await;
+    }
+    info!(log, "exited"; "code" => code);
+    code
+}

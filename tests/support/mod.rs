@@ -1,0 +1,208 @@
+//! Runs the real `bbs` binary against a real store for end-to-end tests.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bbs_store::{Backend, StoreConfig};
+use prost::Message;
+
+/// A free loopback port (bound, then released for the server to take).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The `error` field every upstream response carries as field 1.
+#[derive(Clone, PartialEq, Message)]
+pub struct ErrorOnly {
+    #[prost(message, optional, tag = "1")]
+    pub error: Option<bbs_models::Error>,
+}
+
+pub struct Server {
+    child: Child,
+    pub api: String,
+    pub debug: String,
+    pub health: String,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    client: reqwest::Client,
+}
+
+/// The JSON config for `store` with fresh ports.
+pub fn config_json(store: &StoreConfig, extra: serde_json::Value) -> serde_json::Value {
+    let mut config = serde_json::json!({
+        "listen_address": format!("127.0.0.1:{}", free_port()),
+        "health_address": format!("127.0.0.1:{}", free_port()),
+        "debug_address": format!("127.0.0.1:{}", free_port()),
+        "database_driver": store.backend.name(),
+        "database_connection_string": store.connection_string,
+        "etcd_key_prefix": store.etcd_root,
+        "log_level": "debug",
+    });
+    if let (Some(config), Some(extra)) = (config.as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            config.insert(k.clone(), v.clone());
+        }
+    }
+    config
+}
+
+impl Server {
+    /// Starts `bbs --config` with `config` and waits until the API answers.
+    pub async fn start(config: serde_json::Value) -> Server {
+        let server = Server::spawn(config);
+        server.wait_ready().await;
+        server
+    }
+
+    /// Starts `bbs --config` without waiting.
+    pub fn spawn(config: serde_json::Value) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config_path = dir.path().join("bbs.json");
+        let mut file = std::fs::File::create(&config_path).unwrap();
+        file.write_all(config.to_string().as_bytes()).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_bbs"))
+            .arg("--config")
+            .arg(&config_path)
+            .current_dir(dir.path())
+            .stdout(Stdio::from(
+                std::fs::File::create(dir.path().join("stdout.log")).unwrap(),
+            ))
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.path().join("stderr.log")).unwrap(),
+            ))
+            .spawn()
+            .expect("start bbs");
+        Server {
+            child,
+            api: format!("http://{}", config["listen_address"].as_str().unwrap()),
+            debug: format!("http://{}", config["debug_address"].as_str().unwrap()),
+            health: format!("http://{}", config["health_address"].as_str().unwrap()),
+            dir,
+            config_path,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = self
+                .client
+                .post(format!("{}/v1/ping", self.api))
+                .send()
+                .await
+            {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "bbs did not become ready; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        let read =
+            |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        format!("{}{}", read("stdout.log"), read("stderr.log"))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory of the server, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// POSTs raw bytes to an API path.
+    pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> reqwest::Response {
+        self.client
+            .post(format!("{}{}", self.api, path))
+            .header("Content-Type", "application/x-protobuf")
+            .body(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// POSTs a protobuf request and decodes a protobuf response.
+    pub async fn call<Req: Message, Resp: Message + Default>(
+        &self,
+        path: &str,
+        request: &Req,
+    ) -> Resp {
+        let response = self.post_raw(path, request.encode_to_vec()).await;
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/x-protobuf",
+            "{path}"
+        );
+        Resp::decode(response.bytes().await.unwrap()).expect("a protobuf response")
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.debug))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Stops the server with SIGTERM and waits for it to exit.
+    pub fn stop(&mut self) -> Option<i32> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        self.child.wait().ok().and_then(|s| s.code())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A store on a fresh database of `backend`, or `None` when TEST_BACKENDS leaves it out.
+pub async fn test_store(backend: Backend) -> Option<bbs_store::testing::TestStore> {
+    if !bbs_store::testing::enabled(backend) {
+        return None;
+    }
+    Some(bbs_store::testing::TestStore::new(backend).await)
+}
