@@ -508,7 +508,7 @@ impl Store for EtcdStore {
             None => self.scan_json(&self.key("/v1/actual/")).await?,
         };
         out.retain(|lrp| filter.matches(lrp));
-        out.sort_by(|a, b| a.key().cmp(&b.key()));
+        out.sort_by_key(ActualLrpRecord::key);
         out.dedup_by(|a, b| a.key() == b.key());
         Ok(out)
     }
