@@ -119,8 +119,13 @@ pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>
             let actor_settings = ActorSettings {
                 storage_actors: settings.storage_actors(),
                 mailbox_capacity: settings.actor_mailbox_capacity,
+                auctioneer_address: settings.auctioneer_address.clone(),
+                communication_timeout: settings.communication_timeout,
+                max_task_retries: settings.max_task_retries,
+                task_callback_workers: settings.task_callback_workers as usize,
+                kick_task_duration: settings.kick_task_duration,
             };
-            match Bbs::start(store, &actor_settings, &handles).await {
+            match Bbs::start(store, &actor_settings, &handles, &log).await {
                 Err(e) => {
                     error!(log, "actors-start-failed"; "error" => %e);
                     1

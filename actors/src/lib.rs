@@ -5,30 +5,62 @@
 //! written through the storage pool before it is acknowledged, and reads are served from
 //! memory. Per-record locks keep one record's changes in order without serializing others.
 
+pub mod auctioneer;
+pub mod callbacks;
 pub mod clock;
+pub mod codec;
 pub mod domains;
 pub mod error;
 pub mod keyed_lock;
 pub mod mailbox;
 pub mod rules;
 pub mod storage;
+pub mod tasks;
+pub mod write_through;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::ArbiterHandle;
 use bbs_store::Store;
+use slog::Logger;
+
+use auctioneer::AuctioneerClient;
+use callbacks::CallbackQueue;
+use codec::Codec;
 
 pub use error::{BbsError, BbsResult};
 pub use mailbox::Mailbox;
 pub use storage::StoragePool;
 
-/// Sizes of the actor system, from the server configuration.
+/// Sizes and collaborators of the actor system, from the server configuration.
 #[derive(Clone, Debug)]
 pub struct ActorSettings {
     /// Storage actors, and so concurrent store operations.
     pub storage_actors: usize,
     /// Messages each actor's mailbox holds before senders wait.
     pub mailbox_capacity: usize,
+    pub auctioneer_address: Option<String>,
+    /// Timeout of outbound calls (auctioneer, reps, callbacks); zero means none.
+    pub communication_timeout: Duration,
+    pub max_task_retries: u32,
+    pub task_callback_workers: usize,
+    /// How long an undelivered task callback waits before it is tried again.
+    pub kick_task_duration: Duration,
+}
+
+impl Default for ActorSettings {
+    fn default() -> Self {
+        ActorSettings {
+            storage_actors: 8,
+            mailbox_capacity: 1024,
+            auctioneer_address: None,
+            communication_timeout: Duration::from_secs(10),
+            max_task_retries: 3,
+            task_callback_workers: 1000,
+            kick_task_duration: Duration::from_secs(30),
+        }
+    }
 }
 
 /// Handles on every started actor; what the HTTP front door talks to.
@@ -36,6 +68,7 @@ pub struct ActorSettings {
 pub struct Bbs {
     pub storage: StoragePool,
     pub domains: Mailbox<domains::DomainActor>,
+    pub tasks: Mailbox<tasks::TaskActor>,
 }
 
 impl Bbs {
@@ -44,6 +77,7 @@ impl Bbs {
         store: Arc<dyn Store>,
         settings: &ActorSettings,
         arbiters: &[ArbiterHandle],
+        log: &Logger,
     ) -> BbsResult<Bbs> {
         let storage = StoragePool::start(
             store,
@@ -53,6 +87,36 @@ impl Bbs {
         );
         let domains =
             domains::DomainActor::start(storage.clone(), settings.mailbox_capacity).await?;
-        Ok(Bbs { storage, domains })
+        let codec = Codec::new();
+        let auctioneer = AuctioneerClient::new(
+            settings.auctioneer_address.clone(),
+            settings.communication_timeout,
+        );
+        let (callbacks, callback_receiver) =
+            CallbackQueue::new(settings.task_callback_workers.max(10_000));
+        let tasks = tasks::TaskActor::start(tasks::TaskActorDeps {
+            storage: storage.clone(),
+            codec,
+            auctioneer,
+            callbacks,
+            max_task_retries: settings.max_task_retries,
+            redelivery_delay: settings.kick_task_duration,
+            mailbox_capacity: settings.mailbox_capacity,
+            log: log.new(slog::o!("actor" => "tasks")),
+        })
+        .await?;
+        callbacks::start_workers(
+            callback_receiver,
+            settings.task_callback_workers,
+            tasks.clone(),
+            settings.communication_timeout,
+            log.new(slog::o!("component" => "task-callbacks")),
+        );
+        tasks::TaskActor::redeliver_owed_callbacks(&tasks).await?;
+        Ok(Bbs {
+            storage,
+            domains,
+            tasks,
+        })
     }
 }

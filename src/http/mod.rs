@@ -4,6 +4,7 @@
 mod handlers;
 pub mod proto;
 pub mod routes;
+mod tasks;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};

@@ -19,6 +19,14 @@ pub fn respond_error<R: WithError>(error: &BbsError) -> HttpResponse {
     respond(&R::from_error(error.to_wire()))
 }
 
+/// The response on success, or the same response type carrying the error.
+pub fn reply<R: WithError>(result: Result<R, BbsError>) -> HttpResponse {
+    match result {
+        Ok(response) => respond(&response),
+        Err(e) => respond_error::<R>(&e),
+    }
+}
+
 /// Decodes a request body; a malformed one is upstream's InvalidRequest.
 pub fn decode<M: Message + Default>(body: &[u8]) -> Result<M, BbsError> {
     M::decode(body).map_err(|_| BbsError::InvalidRequest("the request received is invalid".into()))

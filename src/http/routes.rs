@@ -9,8 +9,8 @@ use bbs_models as m;
 use bbs_models::WithError;
 use prost::Message;
 
-use super::handlers;
 use super::proto::{decode, respond_error};
+use super::{handlers, tasks};
 
 /// One row of the route table.
 #[derive(Clone, Copy, Debug)]
@@ -146,30 +146,18 @@ route_table! {
     "RemoveDesiredLRP" POST "/v1/desired_lrp/remove"
         => not_implemented::<m::RemoveDesiredLrpRequest, m::DesiredLrpLifecycleResponse>;
 
-    "Tasks" POST "/v1/tasks/list.r3"
-        => not_implemented::<m::TasksRequest, m::TasksResponse>;
-    "TaskByGuid" POST "/v1/tasks/get_by_task_guid.r3"
-        => not_implemented::<m::TaskByGuidRequest, m::TaskResponse>;
-    "Tasks_r2" POST "/v1/tasks/list.r2"
-        => not_implemented::<m::TasksRequest, m::TasksResponse>;
-    "TaskByGuid_r2" POST "/v1/tasks/get_by_task_guid.r2"
-        => not_implemented::<m::TaskByGuidRequest, m::TaskResponse>;
-    "DesireTask" POST "/v1/tasks/desire.r2"
-        => not_implemented::<m::DesireTaskRequest, m::TaskLifecycleResponse>;
-    "StartTask" POST "/v1/tasks/start"
-        => not_implemented::<m::StartTaskRequest, m::StartTaskResponse>;
-    "CancelTask" POST "/v1/tasks/cancel"
-        => not_implemented::<m::TaskGuidRequest, m::TaskLifecycleResponse>;
-    "FailTask" POST "/v1/tasks/fail"
-        => not_implemented::<m::FailTaskRequest, m::TaskLifecycleResponse>;
-    "RejectTask" POST "/v1/tasks/reject"
-        => not_implemented::<m::RejectTaskRequest, m::TaskLifecycleResponse>;
-    "CompleteTask" POST "/v1/tasks/complete"
-        => not_implemented::<m::CompleteTaskRequest, m::TaskLifecycleResponse>;
-    "ResolvingTask" POST "/v1/tasks/resolving"
-        => not_implemented::<m::TaskGuidRequest, m::TaskLifecycleResponse>;
-    "DeleteTask" POST "/v1/tasks/delete"
-        => not_implemented::<m::TaskGuidRequest, m::TaskLifecycleResponse>;
+    "Tasks" POST "/v1/tasks/list.r3" => tasks::list;
+    "TaskByGuid" POST "/v1/tasks/get_by_task_guid.r3" => tasks::get;
+    "Tasks_r2" POST "/v1/tasks/list.r2" => tasks::list_r2;
+    "TaskByGuid_r2" POST "/v1/tasks/get_by_task_guid.r2" => tasks::get_r2;
+    "DesireTask" POST "/v1/tasks/desire.r2" => tasks::desire;
+    "StartTask" POST "/v1/tasks/start" => tasks::start;
+    "CancelTask" POST "/v1/tasks/cancel" => tasks::cancel;
+    "FailTask" POST "/v1/tasks/fail" => tasks::fail;
+    "RejectTask" POST "/v1/tasks/reject" => tasks::reject;
+    "CompleteTask" POST "/v1/tasks/complete" => tasks::complete;
+    "ResolvingTask" POST "/v1/tasks/resolving" => tasks::resolving;
+    "DeleteTask" POST "/v1/tasks/delete" => tasks::delete;
 
     "EventStream" GET "/v1/events.r1" => stream_not_implemented;
     "TaskEventStream" POST "/v1/events/tasks.r1" => stream_not_implemented;

@@ -206,3 +206,4 @@ pub async fn test_store(backend: Backend) -> Option<bbs_store::testing::TestStor
     }
     Some(bbs_store::testing::TestStore::new(backend).await)
 }
+pub mod inproc;

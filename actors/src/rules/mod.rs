@@ -2,3 +2,6 @@
 //! Actors call these to decide; tests call them directly.
 
 pub mod domains;
+pub mod downgrade;
+pub mod tasks;
+pub mod validation;

@@ -1,0 +1,112 @@
+//! The auctioneer client: asks it to place tasks and LRP instances (bbs-reference §11).
+//! Failures are the caller's to log; the work stays pending and convergence asks again.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use bbs_models::Task;
+
+/// One task to place, in the JSON shape the auctioneer decodes.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TaskStartRequest {
+    #[serde(rename = "TaskGuid")]
+    pub task_guid: String,
+    #[serde(rename = "Domain")]
+    pub domain: String,
+    #[serde(rename = "PlacementTags")]
+    pub placement_tags: Vec<String>,
+    #[serde(rename = "VolumeDrivers")]
+    pub volume_drivers: Vec<String>,
+    #[serde(rename = "RootFs")]
+    pub root_fs: String,
+    #[serde(rename = "MemoryMB")]
+    pub memory_mb: i32,
+    #[serde(rename = "DiskMB")]
+    pub disk_mb: i32,
+    #[serde(rename = "MaxPids")]
+    pub max_pids: i32,
+    pub state: &'static str,
+    pub failed: bool,
+}
+
+impl TaskStartRequest {
+    pub fn for_task(task: &Task) -> Self {
+        let definition = task.task_definition.clone().unwrap_or_default();
+        TaskStartRequest {
+            task_guid: task.task_guid.clone(),
+            domain: task.domain.clone(),
+            placement_tags: definition.placement_tags.clone(),
+            volume_drivers: definition
+                .volume_mounts
+                .iter()
+                .map(|m| m.driver.clone())
+                .collect(),
+            root_fs: definition.root_fs.clone(),
+            memory_mb: definition.memory_mb,
+            disk_mb: definition.disk_mb,
+            max_pids: definition.max_pids,
+            state: "Invalid",
+            failed: false,
+        }
+    }
+}
+
+/// Why an auction request did not go through.
+#[derive(Debug, thiserror::Error)]
+pub enum AuctioneerError {
+    #[error("no auctioneer_address is configured")]
+    NotConfigured,
+    #[error("auctioneer unreachable: {0}")]
+    Transport(String),
+    #[error("auctioneer answered {0}")]
+    Status(u16),
+}
+
+#[derive(Clone)]
+pub struct AuctioneerClient {
+    base: Option<String>,
+    http: reqwest::Client,
+}
+
+impl AuctioneerClient {
+    pub fn new(address: Option<String>, timeout: Duration) -> Self {
+        let mut builder = reqwest::Client::builder();
+        if !timeout.is_zero() {
+            builder = builder.timeout(timeout);
+        }
+        AuctioneerClient {
+            base: address.map(|a| a.trim_end_matches('/').to_owned()),
+            http: builder.build().unwrap_or_default(),
+        }
+    }
+
+    pub async fn request_task_auctions(
+        &self,
+        requests: &[TaskStartRequest],
+        trace_id: &str,
+    ) -> Result<(), AuctioneerError> {
+        self.post("/v1/tasks", requests, trace_id).await
+    }
+
+    async fn post<T: Serialize + ?Sized>(
+        &self,
+        path: &str,
+        body: &T,
+        trace_id: &str,
+    ) -> Result<(), AuctioneerError> {
+        let base = self.base.as_ref().ok_or(AuctioneerError::NotConfigured)?;
+        let response = self
+            .http
+            .post(format!("{base}{path}"))
+            .header("X-Vcap-Request-Id", trace_id)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| AuctioneerError::Transport(e.to_string()))?;
+        match response.status().as_u16() {
+            200..=299 => Ok(()),
+            status => Err(AuctioneerError::Status(status)),
+        }
+    }
+}

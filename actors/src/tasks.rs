@@ -1,0 +1,568 @@
+//! The TaskActor owns every task: loaded at start-up, changed only through the pure rules in
+//! `rules::tasks`, written through the storage pool before it answers, read from memory.
+//! After a change commits it asks the auctioneer to place new tasks and hands finished tasks
+//! with a completion callback to the callback pool.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::{Actor, AsyncContext, Context, Handler, Message, ResponseActFuture, WrapFuture};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use slog::{info, warn, Logger};
+
+use bbs_models::task::State;
+use bbs_models::{Task, TaskDefinition};
+use bbs_store::{TaskFilter, TaskRecord};
+
+use crate::auctioneer::{AuctioneerClient, TaskStartRequest};
+use crate::callbacks::CallbackQueue;
+use crate::clock::now_nanos;
+use crate::codec::Codec;
+use crate::error::{BbsError, BbsResult};
+use crate::keyed_lock::KeyedLocks;
+use crate::mailbox::Mailbox;
+use crate::rules::tasks as rules;
+use crate::storage::StoragePool;
+use crate::write_through::{mutate, Change, OwnsRecords};
+
+#[derive(Message)]
+#[rtype(result = "BbsResult<()>")]
+pub struct DesireTask {
+    pub guid: String,
+    pub domain: String,
+    pub definition: TaskDefinition,
+    pub trace_id: String,
+}
+
+/// Answers `should_start`.
+#[derive(Message)]
+#[rtype(result = "BbsResult<bool>")]
+pub struct StartTask {
+    pub guid: String,
+    pub cell_id: String,
+}
+
+#[derive(Message)]
+#[rtype(result = "BbsResult<()>")]
+pub struct CancelTask {
+    pub guid: String,
+}
+
+#[derive(Message)]
+#[rtype(result = "BbsResult<()>")]
+pub struct FailTask {
+    pub guid: String,
+    pub reason: String,
+}
+
+#[derive(Message)]
+#[rtype(result = "BbsResult<()>")]
+pub struct RejectTask {
+    pub guid: String,
+    pub reason: String,
+}
+
+#[derive(Message)]
+#[rtype(result = "BbsResult<()>")]
+pub struct CompleteTask {
+    pub guid: String,
+    pub cell_id: String,
+    pub failed: bool,
+    pub failure_reason: String,
+    pub result: String,
+}
+
+/// Completed -> Resolving; the callback pool's claim on a task.
+#[derive(Message)]
+#[rtype(result = "BbsResult<Task>")]
+pub struct ResolvingTask {
+    pub guid: String,
+}
+
+#[derive(Message)]
+#[rtype(result = "BbsResult<()>")]
+pub struct DeleteTask {
+    pub guid: String,
+}
+
+/// A callback could not be delivered: put the task back to Completed so it is delivered
+/// again after `redelivery_delay`.
+#[derive(Message)]
+#[rtype(result = "BbsResult<()>")]
+pub struct CallbackUndelivered {
+    pub guid: String,
+}
+
+#[derive(Message)]
+#[rtype(result = "Vec<Task>")]
+pub struct ListTasks {
+    pub filter: TaskFilter,
+}
+
+#[derive(Message)]
+#[rtype(result = "BbsResult<Task>")]
+pub struct GetTask {
+    pub guid: String,
+}
+
+/// What the task actor needs from the rest of the system.
+pub struct TaskActorDeps {
+    pub storage: StoragePool,
+    pub codec: Codec,
+    pub auctioneer: AuctioneerClient,
+    pub callbacks: CallbackQueue,
+    pub max_task_retries: u32,
+    /// How long an undelivered callback waits before the next attempt.
+    pub redelivery_delay: std::time::Duration,
+    pub mailbox_capacity: usize,
+    pub log: Logger,
+}
+
+pub struct TaskActor {
+    tasks: HashMap<String, Task>,
+    locks: KeyedLocks<String>,
+    deps: Arc<TaskActorDeps>,
+}
+
+impl Actor for TaskActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.deps.mailbox_capacity);
+    }
+}
+
+fn to_record(codec: &Codec, task: &Task) -> TaskRecord {
+    TaskRecord {
+        guid: task.task_guid.clone(),
+        domain: task.domain.clone(),
+        created_at: task.created_at,
+        updated_at: task.updated_at,
+        first_completed_at: task.first_completed_at,
+        state: task.state,
+        cell_id: task.cell_id.clone(),
+        result: task.result.clone(),
+        failed: task.failed,
+        failure_reason: task.failure_reason.clone(),
+        task_definition: codec.encode_model(
+            task.task_definition
+                .as_ref()
+                .unwrap_or(&TaskDefinition::default()),
+        ),
+        rejection_count: task.rejection_count,
+        rejection_reason: task.rejection_reason.clone(),
+    }
+}
+
+fn from_record(codec: &Codec, record: TaskRecord) -> BbsResult<Task> {
+    let definition: TaskDefinition = codec.decode_model(&record.task_definition)?;
+    Ok(Task {
+        task_definition: Some(definition),
+        task_guid: record.guid,
+        domain: record.domain,
+        created_at: record.created_at,
+        updated_at: record.updated_at,
+        first_completed_at: record.first_completed_at,
+        state: record.state,
+        cell_id: record.cell_id,
+        result: record.result,
+        failed: record.failed,
+        failure_reason: record.failure_reason,
+        rejection_count: record.rejection_count,
+        rejection_reason: record.rejection_reason,
+    })
+}
+
+impl TaskActor {
+    /// Loads every task and starts the actor. Undecodable rows are deleted, as upstream's
+    /// reads do; completed tasks still owing a callback are queued for delivery.
+    pub async fn start(deps: TaskActorDeps) -> BbsResult<Mailbox<TaskActor>> {
+        let records = deps
+            .storage
+            .run(|store| async move { store.tasks(&TaskFilter::default()).await })
+            .await?;
+        let mut tasks = HashMap::with_capacity(records.len());
+        for record in records {
+            let guid = record.guid.clone();
+            match from_record(&deps.codec, record) {
+                Ok(task) => {
+                    tasks.insert(guid, task);
+                }
+                Err(e) => {
+                    warn!(deps.log, "task-undecodable-deleted"; "task_guid" => &guid, "error" => %e);
+                    let g = guid.clone();
+                    deps.storage
+                        .run(move |store| async move { store.delete_task(&g).await })
+                        .await?;
+                }
+            }
+        }
+        let capacity = deps.mailbox_capacity;
+        let actor = TaskActor {
+            tasks,
+            locks: KeyedLocks::default(),
+            deps: Arc::new(deps),
+        };
+        let mailbox = Mailbox::new(actor.start(), "tasks", capacity);
+        Ok(mailbox)
+    }
+
+    /// Queues callbacks owed from before a restart: Completed tasks, and Resolving ones whose
+    /// delivery was cut short (they are put back to Completed first).
+    pub async fn redeliver_owed_callbacks(mailbox: &Mailbox<TaskActor>) -> BbsResult<usize> {
+        mailbox.call(RedeliverOwed).await?
+    }
+
+    /// Hands a finished task to the callback pool, if it has a callback.
+    fn queue_callback(deps: &TaskActorDeps, task: &Task) {
+        if rules::wants_callback(task) {
+            deps.callbacks.submit(task.task_guid.clone(), &deps.log);
+        }
+    }
+}
+
+impl OwnsRecords for TaskActor {
+    type Key = String;
+    type Record = Task;
+
+    fn locks(&self) -> &KeyedLocks<String> {
+        &self.locks
+    }
+
+    fn record(&self, key: &String) -> Option<&Task> {
+        self.tasks.get(key)
+    }
+
+    fn persist(&self, key: &String, change: &Change<Task>) -> BoxFuture<'static, BbsResult<()>> {
+        let storage = self.deps.storage.clone();
+        match change {
+            Change::Unchanged => async { Ok(()) }.boxed(),
+            Change::Insert(task) => {
+                let record = to_record(&self.deps.codec, task);
+                async move {
+                    storage
+                        .run(move |store| async move { store.insert_task(&record).await })
+                        .await
+                }
+                .boxed()
+            }
+            Change::Update(task) => {
+                let record = to_record(&self.deps.codec, task);
+                async move {
+                    storage
+                        .run(move |store| async move { store.update_task(&record).await })
+                        .await
+                }
+                .boxed()
+            }
+            Change::Delete => {
+                let guid = key.clone();
+                async move {
+                    storage
+                        .run(move |store| async move { store.delete_task(&guid).await })
+                        .await
+                }
+                .boxed()
+            }
+        }
+    }
+
+    fn apply(&mut self, key: String, change: Change<Task>) {
+        match change {
+            Change::Unchanged => {}
+            Change::Insert(task) | Change::Update(task) => {
+                self.tasks.insert(key, task);
+            }
+            Change::Delete => {
+                self.tasks.remove(&key);
+            }
+        }
+    }
+}
+
+/// Looks up a task for a rule; a missing one is upstream's ResourceNotFound.
+fn existing(task: Option<&Task>) -> BbsResult<&Task> {
+    task.ok_or(BbsError::NotFound)
+}
+
+/// Runs `after` on the actor's dependencies once a change has committed.
+fn then_after<R: Unpin + 'static>(
+    actor: &TaskActor,
+    future: ResponseActFuture<TaskActor, BbsResult<R>>,
+    after: impl FnOnce(&TaskActorDeps, &R) + Unpin + 'static,
+) -> ResponseActFuture<TaskActor, BbsResult<R>> {
+    use actix::ActorFutureExt;
+    let deps = Arc::clone(&actor.deps);
+    Box::pin(future.map(move |result, _, _| {
+        if let Ok(outcome) = &result {
+            after(&deps, outcome);
+        }
+        result
+    }))
+}
+
+impl Handler<DesireTask> for TaskActor {
+    type Result = ResponseActFuture<Self, BbsResult<()>>;
+
+    fn handle(&mut self, msg: DesireTask, _: &mut Self::Context) -> Self::Result {
+        let DesireTask {
+            guid,
+            domain,
+            definition,
+            trace_id,
+        } = msg;
+        let task = rules::desired(guid.clone(), domain, definition, now_nanos());
+        let created = task.clone();
+        let desired = mutate(self, guid, move |current| match current {
+            Some(_) => Err(BbsError::Exists),
+            None => Ok((Change::Insert(task), ())),
+        });
+        then_after(self, desired, move |deps, ()| {
+            let auctioneer = deps.auctioneer.clone();
+            let log = deps.log.clone();
+            let request = TaskStartRequest::for_task(&created);
+            actix::spawn(async move {
+                if let Err(e) = auctioneer
+                    .request_task_auctions(std::slice::from_ref(&request), &trace_id)
+                    .await
+                {
+                    warn!(log, "task-auction-request-failed"; "task_guid" => &request.task_guid, "error" => %e);
+                }
+            });
+        })
+    }
+}
+
+impl Handler<StartTask> for TaskActor {
+    type Result = ResponseActFuture<Self, BbsResult<bool>>;
+
+    fn handle(&mut self, msg: StartTask, _: &mut Self::Context) -> Self::Result {
+        let now = now_nanos();
+        mutate(self, msg.guid, move |current| {
+            match rules::start(existing(current)?, &msg.cell_id, now)? {
+                rules::Start::AlreadyRunning => Ok((Change::Unchanged, false)),
+                rules::Start::Started(next) => Ok((Change::Update(*next), true)),
+            }
+        })
+    }
+}
+
+impl Handler<CancelTask> for TaskActor {
+    type Result = ResponseActFuture<Self, BbsResult<()>>;
+
+    fn handle(&mut self, msg: CancelTask, _: &mut Self::Context) -> Self::Result {
+        let now = now_nanos();
+        let cancelled = mutate(self, msg.guid, move |current| {
+            let task = existing(current)?;
+            let next = rules::cancel(task, now)?;
+            let was_on = (rules::state(task) == State::Running).then(|| task.cell_id.clone());
+            Ok((Change::Update(next.clone()), (next, was_on)))
+        });
+        let cancelled = then_after(self, cancelled, |deps, (task, was_on)| {
+            TaskActor::queue_callback(deps, task);
+            if let Some(cell_id) = was_on {
+                // Cell presences arrive with the cell registry; until then the rep cannot be
+                // found, and the cell learns of the cancel when it next reports.
+                info!(deps.log, "task-cancel-cell-unknown"; "task_guid" => &task.task_guid, "cell_id" => cell_id);
+            }
+        });
+        Box::pin(actix::ActorFutureExt::map(cancelled, |r, _, _| {
+            r.map(|_| ())
+        }))
+    }
+}
+
+impl Handler<FailTask> for TaskActor {
+    type Result = ResponseActFuture<Self, BbsResult<()>>;
+
+    fn handle(&mut self, msg: FailTask, _: &mut Self::Context) -> Self::Result {
+        let now = now_nanos();
+        let failed = mutate(self, msg.guid, move |current| {
+            let next = rules::fail(existing(current)?, &msg.reason, now)?;
+            Ok((Change::Update(next.clone()), next))
+        });
+        let failed = then_after(self, failed, TaskActor::queue_callback);
+        Box::pin(actix::ActorFutureExt::map(failed, |r, _, _| r.map(|_| ())))
+    }
+}
+
+impl Handler<RejectTask> for TaskActor {
+    type Result = ResponseActFuture<Self, BbsResult<()>>;
+
+    fn handle(&mut self, msg: RejectTask, _: &mut Self::Context) -> Self::Result {
+        let now = now_nanos();
+        let max = self.deps.max_task_retries;
+        let rejected = mutate(self, msg.guid, move |current| {
+            let next = rules::reject(existing(current)?, &msg.reason, max, now)?;
+            Ok((Change::Update(next.clone()), next))
+        });
+        let rejected = then_after(self, rejected, |deps, task| {
+            if rules::state(task) == State::Completed {
+                TaskActor::queue_callback(deps, task);
+            }
+        });
+        Box::pin(actix::ActorFutureExt::map(rejected, |r, _, _| {
+            r.map(|_| ())
+        }))
+    }
+}
+
+impl Handler<CompleteTask> for TaskActor {
+    type Result = ResponseActFuture<Self, BbsResult<()>>;
+
+    fn handle(&mut self, msg: CompleteTask, _: &mut Self::Context) -> Self::Result {
+        let now = now_nanos();
+        let completed = mutate(self, msg.guid, move |current| {
+            let next = rules::complete(
+                existing(current)?,
+                &msg.cell_id,
+                msg.failed,
+                &msg.failure_reason,
+                &msg.result,
+                now,
+            )?;
+            Ok((Change::Update(next.clone()), next))
+        });
+        let completed = then_after(self, completed, TaskActor::queue_callback);
+        Box::pin(actix::ActorFutureExt::map(completed, |r, _, _| {
+            r.map(|_| ())
+        }))
+    }
+}
+
+impl Handler<ResolvingTask> for TaskActor {
+    type Result = ResponseActFuture<Self, BbsResult<Task>>;
+
+    fn handle(&mut self, msg: ResolvingTask, _: &mut Self::Context) -> Self::Result {
+        let now = now_nanos();
+        mutate(self, msg.guid, move |current| {
+            let next = rules::resolving(existing(current)?, now)?;
+            Ok((Change::Update(next.clone()), next))
+        })
+    }
+}
+
+impl Handler<DeleteTask> for TaskActor {
+    type Result = ResponseActFuture<Self, BbsResult<()>>;
+
+    fn handle(&mut self, msg: DeleteTask, _: &mut Self::Context) -> Self::Result {
+        mutate(self, msg.guid, move |current| {
+            rules::check_delete(existing(current)?)?;
+            Ok((Change::Delete, ()))
+        })
+    }
+}
+
+impl Handler<CallbackUndelivered> for TaskActor {
+    type Result = ResponseActFuture<Self, BbsResult<()>>;
+
+    fn handle(&mut self, msg: CallbackUndelivered, ctx: &mut Self::Context) -> Self::Result {
+        let guid = msg.guid.clone();
+        let delay = self.deps.redelivery_delay;
+        ctx.run_later(delay, move |actor, _| {
+            if actor
+                .tasks
+                .get(&guid)
+                .is_some_and(|t| rules::state(t) == State::Completed)
+            {
+                actor.deps.callbacks.submit(guid, &actor.deps.log);
+            }
+        });
+        mutate(self, msg.guid, move |current| {
+            let task = existing(current)?;
+            if rules::state(task) != State::Resolving {
+                return Ok((Change::Unchanged, ()));
+            }
+            let mut next = task.clone();
+            next.state = State::Completed as i32;
+            Ok((Change::Update(next), ()))
+        })
+    }
+}
+
+/// Internal: queue the callbacks owed at start-up.
+#[derive(Message)]
+#[rtype(result = "BbsResult<usize>")]
+struct RedeliverOwed;
+
+impl Handler<RedeliverOwed> for TaskActor {
+    type Result = ResponseActFuture<Self, BbsResult<usize>>;
+
+    fn handle(&mut self, _: RedeliverOwed, _: &mut Self::Context) -> Self::Result {
+        let owed: Vec<Task> = self
+            .tasks
+            .values()
+            .filter(|t| {
+                matches!(rules::state(t), State::Completed | State::Resolving)
+                    && rules::wants_callback(t)
+            })
+            .cloned()
+            .collect();
+        let storage = self.deps.storage.clone();
+        let codec = self.deps.codec.clone();
+        let demote: Vec<Task> = owed
+            .iter()
+            .filter(|t| rules::state(t) == State::Resolving)
+            .map(|t| {
+                let mut t = t.clone();
+                t.state = State::Completed as i32;
+                t
+            })
+            .collect();
+        let records: Vec<TaskRecord> = demote.iter().map(|t| to_record(&codec, t)).collect();
+        let write = async move {
+            for record in records {
+                storage
+                    .run(move |store| async move { store.update_task(&record).await })
+                    .await?;
+            }
+            Ok::<_, BbsError>(())
+        };
+        Box::pin(write.into_actor(self).map(move |result, actor, _| {
+            result?;
+            for task in demote {
+                actor.tasks.insert(task.task_guid.clone(), task);
+            }
+            for task in &owed {
+                actor
+                    .deps
+                    .callbacks
+                    .submit(task.task_guid.clone(), &actor.deps.log);
+            }
+            Ok(owed.len())
+        }))
+    }
+}
+
+impl Handler<ListTasks> for TaskActor {
+    type Result = Vec<Task>;
+
+    fn handle(&mut self, msg: ListTasks, _: &mut Self::Context) -> Self::Result {
+        let mut tasks: Vec<Task> = self
+            .tasks
+            .values()
+            .filter(|t| {
+                msg.filter.domain.as_ref().is_none_or(|d| *d == t.domain)
+                    && msg.filter.cell_id.as_ref().is_none_or(|c| *c == t.cell_id)
+            })
+            .cloned()
+            .collect();
+        tasks.sort_by(|a, b| a.task_guid.cmp(&b.task_guid));
+        tasks
+    }
+}
+
+impl Handler<GetTask> for TaskActor {
+    type Result = BbsResult<Task>;
+
+    fn handle(&mut self, msg: GetTask, _: &mut Self::Context) -> Self::Result {
+        self.tasks.get(&msg.guid).cloned().ok_or(BbsError::NotFound)
+    }
+}
+
+use actix::ActorFutureExt as _;
+
+crate::metered_handlers!(TaskActor:
+    DesireTask, StartTask, CancelTask, FailTask, RejectTask, CompleteTask, ResolvingTask,
+    DeleteTask, CallbackUndelivered, ListTasks, GetTask, RedeliverOwed);

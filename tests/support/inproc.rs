@@ -1,0 +1,203 @@
+//! The API in-process: real actors on a real store, requests through actix-web's test
+//! service, plus fake collaborators (auctioneer, callback receiver) on loopback.
+
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::{test, web, App, HttpRequest, HttpResponse, HttpServer};
+use bbs::http::{api_app, ApiState};
+use bbs_actors::{ActorSettings, Bbs};
+use bbs_store::testing::TestStore;
+use bbs_store::Backend;
+use prost::Message;
+
+/// One request a fake collaborator received.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub path: String,
+    pub body: serde_json::Value,
+}
+
+/// A loopback HTTP server that records JSON requests and answers with scripted statuses.
+pub struct FakeServer {
+    pub url: String,
+    pub received: Arc<Mutex<Vec<Received>>>,
+    /// Statuses to answer with, in order; once used up, `default_status`.
+    pub script: Arc<Mutex<Vec<u16>>>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl FakeServer {
+    pub async fn start(default_status: u16) -> FakeServer {
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let script = Arc::new(Mutex::new(Vec::<u16>::new()));
+        let (r, s) = (received.clone(), script.clone());
+        let server = HttpServer::new(move || {
+            let (r, s) = (r.clone(), s.clone());
+            App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+                let (r, s) = (r.clone(), s.clone());
+                async move {
+                    let body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                    r.lock().unwrap().push(Received {
+                        path: req.path().to_owned(),
+                        body,
+                    });
+                    let status = {
+                        let mut script = s.lock().unwrap();
+                        if script.is_empty() {
+                            default_status
+                        } else {
+                            script.remove(0)
+                        }
+                    };
+                    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
+                        .finish()
+                }
+            }))
+        })
+        .workers(2)
+        .disable_signals()
+        .bind("127.0.0.1:0")
+        .unwrap();
+        let url = format!("http://{}", server.addrs()[0]);
+        let server = server.run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        FakeServer {
+            url,
+            received,
+            script,
+            handle,
+        }
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    pub async fn stop(&self) {
+        self.handle.stop(false).await;
+    }
+}
+
+/// Waits up to `timeout` for `condition`.
+pub async fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    condition()
+}
+
+pub type ApiService = Box<
+    dyn Service<
+        actix_http::Request,
+        Response = ServiceResponse,
+        Error = actix_web::Error,
+        Future = futures::future::LocalBoxFuture<
+            'static,
+            Result<ServiceResponse, actix_web::Error>,
+        >,
+    >,
+>;
+
+/// A running BBS over a fresh store of one backend.
+pub struct TestBbs {
+    pub store: TestStore,
+    pub bbs: Bbs,
+    service: ApiService,
+}
+
+pub fn quiet_log() -> slog::Logger {
+    slog::Logger::root(slog::Discard, slog::o!())
+}
+
+impl TestBbs {
+    pub async fn start(backend: Backend, settings: ActorSettings) -> Option<TestBbs> {
+        if !bbs_store::testing::enabled(backend) {
+            return None;
+        }
+        let store = TestStore::new(backend).await;
+        Some(TestBbs::on(store, settings).await)
+    }
+
+    /// A BBS on an existing store, as after a restart.
+    pub async fn on(store: TestStore, settings: ActorSettings) -> TestBbs {
+        let bbs = Bbs::start(store.reopen().await.unwrap(), &settings, &[], &quiet_log())
+            .await
+            .expect("actors start");
+        let state = web::Data::new(ApiState::default());
+        state.set_ready(bbs.clone());
+        let service = test::init_service(api_app(state, 8 * 1024 * 1024)).await;
+        TestBbs {
+            store,
+            bbs,
+            service: Box::new(service.map_into_boxed_body_service()),
+        }
+    }
+
+    pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> ServiceResponse {
+        let request = test::TestRequest::post()
+            .uri(path)
+            .set_payload(body)
+            .to_request();
+        self.service.call(request).await.expect("a response")
+    }
+
+    pub async fn call<Req: Message, Resp: Message + Default>(
+        &self,
+        path: &str,
+        request: &Req,
+    ) -> Resp {
+        let response = self.post_raw(path, request.encode_to_vec()).await;
+        assert_eq!(response.status(), 200, "{path}");
+        let body = test::read_body(response).await;
+        Resp::decode(body).expect("a protobuf response")
+    }
+}
+
+/// Boxes any API service with a boxed body, so `TestBbs` can name its type.
+trait BoxBodyService {
+    fn map_into_boxed_body_service(self) -> BoxedBodyService<Self>
+    where
+        Self: Sized;
+}
+
+pub struct BoxedBodyService<S> {
+    inner: S,
+}
+
+impl<S, B> BoxBodyService for S
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: actix_web::body::MessageBody + 'static,
+{
+    fn map_into_boxed_body_service(self) -> BoxedBodyService<Self> {
+        BoxedBodyService { inner: self }
+    }
+}
+
+impl<S, B> Service<actix_http::Request> for BoxedBodyService<S>
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    S::Future: 'static,
+    B: actix_web::body::MessageBody + 'static,
+{
+    type Response = ServiceResponse;
+    type Error = actix_web::Error;
+    type Future =
+        futures::future::LocalBoxFuture<'static, Result<ServiceResponse, actix_web::Error>>;
+
+    actix_web::dev::forward_ready!(inner);
+
+    fn call(&self, request: actix_http::Request) -> Self::Future {
+        let future = self.inner.call(request);
+        Box::pin(async move { future.await.map(|r| r.map_into_boxed_body()) })
+    }
+}
