@@ -424,14 +424,55 @@ impl Settings {
                 ));
             }
         }
-        if (self.cert_file.is_some() != self.key_file.is_some())
-            || (self.ca_file.is_some() && self.cert_file.is_none())
-        {
+        // Refused rather than ignored: serving or calling in plaintext when the operator asked
+        // for TLS would be worse than not starting.
+        for (key, set) in [
+            ("ca_file", self.ca_file.is_some()),
+            ("cert_file", self.cert_file.is_some()),
+            ("key_file", self.key_file.is_some()),
+            ("auctioneer_ca_cert", self.auctioneer_ca_cert.is_some()),
+            (
+                "auctioneer_client_cert",
+                self.auctioneer_client_cert.is_some(),
+            ),
+            (
+                "auctioneer_client_key",
+                self.auctioneer_client_key.is_some(),
+            ),
+            ("rep_ca_cert", self.rep_ca_cert.is_some()),
+            ("rep_client_cert", self.rep_client_cert.is_some()),
+            ("rep_client_key", self.rep_client_key.is_some()),
+        ] {
+            if set {
+                return Err(bad(key, "TLS is not supported by this version yet"));
+            }
+        }
+        for (key, value) in [
+            ("kick_task_duration", self.kick_task_duration),
+            ("converge_repeat_interval", self.converge_repeat_interval),
+            (
+                "expire_pending_task_duration",
+                self.expire_pending_task_duration,
+            ),
+            (
+                "expire_completed_task_duration",
+                self.expire_completed_task_duration,
+            ),
+        ] {
+            if value.is_zero() {
+                return Err(bad(key, "must be greater than 0"));
+            }
+        }
+        if self.storage_actors > 1024 {
+            return Err(bad("storage_actors", "must be at most 1024"));
+        }
+        if self.max_open_database_connections > 10_000 {
             return Err(bad(
-                "cert_file",
-                "cert_file and key_file go together, and ca_file needs them",
+                "max_open_database_connections",
+                "must be at most 10000",
             ));
         }
+        self.store_config()?;
         Ok(())
     }
 
@@ -538,6 +579,7 @@ mod tests {
               "database_connection_string": "diego:pw@tcp(db:3306)/diego",
               "max_open_database_connections": 200,
               "max_idle_database_connections": 200,
+              "expire_completed_task_duration": "2m",
               "active_key_label": "key1",
               "encryption_keys": {"key1": "a passphrase"},
               "convergence_workers": 20,
@@ -595,11 +637,16 @@ mod tests {
         assert!(e.0.contains("converge_repeat_interval"), "{e}");
         let e = load(r#"{"active_key_label": "k2", "encryption_keys": {"k1": "p"}}"#).unwrap_err();
         assert!(e.0.contains("active_key_label"), "{e}");
-        let e = load(r#"{"database_driver": "postgres"}"#)
-            .unwrap()
-            .store_config()
-            .unwrap_err();
+        let e = load(r#"{"database_driver": "postgres"}"#).unwrap_err();
         assert!(e.0.contains("database_connection_string"), "{e}");
+        let e = load(r#"{"kick_task_duration": "0s"}"#).unwrap_err();
+        assert!(e.0.contains("kick_task_duration"), "{e}");
+        let e = load(r#"{"storage_actors": 5000}"#).unwrap_err();
+        assert!(e.0.contains("storage_actors"), "{e}");
+        let e = load(r#"{"cert_file": "/x.crt", "key_file": "/x.key"}"#).unwrap_err();
+        assert!(e.0.contains("cert_file") && e.0.contains("TLS"), "{e}");
+        let e = load(r#"{"rep_client_cert": "/x.crt"}"#).unwrap_err();
+        assert!(e.0.contains("rep_client_cert"), "{e}");
         let e = load("{ not json").unwrap_err();
         assert!(e.0.contains("cannot read"), "{e}");
     }

@@ -107,13 +107,14 @@ pub fn parse_level(name: &str) -> Level {
 
 /// The process logger: JSON lines on stdout, written off the request path.
 pub fn logger(source: &str, level: Level) -> slog::Logger {
-    let drain = JsonLines::new(std::io::stdout(), source).fuse();
-    let drain = slog::LevelFilter::new(drain, level).fuse();
+    // A failed write to stdout must never panic a request path: drop the line instead.
+    let drain = JsonLines::new(std::io::stdout(), source).ignore_res();
+    let drain = slog::LevelFilter::new(drain, level).ignore_res();
     let drain = slog_async::Async::new(drain)
         .chan_size(4096)
         .overflow_strategy(slog_async::OverflowStrategy::DropAndReport)
         .build()
-        .fuse();
+        .ignore_res();
     slog::Logger::root(drain, slog::o!())
 }
 

@@ -34,6 +34,9 @@ pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>
     if !ignored.is_empty() {
         info!(log, "ignored-upstream-keys"; "keys" => ignored.join(","));
     }
+    if settings.active_key_label.is_some() || !settings.encryption_keys.is_empty() {
+        slog::warn!(log, "encryption-not-implemented"; "detail" => "encryption_keys are read but records are stored unencrypted by this version");
+    }
     let store_config = match settings.store_config() {
         Ok(c) => c,
         Err(e) => {
@@ -133,12 +136,19 @@ pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>
                 Ok(bbs) => {
                     state.set_ready(bbs);
                     info!(log, "started");
-                    let _ = api_task.await;
+                    let code = tokio::select! {
+                        _ = api_task => 0,
+                        _ = state.unrecoverable() => {
+                            error!(log, "unrecoverable-error-shutting-down");
+                            api_handle.stop(true).await;
+                            1
+                        }
+                    };
                     info!(log, "api-stopped");
                     for arbiter in arbiters {
                         arbiter.stop();
                     }
-                    0
+                    code
                 }
             }
         }

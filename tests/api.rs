@@ -123,6 +123,14 @@ async fn a_malformed_body_is_invalid_request_on_every_route() {
             server.post_raw(route.path, garbage.clone()).await
         };
         let status = response.status().as_u16();
+        if route.path.starts_with("/v1/events/tasks") {
+            assert_eq!(
+                status, 501,
+                "{}: the task streams ignore their body",
+                route.name
+            );
+            continue;
+        }
         if route.path.starts_with("/v1/events") {
             assert_eq!(
                 status, 500,
@@ -192,12 +200,25 @@ async fn an_oversized_body_is_refused_without_memory_growth() {
     let server = Server::start(config).await;
     let before = server.rss_kib();
     let client = reqwest::Client::new();
+    let refused = |body: bytes::Bytes| {
+        let error = ErrorOnly::decode(body)
+            .expect("a protobuf answer")
+            .error
+            .expect("an error");
+        assert_eq!(error.kind(), Type::InvalidRequest);
+        assert!(
+            error.message.contains("max_request_body_bytes"),
+            "{}",
+            error.message
+        );
+    };
     for _ in 0..10 {
         // Announced by Content-Length: refused before the body is read.
         let response = server
             .post_raw("/v1/domains/upsert", vec![7u8; 32 * 1024 * 1024])
             .await;
-        assert_eq!(response.status(), 413);
+        assert_eq!(response.status(), 200);
+        refused(response.bytes().await.unwrap());
         // Streamed with no length: refused once the limit is passed.
         let chunks = futures::stream::iter(
             (0..64).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![7u8; 512 * 1024]))),
@@ -208,7 +229,8 @@ async fn an_oversized_body_is_refused_without_memory_growth() {
             .send()
             .await;
         if let Ok(response) = response {
-            assert_eq!(response.status(), 413);
+            assert_eq!(response.status(), 200);
+            refused(response.bytes().await.unwrap());
         }
     }
     let after = server.rss_kib();
@@ -218,6 +240,42 @@ async fn an_oversized_body_is_refused_without_memory_growth() {
     );
     let ping: PingResponse = server.call("/v1/ping", &()).await;
     assert!(ping.available, "still serving");
+    assert!(
+        store.store.domains().await.unwrap().is_empty(),
+        "nothing stored"
+    );
+}
+
+/// A missing table is upstream's Unrecoverable: the request gets the error, then the server
+/// shuts down (its supervisor restarts it) rather than serving on a broken store.
+#[tokio::test]
+async fn an_unrecoverable_store_error_is_answered_then_the_server_exits() {
+    let Some(store) = support::test_store(bbs_store::Backend::Postgres).await else {
+        return;
+    };
+    let mut server = Server::start(config_json(&store.config, serde_json::json!({}))).await;
+    store
+        .raw_sql("ALTER TABLE domains RENAME TO domains_gone")
+        .await;
+    let reply: UpsertDomainResponse = server
+        .call(
+            "/v1/domains/upsert",
+            &UpsertDomainRequest {
+                domain: "d".into(),
+                ttl: 0,
+            },
+        )
+        .await;
+    let error = reply.error.expect("an error");
+    assert_eq!(error.kind(), Type::Unrecoverable);
+    assert!(
+        error.message.starts_with("Unrecoverable Error: "),
+        "{}",
+        error.message
+    );
+    let code = server.stop_when_exited(Duration::from_secs(15));
+    assert_eq!(code, Some(1), "log:\n{}", server.log());
+    assert!(server.log().contains("unrecoverable-error-shutting-down"));
 }
 
 #[tokio::test]
@@ -271,8 +329,11 @@ async fn every_request_gets_503_until_the_store_is_ready() {
 async fn metrics_show_every_actor_mailbox() {
     let (_store, server) = sqlite_server().await;
     let _: DomainsResponse = server.call("/v1/domains/list", &()).await;
+    let _: bbs_models::TasksResponse = server
+        .call("/v1/tasks/list.r3", &bbs_models::TasksRequest::default())
+        .await;
     let metrics = server.metrics().await;
-    for actor in ["domains", "storage"] {
+    for actor in ["domains", "storage", "tasks"] {
         for metric in [
             "bbs_actor_mailbox_depth",
             "bbs_actor_mailbox_capacity",
@@ -282,7 +343,17 @@ async fn metrics_show_every_actor_mailbox() {
             let needle = format!("{metric}{{actor=\"{actor}\"");
             assert!(metrics.contains(&needle), "missing {needle} in:\n{metrics}");
         }
+        let idle = format!("bbs_actor_mailbox_depth{{actor=\"{actor}\"}} 0");
+        assert!(
+            metrics.contains(&idle),
+            "{actor} mailbox not drained:\n{metrics}"
+        );
     }
+    // The start-up callback sweep, then the list.
+    assert!(
+        metrics.contains("bbs_actor_messages_handled_total{actor=\"tasks\"} 2"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -248,6 +248,15 @@ async fn invalid_desires_are_refused_and_store_nothing(backend: Backend) {
     }
     let garbage = b.post_raw("/v1/tasks/desire.r2", vec![0xff, 0x01]).await;
     assert_eq!(garbage.status(), 200);
+    let body = actix_web::test::read_body(garbage).await;
+    let error = <m::TaskLifecycleResponse as prost::Message>::decode(body)
+        .unwrap()
+        .error
+        .unwrap();
+    assert_eq!(
+        (error.kind(), error.message.as_str()),
+        (Type::InvalidRequest, "the request received is invalid")
+    );
     assert!(b
         .store
         .store
@@ -569,6 +578,35 @@ async fn tasks_survive_a_restart(backend: Backend) {
     assert_eq!(task(&again, "t1").await, before);
 }
 
+/// A write the store refuses leaves memory as it was: the API never shows a change that
+/// was not persisted. (SQL backends: the table is renamed away underneath the server.)
+async fn a_failed_write_changes_nothing(backend: Backend) {
+    if backend == Backend::Etcd {
+        return; // etcd has no table to take away; its failures are covered by the store suite.
+    }
+    let Some(b) = bbs(backend).await else { return };
+    task_in(&b, "t1", State::Pending).await;
+    b.store
+        .raw_sql("ALTER TABLE tasks RENAME TO tasks_gone")
+        .await;
+    let error = start(&b, "t1", "cell-1")
+        .await
+        .error
+        .expect("the write fails");
+    assert_eq!(error.kind(), Type::Unrecoverable);
+    let t = task(&b, "t1").await;
+    assert_eq!(
+        (state_of(&t), t.cell_id.as_str()),
+        (State::Pending, ""),
+        "memory unchanged"
+    );
+    b.store
+        .raw_sql("ALTER TABLE tasks_gone RENAME TO tasks")
+        .await;
+    assert!(start(&b, "t1", "cell-1").await.should_start);
+    assert_eq!(stored_state(&b, "t1").await, Some(State::Running as i32));
+}
+
 // ---- auctioneer ------------------------------------------------------------------------
 
 async fn desire_asks_the_auctioneer_to_place_the_task(backend: Backend) {
@@ -830,6 +868,7 @@ on_every_backend!(
     list_filters_by_domain_and_cell,
     r2_routes_downgrade_image_layers,
     tasks_survive_a_restart,
+    a_failed_write_changes_nothing,
     desire_asks_the_auctioneer_to_place_the_task,
     an_unreachable_auctioneer_leaves_the_task_pending,
     a_delivered_callback_deletes_the_task,

@@ -34,10 +34,9 @@ impl Codec {
     }
 
     fn decode_bytes(&self, blob: &str) -> BbsResult<Vec<u8>> {
-        if blob.len() < 2 {
-            return Err(BbsError::Deserialize("empty blob".into()));
-        }
-        let (prefix, body) = blob.split_at(2);
+        let (Some(prefix), Some(body)) = (blob.get(..2), blob.get(2..)) else {
+            return Err(BbsError::Deserialize("blob too short".into()));
+        };
         match prefix {
             ENCODING_BASE64 => STANDARD
                 .decode(body)
@@ -116,7 +115,7 @@ mod tests {
     #[test]
     fn bad_blobs_are_deserialize_errors() {
         let codec = Codec::new();
-        for blob in ["", "0", "99abc", "01!!!", "01AAAA"] {
+        for blob in ["", "0", "99abc", "01!!!", "01AAAA", "é1", "0é"] {
             assert!(
                 matches!(
                     codec.decode_model::<TaskDefinition>(blob),

@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 
-use actix::{Actor, ActorFutureExt, Context, Handler, Message, ResponseActFuture, WrapFuture};
+use actix::{Actor, Context, Handler, Message, ResponseActFuture};
+use futures::future::BoxFuture;
+use futures::FutureExt;
 
 use bbs_store::DomainRecord;
 
@@ -13,6 +15,7 @@ use crate::keyed_lock::KeyedLocks;
 use crate::mailbox::Mailbox;
 use crate::rules::domains::{expire_time, is_fresh};
 use crate::storage::StoragePool;
+use crate::write_through::{mutate, Change, OwnsRecords};
 
 /// Upserts a domain with a TTL in seconds (0 = never expires).
 #[derive(Message)]
@@ -61,35 +64,60 @@ impl DomainActor {
     }
 }
 
+impl OwnsRecords for DomainActor {
+    type Key = String;
+    type Record = Nanos;
+
+    fn locks(&self) -> &KeyedLocks<String> {
+        &self.locks
+    }
+
+    fn record(&self, key: &String) -> Option<&Nanos> {
+        self.expiries.get(key)
+    }
+
+    fn persist(&self, key: &String, change: &Change<Nanos>) -> BoxFuture<'static, BbsResult<()>> {
+        let storage = self.storage.clone();
+        let record = match change {
+            Change::Insert(expire_time) | Change::Update(expire_time) => DomainRecord {
+                domain: key.clone(),
+                expire_time: *expire_time,
+            },
+            Change::Unchanged | Change::Delete => return async { Ok(()) }.boxed(),
+        };
+        async move {
+            storage
+                .run(move |store| async move { store.upsert_domain(&record).await })
+                .await
+        }
+        .boxed()
+    }
+
+    fn apply(&mut self, key: String, change: Change<Nanos>) {
+        match change {
+            Change::Insert(expiry) | Change::Update(expiry) => {
+                self.expiries.insert(key, expiry);
+            }
+            Change::Delete => {
+                self.expiries.remove(&key);
+            }
+            Change::Unchanged => {}
+        }
+    }
+}
+
 impl Handler<UpsertDomain> for DomainActor {
     type Result = ResponseActFuture<Self, BbsResult<()>>;
 
     fn handle(&mut self, message: UpsertDomain, _: &mut Self::Context) -> Self::Result {
-        let record = DomainRecord {
-            expire_time: expire_time(now_nanos(), message.ttl_seconds),
-            domain: message.domain,
-        };
-        let storage = self.storage.clone();
-        let locks = self.locks.clone();
-        let write = async move {
-            let guard = locks.lock(record.domain.clone()).await;
-            let stored = record.clone();
-            let result = storage
-                .run(move |store| async move { store.upsert_domain(&stored).await })
-                .await;
-            (guard, record, result)
-        };
-        Box::pin(
-            write
-                .into_actor(self)
-                .map(|(guard, record, result), actor, _| {
-                    if result.is_ok() {
-                        actor.expiries.insert(record.domain, record.expire_time);
-                    }
-                    drop(guard);
-                    result
-                }),
-        )
+        let expiry = expire_time(now_nanos(), message.ttl_seconds);
+        mutate(self, message.domain, move |current| {
+            let change = match current {
+                None => Change::Insert(expiry),
+                Some(_) => Change::Update(expiry),
+            };
+            Ok((change, ()))
+        })
     }
 }
 

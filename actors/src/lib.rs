@@ -33,6 +33,9 @@ pub use error::{BbsError, BbsResult};
 pub use mailbox::Mailbox;
 pub use storage::StoragePool;
 
+/// Task guids waiting for a callback worker; past this, the next sweep picks them up.
+const CALLBACK_QUEUE_CAPACITY: usize = 10_000;
+
 /// Sizes and collaborators of the actor system, from the server configuration.
 #[derive(Clone, Debug)]
 pub struct ActorSettings {
@@ -92,8 +95,7 @@ impl Bbs {
             settings.auctioneer_address.clone(),
             settings.communication_timeout,
         );
-        let (callbacks, callback_receiver) =
-            CallbackQueue::new(settings.task_callback_workers.max(10_000));
+        let (callbacks, callback_receiver) = CallbackQueue::new(CALLBACK_QUEUE_CAPACITY);
         let tasks = tasks::TaskActor::start(tasks::TaskActorDeps {
             storage: storage.clone(),
             codec,
@@ -112,7 +114,7 @@ impl Bbs {
             settings.communication_timeout,
             log.new(slog::o!("component" => "task-callbacks")),
         );
-        tasks::TaskActor::redeliver_owed_callbacks(&tasks).await?;
+        tasks::TaskActor::deliver_owed_callbacks(&tasks).await?;
         Ok(Bbs {
             storage,
             domains,

@@ -64,6 +64,22 @@ impl<R: Send + 'static> Handler<Metered<StoreOp<R>>> for StoreActor {
     }
 }
 
+/// Counts an operation against a shard until it is answered or abandoned.
+struct LoadMark<'a>(&'a AtomicUsize);
+
+impl<'a> LoadMark<'a> {
+    fn new(load: &'a AtomicUsize) -> Self {
+        load.fetch_add(1, Ordering::Relaxed);
+        LoadMark(load)
+    }
+}
+
+impl Drop for LoadMark<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 struct Shard {
     mailbox: Mailbox<StoreActor>,
     load: AtomicUsize,
@@ -121,13 +137,11 @@ impl StoragePool {
             .shards
             .iter()
             .min_by_key(|s| s.load.load(Ordering::Relaxed))
-            .expect("a storage pool has at least one actor");
-        shard.load.fetch_add(1, Ordering::Relaxed);
+            .expect("StoragePool::start makes at least one actor");
+        let _load = LoadMark::new(&shard.load);
         let op = StoreOp {
             work: Box::new(move |store| work(store).boxed()),
         };
-        let result = shard.mailbox.call(op).await;
-        shard.load.fetch_sub(1, Ordering::Relaxed);
-        Ok(result??)
+        Ok(shard.mailbox.call(op).await??)
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use actix::{Actor, AsyncContext, Context, Handler, Message, ResponseActFuture, WrapFuture};
+use actix::{Actor, AsyncContext, Context, Handler, Message, ResponseActFuture};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use slog::{info, warn, Logger};
@@ -130,6 +130,9 @@ impl Actor for TaskActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.deps.mailbox_capacity);
+        ctx.run_interval(self.deps.redelivery_delay, |_, ctx| {
+            ctx.notify(SweepCallbacks { startup: false });
+        });
     }
 }
 
@@ -175,8 +178,7 @@ fn from_record(codec: &Codec, record: TaskRecord) -> BbsResult<Task> {
 }
 
 impl TaskActor {
-    /// Loads every task and starts the actor. Undecodable rows are deleted, as upstream's
-    /// reads do; completed tasks still owing a callback are queued for delivery.
+    /// Loads every task and starts the actor. Undecodable rows are skipped and kept.
     pub async fn start(deps: TaskActorDeps) -> BbsResult<Mailbox<TaskActor>> {
         let records = deps
             .storage
@@ -190,11 +192,11 @@ impl TaskActor {
                     tasks.insert(guid, task);
                 }
                 Err(e) => {
-                    warn!(deps.log, "task-undecodable-deleted"; "task_guid" => &guid, "error" => %e);
-                    let g = guid.clone();
-                    deps.storage
-                        .run(move |store| async move { store.delete_task(&g).await })
-                        .await?;
+                    // Kept in the store (it may only need a key this server lacks), but not
+                    // served: nothing is ever deleted because it could not be read.
+                    metrics::counter!("bbs_records_undecodable_total", "kind" => "task")
+                        .increment(1);
+                    warn!(deps.log, "task-undecodable-skipped"; "task_guid" => &guid, "error" => %e);
                 }
             }
         }
@@ -208,10 +210,9 @@ impl TaskActor {
         Ok(mailbox)
     }
 
-    /// Queues callbacks owed from before a restart: Completed tasks, and Resolving ones whose
-    /// delivery was cut short (they are put back to Completed first).
-    pub async fn redeliver_owed_callbacks(mailbox: &Mailbox<TaskActor>) -> BbsResult<usize> {
-        mailbox.call(RedeliverOwed).await?
+    /// Queues the callbacks owed from before a restart.
+    pub async fn deliver_owed_callbacks(mailbox: &Mailbox<TaskActor>) -> BbsResult<usize> {
+        mailbox.call(SweepCallbacks { startup: true }).await?
     }
 
     /// Hands a finished task to the callback pool, if it has a callback.
@@ -236,36 +237,25 @@ impl OwnsRecords for TaskActor {
 
     fn persist(&self, key: &String, change: &Change<Task>) -> BoxFuture<'static, BbsResult<()>> {
         let storage = self.deps.storage.clone();
-        match change {
-            Change::Unchanged => async { Ok(()) }.boxed(),
-            Change::Insert(task) => {
-                let record = to_record(&self.deps.codec, task);
-                async move {
-                    storage
-                        .run(move |store| async move { store.insert_task(&record).await })
-                        .await
-                }
-                .boxed()
-            }
-            Change::Update(task) => {
-                let record = to_record(&self.deps.codec, task);
-                async move {
-                    storage
-                        .run(move |store| async move { store.update_task(&record).await })
-                        .await
-                }
-                .boxed()
-            }
-            Change::Delete => {
-                let guid = key.clone();
-                async move {
-                    storage
-                        .run(move |store| async move { store.delete_task(&guid).await })
-                        .await
-                }
-                .boxed()
-            }
+        let guid = key.clone();
+        let write = match change {
+            Change::Unchanged => return async { Ok(()) }.boxed(),
+            Change::Insert(task) => TaskWrite::Insert(to_record(&self.deps.codec, task)),
+            Change::Update(task) => TaskWrite::Update(to_record(&self.deps.codec, task)),
+            Change::Delete => TaskWrite::Delete,
+        };
+        async move {
+            storage
+                .run(move |store| async move {
+                    match write {
+                        TaskWrite::Insert(record) => store.insert_task(&record).await,
+                        TaskWrite::Update(record) => store.update_task(&record).await,
+                        TaskWrite::Delete => store.delete_task(&guid).await,
+                    }
+                })
+                .await
         }
+        .boxed()
     }
 
     fn apply(&mut self, key: String, change: Change<Task>) {
@@ -279,6 +269,12 @@ impl OwnsRecords for TaskActor {
             }
         }
     }
+}
+
+enum TaskWrite {
+    Insert(TaskRecord),
+    Update(TaskRecord),
+    Delete,
 }
 
 /// Looks up a task for a rule; a missing one is upstream's ResourceNotFound.
@@ -457,81 +453,62 @@ impl Handler<DeleteTask> for TaskActor {
 impl Handler<CallbackUndelivered> for TaskActor {
     type Result = ResponseActFuture<Self, BbsResult<()>>;
 
-    fn handle(&mut self, msg: CallbackUndelivered, ctx: &mut Self::Context) -> Self::Result {
-        let guid = msg.guid.clone();
-        let delay = self.deps.redelivery_delay;
-        ctx.run_later(delay, move |actor, _| {
-            if actor
-                .tasks
-                .get(&guid)
-                .is_some_and(|t| rules::state(t) == State::Completed)
-            {
-                actor.deps.callbacks.submit(guid, &actor.deps.log);
-            }
-        });
+    fn handle(&mut self, msg: CallbackUndelivered, _: &mut Self::Context) -> Self::Result {
         mutate(self, msg.guid, move |current| {
-            let task = existing(current)?;
-            if rules::state(task) != State::Resolving {
-                return Ok((Change::Unchanged, ()));
-            }
-            let mut next = task.clone();
-            next.state = State::Completed as i32;
-            Ok((Change::Update(next), ()))
+            Ok((
+                rules::demote_resolving(existing(current)?)
+                    .map_or(Change::Unchanged, Change::Update),
+                (),
+            ))
         })
     }
 }
 
-/// Internal: queue the callbacks owed at start-up.
+/// Hands owed callbacks to the pool: periodically those untouched for `kick_task_duration`,
+/// and at start-up all of them (no delivery survives a restart).
 #[derive(Message)]
 #[rtype(result = "BbsResult<usize>")]
-struct RedeliverOwed;
+pub struct SweepCallbacks {
+    pub startup: bool,
+}
 
-impl Handler<RedeliverOwed> for TaskActor {
-    type Result = ResponseActFuture<Self, BbsResult<usize>>;
+impl Handler<SweepCallbacks> for TaskActor {
+    type Result = BbsResult<usize>;
 
-    fn handle(&mut self, _: RedeliverOwed, _: &mut Self::Context) -> Self::Result {
-        let owed: Vec<Task> = self
+    fn handle(&mut self, msg: SweepCallbacks, ctx: &mut Self::Context) -> Self::Result {
+        let now = now_nanos();
+        let kick = self.deps.redelivery_delay.as_nanos().min(i64::MAX as u128) as i64;
+        let mut owed = 0;
+        let due: Vec<(String, rules::SweepAction)> = self
             .tasks
             .values()
-            .filter(|t| {
-                matches!(rules::state(t), State::Completed | State::Resolving)
-                    && rules::wants_callback(t)
-            })
-            .cloned()
-            .collect();
-        let storage = self.deps.storage.clone();
-        let codec = self.deps.codec.clone();
-        let demote: Vec<Task> = owed
-            .iter()
-            .filter(|t| rules::state(t) == State::Resolving)
             .map(|t| {
-                let mut t = t.clone();
-                t.state = State::Completed as i32;
-                t
+                (
+                    t.task_guid.clone(),
+                    rules::sweep_action(t, now, kick, msg.startup),
+                )
             })
+            .filter(|(_, action)| *action != rules::SweepAction::Nothing)
             .collect();
-        let records: Vec<TaskRecord> = demote.iter().map(|t| to_record(&codec, t)).collect();
-        let write = async move {
-            for record in records {
-                storage
-                    .run(move |store| async move { store.update_task(&record).await })
-                    .await?;
+        for (guid, action) in due {
+            owed += 1;
+            match action {
+                rules::SweepAction::Deliver => self.deps.callbacks.submit(guid, &self.deps.log),
+                _ => {
+                    let demoted = mutate(self, guid.clone(), |current| {
+                        let demoted = current.and_then(rules::demote_resolving);
+                        Ok((demoted.map_or(Change::Unchanged, Change::Update), ()))
+                    });
+                    ctx.spawn(demoted.map(move |result, actor, _| match result {
+                        Ok(()) => actor.deps.callbacks.submit(guid, &actor.deps.log),
+                        Err(e) => {
+                            warn!(actor.deps.log, "task-demote-failed"; "task_guid" => &guid, "error" => %e)
+                        }
+                    }));
+                }
             }
-            Ok::<_, BbsError>(())
-        };
-        Box::pin(write.into_actor(self).map(move |result, actor, _| {
-            result?;
-            for task in demote {
-                actor.tasks.insert(task.task_guid.clone(), task);
-            }
-            for task in &owed {
-                actor
-                    .deps
-                    .callbacks
-                    .submit(task.task_guid.clone(), &actor.deps.log);
-            }
-            Ok(owed.len())
-        }))
+        }
+        Ok(owed)
     }
 }
 
@@ -565,4 +542,4 @@ use actix::ActorFutureExt as _;
 
 crate::metered_handlers!(TaskActor:
     DesireTask, StartTask, CancelTask, FailTask, RejectTask, CompleteTask, ResolvingTask,
-    DeleteTask, CallbackUndelivered, ListTasks, GetTask, RedeliverOwed);
+    DeleteTask, CallbackUndelivered, ListTasks, GetTask, SweepCallbacks);

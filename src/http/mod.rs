@@ -11,6 +11,7 @@ use std::sync::{Arc, OnceLock};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpResponse};
 use bbs_actors::{Bbs, BbsError, BbsResult};
@@ -22,6 +23,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 pub struct ApiState {
     bbs: OnceLock<Bbs>,
     ready: AtomicBool,
+    unrecoverable: tokio::sync::Notify,
 }
 
 impl ApiState {
@@ -40,7 +42,17 @@ impl ApiState {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
+
+    /// Resolves once a request has met an unrecoverable store error (a missing table): like
+    /// upstream, the server answers that request, then shuts down for its supervisor.
+    pub async fn unrecoverable(&self) {
+        self.unrecoverable.notified().await
+    }
 }
+
+/// Marks a response that carried an Unrecoverable error.
+#[derive(Clone, Copy)]
+pub struct UnrecoverableMarker;
 
 async fn gate(
     request: ServiceRequest,
@@ -54,7 +66,32 @@ async fn gate(
         return Ok(request.into_response(response).map_into_right_body());
     }
     metrics::counter!("bbs_requests_total").increment(1);
-    next.call(request).await.map(|r| r.map_into_left_body())
+    let state = request.app_data::<web::Data<ApiState>>().cloned();
+    let response = next.call(request).await?;
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        // Go clients parse protobuf whatever the status, and every response but Ping carries
+        // `error` as field 1: answer as upstream answers a request it cannot accept.
+        let error = BbsError::InvalidRequest(
+            "the request body is larger than max_request_body_bytes".into(),
+        );
+        let (request, _) = response.into_parts();
+        let body = proto::ErrorOnly {
+            error: Some(error.to_wire()),
+        };
+        let response = proto::respond(&body);
+        return Ok(ServiceResponse::new(request, response).map_into_right_body());
+    }
+    if response
+        .response()
+        .extensions()
+        .contains::<UnrecoverableMarker>()
+    {
+        if let Some(state) = state {
+            state.unrecoverable.notify_waiters();
+            state.unrecoverable.notify_one();
+        }
+    }
+    Ok(response.map_into_left_body())
 }
 
 fn not_found() -> HttpResponse {

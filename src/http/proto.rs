@@ -14,9 +14,22 @@ pub fn respond<M: Message>(message: &M) -> HttpResponse {
         .body(message.encode_to_vec())
 }
 
-/// The route's response type carrying `error`.
+/// The route's response type carrying `error`. An Unrecoverable error also marks the
+/// response, so the server shuts down after sending it.
 pub fn respond_error<R: WithError>(error: &BbsError) -> HttpResponse {
-    respond(&R::from_error(error.to_wire()))
+    let mut response = respond(&R::from_error(error.to_wire()));
+    if matches!(error, BbsError::Unrecoverable(_)) {
+        response.extensions_mut().insert(super::UnrecoverableMarker);
+    }
+    response
+}
+
+/// Just upstream's `error` field (field 1 of every response but PingResponse), for answers
+/// given before the route's own response type is known.
+#[derive(Clone, PartialEq, Message)]
+pub struct ErrorOnly {
+    #[prost(message, optional, tag = "1")]
+    pub error: Option<bbs_models::Error>,
 }
 
 /// The response on success, or the same response type carrying the error.

@@ -42,6 +42,13 @@ async fn stream_not_implemented(body: web::Bytes) -> HttpResponse {
     }
 }
 
+/// The task streams take no request message; upstream ignores their body.
+async fn task_stream_not_implemented() -> HttpResponse {
+    HttpResponse::NotImplemented()
+        .content_type("text/plain; charset=utf-8")
+        .body("event streams are not implemented yet\n")
+}
+
 async fn no_body_not_implemented<Resp: WithError>() -> HttpResponse {
     respond_error::<Resp>(&BbsError::Unknown("not implemented".into()))
 }
@@ -160,10 +167,10 @@ route_table! {
     "DeleteTask" POST "/v1/tasks/delete" => tasks::delete;
 
     "EventStream" GET "/v1/events.r1" => stream_not_implemented;
-    "TaskEventStream" POST "/v1/events/tasks.r1" => stream_not_implemented;
+    "TaskEventStream" POST "/v1/events/tasks.r1" => task_stream_not_implemented;
     "LRPInstanceEventStream" POST "/v1/events/lrp_instances.r1" => stream_not_implemented;
     "EventStream_r0" GET "/v1/events" => stream_not_implemented;
-    "TaskEventStream_r0" POST "/v1/events/tasks" => stream_not_implemented;
+    "TaskEventStream_r0" POST "/v1/events/tasks" => task_stream_not_implemented;
     "LrpInstanceEventStream_r0" POST "/v1/events/lrp_instances" => stream_not_implemented;
 
     "Cells" POST "/v1/cells/list.r1" => no_body_not_implemented::<m::CellsResponse>;

@@ -564,6 +564,78 @@ pub async fn actual_lrps_concurrent_modify_loses_no_update(t: &TestStore) {
     assert_eq!(after.crash_count, WRITERS);
 }
 
+pub async fn actual_lrp_batches_are_all_or_nothing(t: &TestStore) {
+    let s = &t.store;
+    let ordinary = actual("web", 0, Presence::Ordinary, "cell-1");
+    let evacuating = actual("web", 0, Presence::Evacuating, "cell-2");
+    s.insert_actual_lrp(&evacuating).await.unwrap();
+    // Start the ordinary and clear the evacuating copy together.
+    s.write_actual_lrps(&[
+        ActualLrpWrite::Insert(ordinary.clone()),
+        ActualLrpWrite::Delete(evacuating.key()),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        s.actual_lrp(&ordinary.key()).await.unwrap(),
+        Some(ordinary.clone())
+    );
+    assert_eq!(s.actual_lrp(&evacuating.key()).await.unwrap(), None);
+
+    // A failing write leaves the earlier ones undone.
+    let mut changed = ordinary.clone();
+    changed.state = "CRASHED".into();
+    let suspect = actual("web", 0, Presence::Suspect, "cell-3");
+    assert_eq!(
+        s.write_actual_lrps(&[
+            ActualLrpWrite::Update(changed.clone()),
+            ActualLrpWrite::Insert(suspect.clone()),
+            ActualLrpWrite::Delete(evacuating.key()),
+        ])
+        .await,
+        Err(StoreError::NotFound)
+    );
+    assert_eq!(
+        s.actual_lrp(&ordinary.key()).await.unwrap(),
+        Some(ordinary.clone())
+    );
+    assert_eq!(s.actual_lrp(&suspect.key()).await.unwrap(), None);
+    assert_eq!(
+        s.write_actual_lrps(&[
+            ActualLrpWrite::Insert(suspect.clone()),
+            ActualLrpWrite::Insert(ordinary.clone()),
+        ])
+        .await,
+        Err(StoreError::Exists)
+    );
+    assert_eq!(s.actual_lrp(&suspect.key()).await.unwrap(), None);
+    s.write_actual_lrps(&[]).await.unwrap();
+}
+
+/// More records than one etcd page (1,000 keys) or a small SQL batch: every one is listed.
+pub async fn large_lists_are_complete(t: &TestStore) {
+    let s = &t.store;
+    const COUNT: usize = 2_345;
+    let writes: Vec<ActualLrpWrite> = (0..COUNT)
+        .map(|i| {
+            ActualLrpWrite::Insert(actual(
+                &format!("lrp-{i:05}"),
+                0,
+                Presence::Ordinary,
+                "cell-1",
+            ))
+        })
+        .collect();
+    for chunk in writes.chunks(100) {
+        s.write_actual_lrps(chunk).await.unwrap();
+    }
+    let all = s.actual_lrps(&ActualLrpFilter::default()).await.unwrap();
+    assert_eq!(all.len(), COUNT);
+    let mut guids: Vec<&str> = all.iter().map(|l| l.process_guid.as_str()).collect();
+    guids.dedup();
+    assert_eq!(guids.len(), COUNT, "no record listed twice");
+}
+
 /// A 1 MiB run info (upstream allows 1 MiB of volume-mounted files alone) and task definition.
 pub async fn large_records_round_trip(t: &TestStore) {
     let s = &t.store;
@@ -680,6 +752,8 @@ macro_rules! store_conformance_suite {
                     actual_lrps_crud_with_every_presence,
                     actual_lrps_filter,
                     actual_lrps_concurrent_modify_loses_no_update,
+                    actual_lrp_batches_are_all_or_nothing,
+                    large_lists_are_complete,
                     large_records_round_trip,
                     unicode_round_trips,
                     oversized_columns_are_refused,

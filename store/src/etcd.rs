@@ -16,7 +16,7 @@ use crate::store::{Backend, Mutation, Store};
 /// Keys per range request, so no response comes near gRPC's message limit.
 const PAGE: i64 = 1000;
 /// Attempts at a compare-and-swap before giving up with `Contention`.
-const CAS_ATTEMPTS: usize = 1000;
+const CAS_ATTEMPTS: usize = 200;
 
 pub struct EtcdStore {
     kv: KvClient,
@@ -150,14 +150,22 @@ impl EtcdStore {
         }
     }
 
-    /// Every key-value pair under `prefix`, read a page at a time.
+    /// Every key-value pair under `prefix`, read a page at a time, all pages at the revision
+    /// of the first, so a list is one consistent snapshot.
     async fn scan(&self, prefix: &str) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
         let end = prefix_end(prefix.as_bytes());
         let mut start = prefix.as_bytes().to_vec();
+        let mut revision = 0;
         let mut out = Vec::new();
         loop {
-            let options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+            let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+            if revision > 0 {
+                options = options.with_revision(revision);
+            }
             let mut response = self.kv.clone().get(start.clone(), Some(options)).await?;
+            if revision == 0 {
+                revision = response.header().map(|h| h.revision()).unwrap_or_default();
+            }
             let kvs = response.take_kvs();
             let full_page = kvs.len() as i64 == PAGE;
             for kv in kvs {
@@ -252,7 +260,7 @@ impl EtcdStore {
         key: &str,
         mutation: &Mutation<'_, T>,
     ) -> StoreResult<T> {
-        for _ in 0..CAS_ATTEMPTS {
+        for attempt in 0..CAS_ATTEMPTS {
             let (value, revision) = self.get_raw(key).await?.ok_or(StoreError::NotFound)?;
             let next = mutation(decode(key.as_bytes(), &value)?)?;
             let compare = Compare::mod_revision(key, CompareOp::Equal, revision);
@@ -265,9 +273,16 @@ impl EtcdStore {
             if response.succeeded() {
                 return Ok(next);
             }
+            contention_pause(attempt).await;
         }
         Err(StoreError::Contention)
     }
+}
+
+/// A short, growing pause after a lost compare-and-swap, so racing writers spread out.
+async fn contention_pause(attempt: usize) {
+    let micros = 100u64 << attempt.min(8);
+    tokio::time::sleep(Duration::from_micros(micros)).await;
 }
 
 /// The smallest key greater than every key that starts with `prefix`.
@@ -444,7 +459,7 @@ impl Store for EtcdStore {
     ) -> StoreResult<DesiredLrpRecord> {
         let schedule_key = self.schedule_key(process_guid);
         let run_key = self.run_key(process_guid);
-        for _ in 0..CAS_ATTEMPTS {
+        for attempt in 0..CAS_ATTEMPTS {
             let (scheduling, schedule_rev) = self
                 .get_raw(&schedule_key)
                 .await?
@@ -472,6 +487,7 @@ impl Store for EtcdStore {
             if self.kv.clone().txn(txn).await?.succeeded() {
                 return Ok(next);
             }
+            contention_pause(attempt).await;
         }
         Err(StoreError::Contention)
     }
@@ -537,6 +553,58 @@ impl Store for EtcdStore {
 
     async fn delete_actual_lrp(&self, key: &ActualLrpKey) -> StoreResult<()> {
         self.remove(vec![self.actual_key(key)]).await
+    }
+
+    async fn write_actual_lrps(&self, writes: &[ActualLrpWrite]) -> StoreResult<()> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let mut compares = Vec::with_capacity(writes.len());
+        let mut ops = Vec::with_capacity(writes.len());
+        for write in writes {
+            match write {
+                ActualLrpWrite::Insert(lrp) => {
+                    let key = self.actual_key(&lrp.key());
+                    compares.push(Compare::create_revision(key.as_str(), CompareOp::Equal, 0));
+                    ops.push(TxnOp::put(key, encode(lrp)?, None));
+                }
+                ActualLrpWrite::Update(lrp) => {
+                    let key = self.actual_key(&lrp.key());
+                    compares.push(Compare::create_revision(
+                        key.as_str(),
+                        CompareOp::Greater,
+                        0,
+                    ));
+                    ops.push(TxnOp::put(key, encode(lrp)?, None));
+                }
+                ActualLrpWrite::Delete(key) => {
+                    let key = self.actual_key(key);
+                    compares.push(Compare::create_revision(
+                        key.as_str(),
+                        CompareOp::Greater,
+                        0,
+                    ));
+                    ops.push(TxnOp::delete(key, None));
+                }
+            }
+        }
+        let response = self
+            .kv
+            .clone()
+            .txn(Txn::new().when(compares).and_then(ops))
+            .await?;
+        if response.succeeded() {
+            return Ok(());
+        }
+        // Name the failure as SQL would: an insert over an existing row, else a missing row.
+        for write in writes {
+            if let ActualLrpWrite::Insert(lrp) = write {
+                if self.get_raw(&self.actual_key(&lrp.key())).await?.is_some() {
+                    return Err(StoreError::Exists);
+                }
+            }
+        }
+        Err(StoreError::NotFound)
     }
 }
 

@@ -7,7 +7,7 @@ mod error;
 mod etcd;
 mod migrate;
 mod records;
-mod sql;
+pub(crate) mod sql;
 mod store;
 #[cfg(feature = "testing")]
 pub mod testing;

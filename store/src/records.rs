@@ -160,6 +160,18 @@ impl ActualLrpRecord {
     }
 }
 
+/// One row write in an atomic batch of actual LRP changes (an instance's ordinary,
+/// evacuating and suspect rows change together, e.g. a start that clears the others).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ActualLrpWrite {
+    /// Fails the batch with `Exists` if the row is there.
+    Insert(ActualLrpRecord),
+    /// Fails the batch with `NotFound` if the row is missing.
+    Update(ActualLrpRecord),
+    /// Fails the batch with `NotFound` if the row is missing.
+    Delete(ActualLrpKey),
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ActualLrpFilter {
     pub domain: Option<String>,

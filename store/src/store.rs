@@ -107,4 +107,6 @@ pub trait Store: Send + Sync + 'static {
         mutation: &Mutation<'_, ActualLrpRecord>,
     ) -> StoreResult<ActualLrpRecord>;
     async fn delete_actual_lrp(&self, key: &ActualLrpKey) -> StoreResult<()>;
+    /// Applies the writes in order, all or none.
+    async fn write_actual_lrps(&self, writes: &[ActualLrpWrite]) -> StoreResult<()>;
 }

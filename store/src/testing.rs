@@ -74,6 +74,31 @@ impl TestStore {
         }
     }
 
+    /// Runs SQL directly on this test's database (to break or repair it underneath a server).
+    pub async fn raw_sql(&self, sql: &str) {
+        match self.config.backend {
+            Backend::Mysql => {
+                let mut c = AsyncMysqlConnection::establish(&self.config.connection_string)
+                    .await
+                    .expect("connect");
+                c.batch_execute(sql).await.expect("raw sql");
+            }
+            Backend::Postgres => {
+                let mut c = AsyncPgConnection::establish(&self.config.connection_string)
+                    .await
+                    .expect("connect");
+                c.batch_execute(sql).await.expect("raw sql");
+            }
+            Backend::Sqlite => {
+                let mut c = crate::sql::SqliteConn::establish(&self.config.connection_string)
+                    .await
+                    .expect("connect");
+                c.batch_execute(sql).await.expect("raw sql");
+            }
+            Backend::Etcd => panic!("etcd has no SQL"),
+        }
+    }
+
     /// Opens the same database again, as a restarted server would.
     pub async fn reopen(&self) -> StoreResult<Arc<dyn Store>> {
         connect(&self.config).await

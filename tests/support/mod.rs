@@ -172,6 +172,18 @@ impl Server {
             .unwrap()
     }
 
+    /// Waits for the server to exit on its own; its exit code.
+    pub fn stop_when_exited(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// Stops the server with SIGTERM and waits for it to exit.
     pub fn stop(&mut self) -> Option<i32> {
         let _ = Command::new("kill")

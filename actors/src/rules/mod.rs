@@ -1,6 +1,7 @@
 //! Domain rules as pure functions over models and time: no actors, no storage, no HTTP.
 //! Actors call these to decide; tests call them directly.
 
+pub mod actual_lrps;
 pub mod domains;
 pub mod downgrade;
 pub mod tasks;

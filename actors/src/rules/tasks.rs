@@ -199,6 +199,37 @@ pub fn check_delete(task: &Task) -> Result<(), BbsError> {
     }
 }
 
+/// A Resolving task whose callback was not delivered goes back to Completed, keeping its
+/// `updated_at`, so the next sweep hands it to the callback pool again.
+pub fn demote_resolving(task: &Task) -> Option<Task> {
+    if state(task) != State::Resolving {
+        return None;
+    }
+    let mut next = task.clone();
+    next.state = State::Completed as i32;
+    Some(next)
+}
+
+/// What a periodic sweep owes a task, given how long callbacks may take (`kick`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum SweepAction {
+    Nothing,
+    /// A Completed task with a callback, untouched for longer than `kick`: deliver it.
+    Deliver,
+    /// A Resolving task stuck for longer than `kick`: put it back to Completed, then deliver.
+    DemoteAndDeliver,
+}
+
+/// At start-up (`startup`) every owed callback is due, since no delivery is in flight.
+pub fn sweep_action(task: &Task, now: Nanos, kick: Nanos, startup: bool) -> SweepAction {
+    let stale = startup || task.updated_at < now.saturating_sub(kick);
+    match state(task) {
+        State::Completed if stale && wants_callback(task) => SweepAction::Deliver,
+        State::Resolving if stale => SweepAction::DemoteAndDeliver,
+        _ => SweepAction::Nothing,
+    }
+}
+
 /// Whether a finished task has a callback to deliver.
 pub fn wants_callback(task: &Task) -> bool {
     task.task_definition
@@ -401,6 +432,43 @@ mod tests {
         assert_eq!(
             check_delete(&task_in(State::Completed, "")).unwrap_err(),
             transition("Completed", "Resolving")
+        );
+    }
+
+    #[test]
+    fn sweeps_deliver_stale_callbacks_and_demote_stuck_resolving_tasks() {
+        let mut done = task_in(State::Completed, "");
+        done.task_definition = Some(bbs_models::TaskDefinition {
+            completion_callback_url: "http://cb".into(),
+            ..Default::default()
+        });
+        done.updated_at = T0;
+        assert_eq!(sweep_action(&done, T0 + 5, 10, false), SweepAction::Nothing);
+        assert_eq!(
+            sweep_action(&done, T0 + 11, 10, false),
+            SweepAction::Deliver
+        );
+        assert_eq!(sweep_action(&done, T0, 10, true), SweepAction::Deliver);
+        let no_callback = task_in(State::Completed, "");
+        assert_eq!(
+            sweep_action(&no_callback, T1 * 10, 10, true),
+            SweepAction::Nothing
+        );
+        let mut stuck = done.clone();
+        stuck.state = State::Resolving as i32;
+        assert_eq!(
+            sweep_action(&stuck, T0 + 11, 10, false),
+            SweepAction::DemoteAndDeliver
+        );
+        let demoted = demote_resolving(&stuck).unwrap();
+        assert_eq!(
+            (state(&demoted), demoted.updated_at),
+            (State::Completed, T0)
+        );
+        assert_eq!(demote_resolving(&done), None);
+        assert_eq!(
+            sweep_action(&task_in(State::Running, "c"), T1 * 100, 1, true),
+            SweepAction::Nothing
         );
     }
 

@@ -46,7 +46,9 @@ where
     AsyncDieselConnectionManager<C>: bb8::ManageConnection,
     <AsyncDieselConnectionManager<C> as bb8::ManageConnection>::Error: std::error::Error + 'static,
 {
-    pool.get()
+    // A dedicated connection fails at once with the driver's words, where the pool would
+    // retry until its timeout and report only that it timed out.
+    pool.dedicated_connection()
         .await
         .map(drop)
         .map_err(|e| StoreError::Unavailable(e.to_string()))

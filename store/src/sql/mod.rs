@@ -102,42 +102,49 @@ macro_rules! sql_store {
 
             async fn set_configuration(&self, id: &str, value: &str) -> StoreResult<()> {
                 use $crate::sql::schema::configurations::dsl as c;
-                let mut conn = self.conn().await?;
-                let (id, value) = (id.to_owned(), value.to_owned());
-                conn.$txn(async |conn| {
-                    let updated = diesel::update(c::configurations.filter(c::id.eq(&id)))
-                        .set(c::value.eq(Some(&value)))
-                        .execute(conn)
-                        .await?;
-                    if updated == 0 {
-                        diesel::insert_into(c::configurations)
-                            .values((c::id.eq(&id), c::value.eq(Some(&value))))
+                with_deadlock_retry(|| async {
+                    let mut conn = self.conn().await?;
+                    let (id, value) = (id.to_owned(), value.to_owned());
+                    conn.$txn(async |conn| {
+                        let updated = diesel::update(c::configurations.filter(c::id.eq(&id)))
+                            .set(c::value.eq(Some(&value)))
                             .execute(conn)
                             .await?;
-                    }
-                    Ok::<_, StoreError>(())
+                        if updated == 0 {
+                            diesel::insert_into(c::configurations)
+                                .values((c::id.eq(&id), c::value.eq(Some(&value))))
+                                .execute(conn)
+                                .await?;
+                        }
+                        Ok::<_, StoreError>(())
+                    })
+                    .await
                 })
                 .await
             }
 
             async fn upsert_domain(&self, domain: &DomainRecord) -> StoreResult<()> {
                 use $crate::sql::schema::domains::dsl as d;
-                let mut conn = self.conn().await?;
-                conn.$txn(async |conn| {
-                    let updated = diesel::update(d::domains.filter(d::domain.eq(&domain.domain)))
-                        .set(d::expire_time.eq(Some(domain.expire_time)))
-                        .execute(conn)
-                        .await?;
-                    if updated == 0 {
-                        diesel::insert_into(d::domains)
-                            .values((
-                                d::domain.eq(&domain.domain),
-                                d::expire_time.eq(Some(domain.expire_time)),
-                            ))
-                            .execute(conn)
-                            .await?;
-                    }
-                    Ok::<_, StoreError>(())
+                with_deadlock_retry(|| async {
+                    let mut conn = self.conn().await?;
+                    conn.$txn(async |conn| {
+                        let updated =
+                            diesel::update(d::domains.filter(d::domain.eq(&domain.domain)))
+                                .set(d::expire_time.eq(Some(domain.expire_time)))
+                                .execute(conn)
+                                .await?;
+                        if updated == 0 {
+                            diesel::insert_into(d::domains)
+                                .values((
+                                    d::domain.eq(&domain.domain),
+                                    d::expire_time.eq(Some(domain.expire_time)),
+                                ))
+                                .execute(conn)
+                                .await?;
+                        }
+                        Ok::<_, StoreError>(())
+                    })
+                    .await
                 })
                 .await
             }
@@ -170,12 +177,15 @@ macro_rules! sql_store {
 
             async fn insert_task(&self, task: &TaskRecord) -> StoreResult<()> {
                 use $crate::sql::schema::tasks::dsl as t;
-                let mut conn = self.conn().await?;
-                diesel::insert_into(t::tasks)
-                    .values(TaskRow::from(task))
-                    .execute(&mut *conn)
-                    .await?;
-                Ok(())
+                with_deadlock_retry(|| async {
+                    let mut conn = self.conn().await?;
+                    diesel::insert_into(t::tasks)
+                        .values(TaskRow::from(task))
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                })
+                .await
             }
 
             async fn task(&self, guid: &str) -> StoreResult<Option<TaskRecord>> {
@@ -206,12 +216,15 @@ macro_rules! sql_store {
 
             async fn update_task(&self, task: &TaskRecord) -> StoreResult<()> {
                 use $crate::sql::schema::tasks::dsl as t;
-                let mut conn = self.conn().await?;
-                let updated = diesel::update(t::tasks.filter(t::guid.eq(&task.guid)))
-                    .set(TaskRow::from(task))
-                    .execute(&mut *conn)
-                    .await?;
-                expect_one(updated)
+                with_deadlock_retry(|| async {
+                    let mut conn = self.conn().await?;
+                    let updated = diesel::update(t::tasks.filter(t::guid.eq(&task.guid)))
+                        .set(TaskRow::from(task))
+                        .execute(&mut *conn)
+                        .await?;
+                    expect_one(updated)
+                })
+                .await
             }
 
             async fn modify_task(
@@ -250,21 +263,27 @@ macro_rules! sql_store {
 
             async fn delete_task(&self, guid: &str) -> StoreResult<()> {
                 use $crate::sql::schema::tasks::dsl as t;
-                let mut conn = self.conn().await?;
-                let deleted = diesel::delete(t::tasks.filter(t::guid.eq(guid)))
-                    .execute(&mut *conn)
-                    .await?;
-                expect_one(deleted)
+                with_deadlock_retry(|| async {
+                    let mut conn = self.conn().await?;
+                    let deleted = diesel::delete(t::tasks.filter(t::guid.eq(guid)))
+                        .execute(&mut *conn)
+                        .await?;
+                    expect_one(deleted)
+                })
+                .await
             }
 
             async fn insert_desired_lrp(&self, lrp: &DesiredLrpRecord) -> StoreResult<()> {
                 use $crate::sql::schema::desired_lrps::dsl as d;
-                let mut conn = self.conn().await?;
-                diesel::insert_into(d::desired_lrps)
-                    .values(DesiredLrpRow::from(lrp))
-                    .execute(&mut *conn)
-                    .await?;
-                Ok(())
+                with_deadlock_retry(|| async {
+                    let mut conn = self.conn().await?;
+                    diesel::insert_into(d::desired_lrps)
+                        .values(DesiredLrpRow::from(lrp))
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                })
+                .await
             }
 
             async fn desired_lrp(
@@ -333,14 +352,17 @@ macro_rules! sql_store {
 
             async fn update_desired_lrp(&self, lrp: &DesiredLrpRecord) -> StoreResult<()> {
                 use $crate::sql::schema::desired_lrps::dsl as d;
-                let mut conn = self.conn().await?;
-                let updated = diesel::update(
-                    d::desired_lrps.filter(d::process_guid.eq(&lrp.scheduling.process_guid)),
-                )
-                .set(DesiredLrpRow::from(lrp))
-                .execute(&mut *conn)
-                .await?;
-                expect_one(updated)
+                with_deadlock_retry(|| async {
+                    let mut conn = self.conn().await?;
+                    let updated = diesel::update(
+                        d::desired_lrps.filter(d::process_guid.eq(&lrp.scheduling.process_guid)),
+                    )
+                    .set(DesiredLrpRow::from(lrp))
+                    .execute(&mut *conn)
+                    .await?;
+                    expect_one(updated)
+                })
+                .await
             }
 
             async fn modify_desired_lrp(
@@ -379,22 +401,28 @@ macro_rules! sql_store {
 
             async fn delete_desired_lrp(&self, process_guid: &str) -> StoreResult<()> {
                 use $crate::sql::schema::desired_lrps::dsl as d;
-                let mut conn = self.conn().await?;
-                let deleted =
-                    diesel::delete(d::desired_lrps.filter(d::process_guid.eq(process_guid)))
-                        .execute(&mut *conn)
-                        .await?;
-                expect_one(deleted)
+                with_deadlock_retry(|| async {
+                    let mut conn = self.conn().await?;
+                    let deleted =
+                        diesel::delete(d::desired_lrps.filter(d::process_guid.eq(process_guid)))
+                            .execute(&mut *conn)
+                            .await?;
+                    expect_one(deleted)
+                })
+                .await
             }
 
             async fn insert_actual_lrp(&self, lrp: &ActualLrpRecord) -> StoreResult<()> {
                 use $crate::sql::schema::actual_lrps::dsl as a;
-                let mut conn = self.conn().await?;
-                diesel::insert_into(a::actual_lrps)
-                    .values(ActualLrpRow::from(lrp))
-                    .execute(&mut *conn)
-                    .await?;
-                Ok(())
+                with_deadlock_retry(|| async {
+                    let mut conn = self.conn().await?;
+                    diesel::insert_into(a::actual_lrps)
+                        .values(ActualLrpRow::from(lrp))
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                })
+                .await
             }
 
             async fn actual_lrp(&self, key: &ActualLrpKey) -> StoreResult<Option<ActualLrpRecord>> {
@@ -444,17 +472,20 @@ macro_rules! sql_store {
 
             async fn update_actual_lrp(&self, lrp: &ActualLrpRecord) -> StoreResult<()> {
                 use $crate::sql::schema::actual_lrps::dsl as a;
-                let mut conn = self.conn().await?;
-                let updated = diesel::update(
-                    a::actual_lrps
-                        .filter(a::process_guid.eq(&lrp.process_guid))
-                        .filter(a::instance_index.eq(lrp.index))
-                        .filter(a::presence.eq(lrp.presence.as_i32())),
-                )
-                .set(ActualLrpRow::from(lrp))
-                .execute(&mut *conn)
-                .await?;
-                expect_one(updated)
+                with_deadlock_retry(|| async {
+                    let mut conn = self.conn().await?;
+                    let updated = diesel::update(
+                        a::actual_lrps
+                            .filter(a::process_guid.eq(&lrp.process_guid))
+                            .filter(a::instance_index.eq(lrp.index))
+                            .filter(a::presence.eq(lrp.presence.as_i32())),
+                    )
+                    .set(ActualLrpRow::from(lrp))
+                    .execute(&mut *conn)
+                    .await?;
+                    expect_one(updated)
+                })
+                .await
             }
 
             async fn modify_actual_lrp(
@@ -498,18 +529,69 @@ macro_rules! sql_store {
                 .await
             }
 
+            async fn write_actual_lrps(&self, writes: &[ActualLrpWrite]) -> StoreResult<()> {
+                use $crate::sql::schema::actual_lrps::dsl as a;
+                if writes.is_empty() {
+                    return Ok(());
+                }
+                with_deadlock_retry(|| async {
+                    let mut conn = self.conn().await?;
+                    conn.$txn(async |conn| {
+                        for write in writes {
+                            match write {
+                                ActualLrpWrite::Insert(lrp) => {
+                                    diesel::insert_into(a::actual_lrps)
+                                        .values(ActualLrpRow::from(lrp))
+                                        .execute(conn)
+                                        .await?;
+                                }
+                                ActualLrpWrite::Update(lrp) => {
+                                    let updated = diesel::update(
+                                        a::actual_lrps
+                                            .filter(a::process_guid.eq(&lrp.process_guid))
+                                            .filter(a::instance_index.eq(lrp.index))
+                                            .filter(a::presence.eq(lrp.presence.as_i32())),
+                                    )
+                                    .set(ActualLrpRow::from(lrp))
+                                    .execute(conn)
+                                    .await?;
+                                    expect_one(updated)?;
+                                }
+                                ActualLrpWrite::Delete(key) => {
+                                    let deleted = diesel::delete(
+                                        a::actual_lrps
+                                            .filter(a::process_guid.eq(&key.process_guid))
+                                            .filter(a::instance_index.eq(key.index))
+                                            .filter(a::presence.eq(key.presence.as_i32())),
+                                    )
+                                    .execute(conn)
+                                    .await?;
+                                    expect_one(deleted)?;
+                                }
+                            }
+                        }
+                        Ok::<_, StoreError>(())
+                    })
+                    .await
+                })
+                .await
+            }
+
             async fn delete_actual_lrp(&self, key: &ActualLrpKey) -> StoreResult<()> {
                 use $crate::sql::schema::actual_lrps::dsl as a;
-                let mut conn = self.conn().await?;
-                let deleted = diesel::delete(
-                    a::actual_lrps
-                        .filter(a::process_guid.eq(&key.process_guid))
-                        .filter(a::instance_index.eq(key.index))
-                        .filter(a::presence.eq(key.presence.as_i32())),
-                )
-                .execute(&mut *conn)
-                .await?;
-                expect_one(deleted)
+                with_deadlock_retry(|| async {
+                    let mut conn = self.conn().await?;
+                    let deleted = diesel::delete(
+                        a::actual_lrps
+                            .filter(a::process_guid.eq(&key.process_guid))
+                            .filter(a::instance_index.eq(key.index))
+                            .filter(a::presence.eq(key.presence.as_i32())),
+                    )
+                    .execute(&mut *conn)
+                    .await?;
+                    expect_one(deleted)
+                })
+                .await
             }
         }
     };
