@@ -52,6 +52,48 @@ impl TaskStartRequest {
     }
 }
 
+/// Instances of one LRP to place, in the JSON shape the auctioneer decodes.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LrpStartRequest {
+    pub process_guid: String,
+    pub domain: String,
+    pub indices: Vec<i32>,
+    #[serde(rename = "PlacementTags")]
+    pub placement_tags: Vec<String>,
+    #[serde(rename = "VolumeDrivers")]
+    pub volume_drivers: Vec<String>,
+    #[serde(rename = "RootFs")]
+    pub root_fs: String,
+    #[serde(rename = "MemoryMB")]
+    pub memory_mb: i32,
+    #[serde(rename = "DiskMB")]
+    pub disk_mb: i32,
+    #[serde(rename = "MaxPids")]
+    pub max_pids: i32,
+}
+
+impl LrpStartRequest {
+    pub fn new(scheduling: &bbs_models::DesiredLrpSchedulingInfo, indices: Vec<i32>) -> Self {
+        let key = scheduling.desired_lrp_key.clone().unwrap_or_default();
+        let resource = scheduling.desired_lrp_resource.clone().unwrap_or_default();
+        LrpStartRequest {
+            process_guid: key.process_guid,
+            domain: key.domain,
+            indices,
+            placement_tags: scheduling.placement_tags.clone(),
+            volume_drivers: scheduling
+                .volume_placement
+                .as_ref()
+                .map(|v| v.driver_names.clone())
+                .unwrap_or_default(),
+            root_fs: resource.root_fs,
+            memory_mb: resource.memory_mb,
+            disk_mb: resource.disk_mb,
+            max_pids: resource.max_pids,
+        }
+    }
+}
+
 /// Why an auction request did not go through.
 #[derive(Debug, thiserror::Error)]
 pub enum AuctioneerError {
@@ -87,6 +129,14 @@ impl AuctioneerClient {
         trace_id: &str,
     ) -> Result<(), AuctioneerError> {
         self.post("/v1/tasks", requests, trace_id).await
+    }
+
+    pub async fn request_lrp_auctions(
+        &self,
+        requests: &[LrpStartRequest],
+        trace_id: &str,
+    ) -> Result<(), AuctioneerError> {
+        self.post("/v1/lrps", requests, trace_id).await
     }
 
     async fn post<T: Serialize + ?Sized>(

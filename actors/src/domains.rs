@@ -76,7 +76,12 @@ impl OwnsRecords for DomainActor {
         self.expiries.get(key)
     }
 
-    fn persist(&self, key: &String, change: &Change<Nanos>) -> BoxFuture<'static, BbsResult<()>> {
+    fn persist(
+        &self,
+        key: &String,
+        _before: Option<&Nanos>,
+        change: &Change<Nanos>,
+    ) -> BoxFuture<'static, BbsResult<()>> {
         let storage = self.storage.clone();
         let record = match change {
             Change::Insert(expire_time) | Change::Update(expire_time) => DomainRecord {

@@ -5,13 +5,17 @@
 //! written through the storage pool before it is acknowledged, and reads are served from
 //! memory. Per-record locks keep one record's changes in order without serializing others.
 
+pub mod actual_lrps;
 pub mod auctioneer;
 pub mod callbacks;
 pub mod clock;
 pub mod codec;
+pub mod desired_lrps;
 pub mod domains;
 pub mod error;
 pub mod keyed_lock;
+pub mod lrp_records;
+pub mod lrps;
 pub mod mailbox;
 pub mod rules;
 pub mod storage;
@@ -72,6 +76,7 @@ pub struct Bbs {
     pub storage: StoragePool,
     pub domains: Mailbox<domains::DomainActor>,
     pub tasks: Mailbox<tasks::TaskActor>,
+    pub lrps: lrps::Lrps,
 }
 
 impl Bbs {
@@ -95,6 +100,28 @@ impl Bbs {
             settings.auctioneer_address.clone(),
             settings.communication_timeout,
         );
+        let desired = desired_lrps::DesiredLrpActor::start(
+            storage.clone(),
+            codec.clone(),
+            settings.mailbox_capacity,
+            log,
+        )
+        .await?;
+        let actual = actual_lrps::ActualLrps::start(
+            storage.clone(),
+            codec.clone(),
+            arbiters.len().max(1),
+            settings.mailbox_capacity,
+            arbiters,
+            log,
+        )
+        .await?;
+        let lrps = lrps::Lrps {
+            desired,
+            actual,
+            auctioneer: auctioneer.clone(),
+            log: log.new(slog::o!("component" => "lrps")),
+        };
         let (callbacks, callback_receiver) = CallbackQueue::new(CALLBACK_QUEUE_CAPACITY);
         let tasks = tasks::TaskActor::start(tasks::TaskActorDeps {
             storage: storage.clone(),
@@ -119,6 +146,7 @@ impl Bbs {
             storage,
             domains,
             tasks,
+            lrps,
         })
     }
 }

@@ -235,7 +235,12 @@ impl OwnsRecords for TaskActor {
         self.tasks.get(key)
     }
 
-    fn persist(&self, key: &String, change: &Change<Task>) -> BoxFuture<'static, BbsResult<()>> {
+    fn persist(
+        &self,
+        key: &String,
+        _before: Option<&Task>,
+        change: &Change<Task>,
+    ) -> BoxFuture<'static, BbsResult<()>> {
         let storage = self.deps.storage.clone();
         let guid = key.clone();
         let write = match change {

@@ -29,9 +29,11 @@ pub trait OwnsRecords: Actor<Context = Context<Self>> {
     fn locks(&self) -> &KeyedLocks<Self::Key>;
     fn record(&self, key: &Self::Key) -> Option<&Self::Record>;
     /// Writes a change to the store; called only for changes other than `Unchanged`.
+    /// `before` is the record as memory has it now.
     fn persist(
         &self,
         key: &Self::Key,
+        before: Option<&Self::Record>,
         change: &Change<Self::Record>,
     ) -> BoxFuture<'static, BbsResult<()>>;
     /// Applies a persisted change to memory.
@@ -59,7 +61,7 @@ where
                     if matches!(change, Change::Unchanged) {
                         return Box::pin(ready(Ok(outcome)));
                     }
-                    let persisting = actor.persist(&key, &change);
+                    let persisting = actor.persist(&key, actor.record(&key), &change);
                     Box::pin(persisting.into_actor(actor).map(move |result, actor, _| {
                         if result.is_ok() {
                             actor.apply(key, change);

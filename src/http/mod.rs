@@ -2,6 +2,7 @@
 //! server with `/metrics`.
 
 mod handlers;
+mod lrps;
 pub mod proto;
 pub mod routes;
 mod tasks;

@@ -10,7 +10,7 @@ use bbs_models::WithError;
 use prost::Message;
 
 use super::proto::{decode, respond_error};
-use super::{handlers, tasks};
+use super::{handlers, lrps, tasks};
 
 /// One row of the route table.
 #[derive(Clone, Copy, Debug)]
@@ -95,30 +95,18 @@ route_table! {
     "Domains" POST "/v1/domains/list" => handlers::domains;
     "UpsertDomain" POST "/v1/domains/upsert" => handlers::upsert_domain;
 
-    "ActualLRPs" POST "/v1/actual_lrps/list"
-        => not_implemented::<m::ActualLrpsRequest, m::ActualLrpsResponse>;
-    "ActualLRPsByProcessGuids" POST "/v1/actual_lrps/list_by_process_guids"
-        => not_implemented::<m::ActualLrpsByProcessGuidsRequest, m::ActualLrpsByProcessGuidsResponse>;
-    "ActualLRPGroups" POST "/v1/actual_lrp_groups/list"
-        => not_implemented::<m::ActualLrpGroupsRequest, m::ActualLrpGroupsResponse>;
-    "ActualLRPGroupsByProcessGuid" POST "/v1/actual_lrp_groups/list_by_process_guid"
-        => not_implemented::<m::ActualLrpGroupsByProcessGuidRequest, m::ActualLrpGroupsResponse>;
-    "ActualLRPGroupsByProcessGuidAndIndex" POST "/v1/actual_lrp_groups/get_by_process_guid_and_index"
-        => not_implemented::<m::ActualLrpGroupByProcessGuidAndIndexRequest, m::ActualLrpGroupResponse>;
-    "ClaimActualLRP" POST "/v1/actual_lrps/claim"
-        => not_implemented::<m::ClaimActualLrpRequest, m::ActualLrpLifecycleResponse>;
-    "StartActualLRP" POST "/v1/actual_lrps/start.r1"
-        => not_implemented::<m::StartActualLrpRequest, m::ActualLrpLifecycleResponse>;
-    "StartActualLRP_r0" POST "/v1/actual_lrps/start"
-        => not_implemented::<m::StartActualLrpRequest, m::ActualLrpLifecycleResponse>;
-    "CrashActualLRP" POST "/v1/actual_lrps/crash"
-        => not_implemented::<m::CrashActualLrpRequest, m::ActualLrpLifecycleResponse>;
-    "FailActualLRP" POST "/v1/actual_lrps/fail"
-        => not_implemented::<m::FailActualLrpRequest, m::ActualLrpLifecycleResponse>;
-    "RemoveActualLRP" POST "/v1/actual_lrps/remove"
-        => not_implemented::<m::RemoveActualLrpRequest, m::ActualLrpLifecycleResponse>;
-    "RetireActualLRP" POST "/v1/actual_lrps/retire"
-        => not_implemented::<m::RetireActualLrpRequest, m::ActualLrpLifecycleResponse>;
+    "ActualLRPs" POST "/v1/actual_lrps/list" => lrps::list_actual;
+    "ActualLRPsByProcessGuids" POST "/v1/actual_lrps/list_by_process_guids" => lrps::list_actual_by_process_guids;
+    "ActualLRPGroups" POST "/v1/actual_lrp_groups/list" => lrps::groups;
+    "ActualLRPGroupsByProcessGuid" POST "/v1/actual_lrp_groups/list_by_process_guid" => lrps::groups_by_process_guid;
+    "ActualLRPGroupsByProcessGuidAndIndex" POST "/v1/actual_lrp_groups/get_by_process_guid_and_index" => lrps::group_by_process_guid_and_index;
+    "ClaimActualLRP" POST "/v1/actual_lrps/claim" => lrps::claim;
+    "StartActualLRP" POST "/v1/actual_lrps/start.r1" => lrps::start;
+    "StartActualLRP_r0" POST "/v1/actual_lrps/start" => lrps::start_r0;
+    "CrashActualLRP" POST "/v1/actual_lrps/crash" => lrps::crash;
+    "FailActualLRP" POST "/v1/actual_lrps/fail" => lrps::fail;
+    "RemoveActualLRP" POST "/v1/actual_lrps/remove" => lrps::remove_actual;
+    "RetireActualLRP" POST "/v1/actual_lrps/retire" => lrps::retire;
     "RemoveEvacuatingActualLRP" POST "/v1/actual_lrps/remove_evacuating"
         => not_implemented::<m::RemoveEvacuatingActualLrpRequest, m::RemoveEvacuatingActualLrpResponse>;
     "EvacuateClaimedActualLRP" POST "/v1/actual_lrps/evacuate_claimed"
@@ -132,26 +120,16 @@ route_table! {
     "EvacuateRunningActualLRP_r0" POST "/v1/actual_lrps/evacuate_running"
         => not_implemented::<m::EvacuateRunningActualLrpRequest, m::EvacuationResponse>;
 
-    "DesiredLRPSchedulingInfos" POST "/v1/desired_lrp_scheduling_infos/list"
-        => not_implemented::<m::DesiredLrpsRequest, m::DesiredLrpSchedulingInfosResponse>;
-    "DesiredLRPSchedulingInfoByProcessGuid" POST "/v1/desired_lrp_scheduling_infos/get_by_process_guid"
-        => not_implemented::<m::DesiredLrpByProcessGuidRequest, m::DesiredLrpSchedulingInfoByProcessGuidResponse>;
-    "DesiredLRPRoutingInfos" POST "/v1/desired_lrp_routing_infos/list"
-        => not_implemented::<m::DesiredLrpsRequest, m::DesiredLrpsResponse>;
-    "DesiredLRPs" POST "/v1/desired_lrps/list.r3"
-        => not_implemented::<m::DesiredLrpsRequest, m::DesiredLrpsResponse>;
-    "DesiredLRPByProcessGuid" POST "/v1/desired_lrps/get_by_process_guid.r3"
-        => not_implemented::<m::DesiredLrpByProcessGuidRequest, m::DesiredLrpResponse>;
-    "DesiredLRPs_r2" POST "/v1/desired_lrps/list.r2"
-        => not_implemented::<m::DesiredLrpsRequest, m::DesiredLrpsResponse>;
-    "DesiredLRPByProcessGuid_r2" POST "/v1/desired_lrps/get_by_process_guid.r2"
-        => not_implemented::<m::DesiredLrpByProcessGuidRequest, m::DesiredLrpResponse>;
-    "DesireDesiredLRP" POST "/v1/desired_lrp/desire.r2"
-        => not_implemented::<m::DesireLrpRequest, m::DesiredLrpLifecycleResponse>;
-    "UpdateDesireLRP" POST "/v1/desired_lrp/update"
-        => not_implemented::<m::UpdateDesiredLrpRequest, m::DesiredLrpLifecycleResponse>;
-    "RemoveDesiredLRP" POST "/v1/desired_lrp/remove"
-        => not_implemented::<m::RemoveDesiredLrpRequest, m::DesiredLrpLifecycleResponse>;
+    "DesiredLRPSchedulingInfos" POST "/v1/desired_lrp_scheduling_infos/list" => lrps::scheduling_infos;
+    "DesiredLRPSchedulingInfoByProcessGuid" POST "/v1/desired_lrp_scheduling_infos/get_by_process_guid" => lrps::scheduling_info;
+    "DesiredLRPRoutingInfos" POST "/v1/desired_lrp_routing_infos/list" => lrps::routing_infos;
+    "DesiredLRPs" POST "/v1/desired_lrps/list.r3" => lrps::list;
+    "DesiredLRPByProcessGuid" POST "/v1/desired_lrps/get_by_process_guid.r3" => lrps::get;
+    "DesiredLRPs_r2" POST "/v1/desired_lrps/list.r2" => lrps::list_r2;
+    "DesiredLRPByProcessGuid_r2" POST "/v1/desired_lrps/get_by_process_guid.r2" => lrps::get_r2;
+    "DesireDesiredLRP" POST "/v1/desired_lrp/desire.r2" => lrps::desire;
+    "UpdateDesireLRP" POST "/v1/desired_lrp/update" => lrps::update;
+    "RemoveDesiredLRP" POST "/v1/desired_lrp/remove" => lrps::remove;
 
     "Tasks" POST "/v1/tasks/list.r3" => tasks::list;
     "TaskByGuid" POST "/v1/tasks/get_by_task_guid.r3" => tasks::get;

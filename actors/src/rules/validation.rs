@@ -317,61 +317,155 @@ pub fn image_layer(layer: &m::ImageLayer, v: &mut Violations) {
     }
 }
 
-/// Whether an egress rule is valid (tasks report only that it is not).
-pub fn security_group_rule_is_valid(rule: &m::SecurityGroupRule) -> bool {
+/// An egress rule's own errors, as LRP validation reports them (tasks only report that there
+/// are some).
+pub fn security_group_rule_errors(rule: &m::SecurityGroupRule) -> Vec<String> {
+    let mut v = Violations::default();
     let has_ports = !rule.ports.is_empty();
     let has_range = rule.port_range.is_some();
     let has_icmp = rule.icmp_info.is_some();
-    let protocol_ok = match rule.protocol.as_str() {
+    match rule.protocol.as_str() {
         "tcp" | "udp" => {
-            let range_ok = rule
-                .port_range
-                .as_ref()
-                .is_none_or(|r| r.start >= 1 && r.end >= 1 && r.start <= r.end);
-            has_ports != has_range && range_ok && rule.ports.iter().all(|p| *p >= 1) && !has_icmp
+            if !has_ports && !has_range {
+                v.plain("Missing required field: ports or port_range");
+            } else if has_ports && has_range {
+                v.plain("Invalid: ports and port_range provided");
+            } else {
+                if let Some(range) = &rule.port_range {
+                    if range.start < 1 {
+                        v.field("port_range");
+                    }
+                    if range.end < 1 {
+                        v.field("port_range");
+                    }
+                    if range.start > range.end {
+                        v.field("port_range");
+                    }
+                }
+                for port in &rule.ports {
+                    if *port < 1 {
+                        v.field("ports");
+                    }
+                }
+            }
+            if has_icmp {
+                v.field("icmp_info");
+            }
         }
-        "icmp" | "icmpv6" => !has_ports && !has_range && has_icmp,
-        "all" => !has_ports && !has_range && !has_icmp,
-        _ => false,
-    };
-    protocol_ok
-        && !rule.destinations.is_empty()
-        && rule
-            .destinations
+        "icmp" | "icmpv6" => {
+            if has_range {
+                v.field("port_range");
+            }
+            if has_ports {
+                v.field("ports");
+            }
+            if !has_icmp {
+                v.field(if rule.protocol == "icmp" {
+                    "icmp_info"
+                } else {
+                    "icmpv6_info"
+                });
+            }
+        }
+        "all" => {
+            if has_range {
+                v.field("port_range");
+            }
+            if has_ports {
+                v.field("ports");
+            }
+            if has_icmp {
+                v.field("icmp_info");
+            }
+        }
+        _ => v.field("protocol"),
+    }
+    let destination_errors: Vec<String> = if rule.destinations.is_empty() {
+        vec!["Must have at least 1 destination".into()]
+    } else {
+        rule.destinations
             .iter()
             .flat_map(|d| d.split(','))
-            .all(destination_is_valid)
-}
-
-fn ip_bytes(ip: IpAddr) -> [u8; 16] {
-    match ip {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-        IpAddr::V6(v6) => v6.octets(),
+            .flat_map(destination_errors)
+            .collect()
+    };
+    if !destination_errors.is_empty() {
+        v.field(&format!(
+            "destinations [ {} ]",
+            destination_errors.join(", ")
+        ));
     }
+    v.0
 }
 
-fn destination_is_valid(destination: &str) -> bool {
+/// Upstream's destination check: an IP, a CIDR, or an `ip-ip` range. A reversed range
+/// reports "Invalid IP" once per byte where the start is above the end, until one is below.
+fn destination_errors(destination: &str) -> Vec<String> {
+    let invalid = || vec!["Invalid IP".to_owned()];
     match destination.find(['-', '/']) {
-        None => destination.parse::<IpAddr>().is_ok(),
+        None => {
+            if destination.parse::<IpAddr>().is_ok() {
+                vec![]
+            } else {
+                invalid()
+            }
+        }
         Some(i) if destination.as_bytes()[i] == b'/' => {
             let (ip, bits) = (&destination[..i], &destination[i + 1..]);
-            match (ip.parse::<IpAddr>(), bits.parse::<u8>()) {
+            let ok = match (ip.parse::<IpAddr>(), bits.parse::<u8>()) {
                 (Ok(IpAddr::V4(_)), Ok(bits)) => {
-                    bits <= 32 && !destination[i + 1..].starts_with('+')
+                    bits <= 32 && !bits_has_sign(bits_str(destination, i))
                 }
                 (Ok(IpAddr::V6(_)), Ok(bits)) => {
-                    bits <= 128 && !destination[i + 1..].starts_with('+')
+                    bits <= 128 && !bits_has_sign(bits_str(destination, i))
                 }
                 _ => false,
+            };
+            if ok {
+                vec![]
+            } else {
+                vec![format!("invalid CIDR address: {destination}")]
             }
         }
         Some(i) => match (
             destination[..i].parse::<IpAddr>(),
             destination[i + 1..].parse::<IpAddr>(),
         ) {
-            (Ok(first), Ok(last)) => ip_bytes(first) <= ip_bytes(last),
-            _ => false,
+            (Ok(first), Ok(last)) => {
+                let (first, last) = (ip_bytes(first), ip_bytes(last));
+                let mut errors = Vec::new();
+                for (a, b) in first.iter().zip(last.iter()) {
+                    if a < b {
+                        break;
+                    }
+                    if a > b {
+                        errors.push("Invalid IP".to_owned());
+                    }
+                }
+                errors
+            }
+            _ => invalid(),
         },
+    }
+}
+
+fn bits_str(destination: &str, slash: usize) -> &str {
+    &destination[slash + 1..]
+}
+
+fn bits_has_sign(bits: &str) -> bool {
+    bits.starts_with('+')
+}
+
+/// Whether an egress rule is valid (tasks report only that it is not).
+pub fn security_group_rule_is_valid(rule: &m::SecurityGroupRule) -> bool {
+    security_group_rule_errors(rule).is_empty()
+}
+
+fn ip_bytes(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
     }
 }
 
@@ -778,5 +872,516 @@ mod tests {
         );
         assert_eq!(message(task_guid_present("")), "Invalid field: task_guid");
         assert!(task_guid_present("a b").is_ok());
+    }
+}
+
+// ---- LRPs ------------------------------------------------------------------------------
+
+const MAX_ROUTES_BYTES: usize = 128 * 1024;
+const MAX_VOLUME_MOUNTED_FILES_BYTES: usize = 1024 * 1024;
+
+fn volume_mounted_files_too_big(files: &[m::File]) -> bool {
+    files.iter().map(|f| f.content.len()).sum::<usize>() > MAX_VOLUME_MOUNTED_FILES_BYTES
+}
+
+fn routes_too_big(routes: Option<&m::ProtoRoutes>) -> bool {
+    routes.is_some_and(|r| r.routes.values().map(Vec::len).sum::<usize>() > MAX_ROUTES_BYTES)
+}
+
+/// Per-tag checks: exactly one of static and a known dynamic value.
+fn metric_tag_value_errors(
+    tags: &std::collections::BTreeMap<String, m::MetricTagValue>,
+    v: &mut Violations,
+) {
+    for value in tags.values() {
+        let known_dynamic = matches!(value.dynamic, 1 | 2);
+        if (!value.r#static.is_empty() && known_dynamic)
+            || (value.r#static.is_empty() && !known_dynamic)
+        {
+            v.field("static");
+            v.field("dynamic");
+        }
+    }
+}
+
+fn action_errors(name: &str, action: Option<&m::Action>, required: bool, v: &mut Violations) {
+    match action {
+        None if required => v.plain("invalid action type"),
+        None => {}
+        Some(action) => {
+            let mut inner = Violations::default();
+            validate_action(action, &mut inner);
+            if !inner.is_empty() {
+                v.field(name);
+                v.0.extend(inner.0);
+            }
+        }
+    }
+}
+
+fn check_errors(check: &m::Check, v: &mut Violations) {
+    if check.tcp_check.is_some() && check.http_check.is_some() {
+        v.field("check");
+        return;
+    }
+    let port = check
+        .tcp_check
+        .as_ref()
+        .map(|c| c.port)
+        .or_else(|| check.http_check.as_ref().map(|c| c.port))
+        .unwrap_or(0);
+    if port == 0 || port > 65535 {
+        v.field("port");
+    }
+}
+
+/// DesireLRPRequest, in upstream's order: the DesiredLRP's own checks, then the same LRP's
+/// run-info checks (which repeat some fields, as upstream's messages do).
+pub fn desire_lrp(request: &m::DesireLrpRequest) -> Result<(), BbsError> {
+    let mut v = Violations::default();
+    match &request.desired_lrp {
+        None => v.field("desired_lrp"),
+        Some(lrp) => desired_lrp(lrp, &mut v),
+    }
+    v.into_result()
+}
+
+#[allow(deprecated)]
+pub fn desired_lrp(d: &m::DesiredLrp, v: &mut Violations) {
+    if volume_mounted_files_too_big(&d.volume_mounted_files) {
+        v.field("volumeMountedFiles");
+    }
+    if d.domain.is_empty() {
+        v.field("domain");
+    }
+    if d.root_fs.is_empty() {
+        v.field("rootfs");
+    }
+    if !has_url_scheme(&d.root_fs) {
+        v.field("rootfs");
+    }
+    if d.instances < 0 {
+        v.field("instances");
+    }
+    if d.memory_mb < 0 {
+        v.field("memory_mb");
+    }
+    if d.disk_mb < 0 {
+        v.field("disk_mb");
+    }
+    if d.log_rate_limit
+        .as_ref()
+        .is_some_and(|l| l.bytes_per_second < -1)
+    {
+        v.field("log_rate_limit_bytes_per_second");
+    }
+    if d.annotation.len() > MAX_ANNOTATION_BYTES {
+        v.field("annotation");
+    }
+    if d.max_pids < 0 {
+        v.field("max_pids");
+    }
+    if routes_too_big(d.routes.as_ref()) {
+        v.field("routes");
+    }
+    if d.metric_tags.is_empty() {
+        v.field("metric_tags");
+    } else {
+        let mut tags = Violations::default();
+        metric_tag_value_errors(&d.metric_tags, &mut tags);
+        let source_matches = d
+            .metric_tags
+            .get("source_id")
+            .is_some_and(|s| s.r#static == d.metrics_guid);
+        if !d.metrics_guid.is_empty() && !source_matches {
+            tags.field("source_id should match metrics_guid");
+        }
+        if !tags.is_empty() {
+            v.field("metric_tags");
+            v.0.extend(tags.0);
+        }
+    }
+    // The run-info part.
+    if d.domain.is_empty() {
+        v.field("domain");
+    }
+    if !is_valid_guid(&d.process_guid) {
+        v.field("process_guid");
+    }
+    if volume_mounted_files_too_big(&d.volume_mounted_files) {
+        v.field("volumeMountedFiles");
+    }
+    action_errors("setup", d.setup.as_ref(), false, v);
+    action_errors("action", d.action.as_ref(), true, v);
+    action_errors("monitor", d.monitor.as_ref(), false, v);
+    for env in &d.environment_variables {
+        if env.name.is_empty() {
+            v.plain("invalid field: name cannot be blank");
+        }
+    }
+    for rule in &d.egress_rules {
+        let errors = security_group_rule_errors(rule);
+        if !errors.is_empty() {
+            v.field("egress_rules");
+            v.0.extend(errors);
+        }
+    }
+    for dependency in &d.cached_dependencies {
+        let mut inner = Violations::default();
+        cached_dependency(dependency, &mut inner);
+        if !inner.is_empty() {
+            v.field("cached_dependency");
+            v.0.extend(inner.0);
+        }
+    }
+    image_layers(&d.image_layers, &d.legacy_download_user, v);
+    let mut sidecars = Violations::default();
+    for sidecar in &d.sidecars {
+        action_errors("action", sidecar.action.as_ref(), true, &mut sidecars);
+        if sidecar.memory_mb < 0 {
+            sidecars.field("memory_mb");
+        }
+        if sidecar.disk_mb < 0 {
+            sidecars.field("disk_mb");
+        }
+    }
+    if !sidecars.is_empty() {
+        v.field("sidecars");
+        v.0.extend(sidecars.0);
+    }
+    for mount in &d.volume_mounts {
+        if mount.driver.is_empty() {
+            v.plain("invalid volume_mount driver");
+        }
+        if mount.mode != "r" && mount.mode != "rw" {
+            v.plain("invalid volume_mount mode");
+        }
+        if mount
+            .shared
+            .as_ref()
+            .is_some_and(|s| s.volume_id.is_empty())
+        {
+            v.plain("invalid volume_mount volume id");
+        }
+        if mount
+            .dedicated
+            .as_ref()
+            .is_some_and(|d| d.mounter_id.is_empty())
+        {
+            v.plain("invalid volume_mount mounter id");
+        }
+    }
+    if d.image_username.is_empty() && !d.image_password.is_empty() {
+        v.field("image_username");
+    }
+    if !d.image_username.is_empty() && d.image_password.is_empty() {
+        v.field("image_password");
+    }
+    if let Some(definition) = &d.check_definition {
+        let mut checks = Violations::default();
+        for check in definition
+            .checks
+            .iter()
+            .chain(definition.readiness_checks.iter())
+        {
+            check_errors(check, &mut checks);
+        }
+        if !checks.is_empty() {
+            v.field("check_definition");
+            v.0.extend(checks.0);
+        }
+    }
+    if d.log_rate_limit
+        .as_ref()
+        .is_some_and(|l| l.bytes_per_second < -1)
+    {
+        v.field("log_rate_limit");
+    }
+}
+
+pub fn update_desired_lrp(request: &m::UpdateDesiredLrpRequest) -> Result<(), BbsError> {
+    use m::desired_lrp_update::{OptionalImagePassword, OptionalImageUsername, OptionalInstances};
+    let mut v = Violations::default();
+    if request.process_guid.is_empty() {
+        v.field("process_guid");
+    }
+    match &request.update {
+        // Upstream's handler crashes here; we answer instead.
+        None => v.field("update"),
+        Some(update) => {
+            if matches!(update.optional_instances, Some(OptionalInstances::Instances(n)) if n < 0) {
+                v.field("instances");
+            }
+            let annotation_len = match &update.optional_annotation {
+                Some(m::desired_lrp_update::OptionalAnnotation::Annotation(a)) => a.len(),
+                None => 0,
+            };
+            if annotation_len > MAX_ANNOTATION_BYTES {
+                v.field("annotation");
+            }
+            if routes_too_big(update.routes.as_ref()) {
+                v.field("routes");
+            }
+            let mut tags = Violations::default();
+            metric_tag_value_errors(&update.metric_tags, &mut tags);
+            if !tags.is_empty() {
+                v.field("metric_tags");
+                v.0.extend(tags.0);
+            }
+            let username = matches!(
+                update.optional_image_username,
+                Some(OptionalImageUsername::ImageUsername(_))
+            );
+            let password = matches!(
+                update.optional_image_password,
+                Some(OptionalImagePassword::ImagePassword(_))
+            );
+            if username && !password {
+                v.field("image_password");
+            }
+            if password && !username {
+                v.field("image_username");
+            }
+        }
+    }
+    v.into_result()
+}
+
+pub fn process_guid_present(process_guid: &str) -> Result<(), BbsError> {
+    if process_guid.is_empty() {
+        Err(BbsError::invalid_fields(["process_guid"]))
+    } else {
+        Ok(())
+    }
+}
+
+fn actual_key(key: Option<&m::ActualLrpKey>, v: &mut Violations) {
+    match key {
+        None => v.field("actual_lrp_key"),
+        Some(key) => {
+            if key.process_guid.is_empty() {
+                v.field("process_guid");
+            }
+            if key.index < 0 {
+                v.field("index");
+            }
+            if key.domain.is_empty() {
+                v.field("domain");
+            }
+        }
+    }
+}
+
+fn instance_key(key: Option<&m::ActualLrpInstanceKey>, v: &mut Violations) {
+    match key {
+        None => v.field("actual_lrp_instance_key"),
+        Some(key) => {
+            if key.cell_id.is_empty() {
+                v.field("cell_id");
+            }
+            if key.instance_guid.is_empty() {
+                v.field("instance_guid");
+            }
+        }
+    }
+}
+
+pub fn claim_actual_lrp(r: &m::ClaimActualLrpRequest) -> Result<(), BbsError> {
+    let mut v = Violations::default();
+    if r.process_guid.is_empty() {
+        v.field("process_guid");
+    }
+    instance_key(r.actual_lrp_instance_key.as_ref(), &mut v);
+    v.into_result()
+}
+
+pub fn start_actual_lrp(r: &m::StartActualLrpRequest) -> Result<(), BbsError> {
+    let mut v = Violations::default();
+    actual_key(r.actual_lrp_key.as_ref(), &mut v);
+    instance_key(r.actual_lrp_instance_key.as_ref(), &mut v);
+    match &r.actual_lrp_net_info {
+        None => v.field("actual_lrp_net_info"),
+        Some(net) if net.address.is_empty() => v.field("address"),
+        Some(_) => {}
+    }
+    v.into_result()
+}
+
+pub fn crash_actual_lrp(r: &m::CrashActualLrpRequest) -> Result<(), BbsError> {
+    let mut v = Violations::default();
+    actual_key(r.actual_lrp_key.as_ref(), &mut v);
+    instance_key(r.actual_lrp_instance_key.as_ref(), &mut v);
+    v.into_result()
+}
+
+pub fn fail_actual_lrp(r: &m::FailActualLrpRequest) -> Result<(), BbsError> {
+    let mut v = Violations::default();
+    actual_key(r.actual_lrp_key.as_ref(), &mut v);
+    if r.error_message.is_empty() {
+        v.field("error_message");
+    }
+    v.into_result()
+}
+
+pub fn retire_actual_lrp(r: &m::RetireActualLrpRequest) -> Result<(), BbsError> {
+    let mut v = Violations::default();
+    actual_key(r.actual_lrp_key.as_ref(), &mut v);
+    v.into_result()
+}
+
+pub fn guid_and_index(process_guid: &str, index: i32) -> Result<(), BbsError> {
+    let mut v = Violations::default();
+    if process_guid.is_empty() {
+        v.field("process_guid");
+    }
+    if index < 0 {
+        v.field("index");
+    }
+    v.into_result()
+}
+
+pub fn actual_lrps_by_process_guids(
+    r: &m::ActualLrpsByProcessGuidsRequest,
+) -> Result<(), BbsError> {
+    if r.process_guids.is_empty() {
+        Err(BbsError::InvalidRequest(
+            "process_guids must not be empty".into(),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod lrp_tests {
+    use super::*;
+
+    fn message(result: Result<(), BbsError>) -> String {
+        match result {
+            Err(BbsError::InvalidRequest(m)) => m,
+            other => panic!("expected InvalidRequest, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn empty_desired_lrp_repeats_fields_as_upstream_does() {
+        assert_eq!(
+            message(desire_lrp(&m::DesireLrpRequest::default())),
+            "Invalid field: desired_lrp"
+        );
+        let request = m::DesireLrpRequest {
+            desired_lrp: Some(m::DesiredLrp::default()),
+        };
+        assert_eq!(
+            message(desire_lrp(&request)),
+            "Invalid field: domain, Invalid field: rootfs, Invalid field: rootfs, \
+             Invalid field: metric_tags, Invalid field: domain, Invalid field: process_guid, \
+             invalid action type"
+        );
+    }
+
+    #[test]
+    fn egress_rule_details_are_kept_for_lrps() {
+        let rule = m::SecurityGroupRule {
+            protocol: "udp".into(),
+            ports: vec![0],
+            destinations: vec!["10.0.0.5-9.0.0.1".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            security_group_rule_errors(&rule),
+            [
+                "Invalid field: ports",
+                "Invalid field: destinations [ Invalid IP, Invalid IP ]"
+            ]
+        );
+        let ok_range = m::SecurityGroupRule {
+            protocol: "all".into(),
+            destinations: vec!["10.0.0.5-11.0.0.1".into()],
+            ..Default::default()
+        };
+        assert!(security_group_rule_errors(&ok_range).is_empty());
+    }
+
+    #[test]
+    fn actual_lrp_requests() {
+        assert_eq!(
+            message(claim_actual_lrp(&m::ClaimActualLrpRequest::default())),
+            "Invalid field: process_guid, Invalid field: actual_lrp_instance_key"
+        );
+        let claim = m::ClaimActualLrpRequest {
+            process_guid: "p".into(),
+            index: 0,
+            actual_lrp_instance_key: Some(Default::default()),
+        };
+        assert_eq!(
+            message(claim_actual_lrp(&claim)),
+            "Invalid field: cell_id, Invalid field: instance_guid"
+        );
+        assert_eq!(
+            message(start_actual_lrp(&m::StartActualLrpRequest::default())),
+            "Invalid field: actual_lrp_key, Invalid field: actual_lrp_instance_key, Invalid field: actual_lrp_net_info"
+        );
+        let start = m::StartActualLrpRequest {
+            actual_lrp_key: Some(m::ActualLrpKey {
+                index: -1,
+                ..Default::default()
+            }),
+            actual_lrp_instance_key: Some(m::ActualLrpInstanceKey {
+                instance_guid: "i".into(),
+                cell_id: String::new(),
+            }),
+            actual_lrp_net_info: Some(Default::default()),
+            ..Default::default()
+        };
+        assert_eq!(
+            message(start_actual_lrp(&start)),
+            "Invalid field: process_guid, Invalid field: index, Invalid field: domain, \
+             Invalid field: cell_id, Invalid field: address"
+        );
+        assert_eq!(
+            message(fail_actual_lrp(&m::FailActualLrpRequest::default())),
+            "Invalid field: actual_lrp_key, Invalid field: error_message"
+        );
+        assert_eq!(
+            message(guid_and_index("", -1)),
+            "Invalid field: process_guid, Invalid field: index"
+        );
+        assert_eq!(
+            message(actual_lrps_by_process_guids(&Default::default())),
+            "process_guids must not be empty"
+        );
+    }
+
+    #[test]
+    fn update_rules() {
+        use m::desired_lrp_update::*;
+        assert_eq!(
+            message(update_desired_lrp(&m::UpdateDesiredLrpRequest::default())),
+            "Invalid field: process_guid, Invalid field: update"
+        );
+        let mut tags = std::collections::BTreeMap::new();
+        tags.insert(
+            "x".to_owned(),
+            m::MetricTagValue {
+                r#static: "s".into(),
+                dynamic: 1,
+            },
+        );
+        let request = m::UpdateDesiredLrpRequest {
+            process_guid: "p".into(),
+            update: Some(m::DesiredLrpUpdate {
+                optional_instances: Some(OptionalInstances::Instances(-1)),
+                optional_annotation: Some(OptionalAnnotation::Annotation("a".repeat(10241))),
+                metric_tags: tags,
+                optional_image_password: Some(OptionalImagePassword::ImagePassword("p".into())),
+                ..Default::default()
+            }),
+        };
+        assert_eq!(
+            message(update_desired_lrp(&request)),
+            "Invalid field: instances, Invalid field: annotation, Invalid field: metric_tags, \
+             Invalid field: static, Invalid field: dynamic, Invalid field: image_username"
+        );
     }
 }

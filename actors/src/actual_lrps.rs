@@ -1,0 +1,582 @@
+//! The ActualLRPActor shards own every actual LRP instance: each shard holds the instances of
+//! the process guids that hash to it, so the hottest traffic (reps re-asserting instances)
+//! spreads over cores. A shard changes an instance only through `rules::actual_lrps`, writes
+//! all of that instance's rows in one store batch before answering, and serves reads from
+//! memory. Re-asserting an unchanged running instance writes nothing.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use actix::{Actor, ArbiterHandle, Context, Handler, Message, ResponseActFuture};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use slog::{warn, Logger};
+
+use bbs_models as m;
+use bbs_models::actual_lrp::Presence;
+use bbs_store::{ActualLrpFilter, ActualLrpWrite};
+
+use crate::clock::now_nanos;
+use crate::codec::Codec;
+use crate::error::{BbsError, BbsResult};
+use crate::keyed_lock::KeyedLocks;
+use crate::lrp_records::{actual_from_record, actual_to_record};
+use crate::mailbox::Mailbox;
+use crate::rules::actual_lrps::{self as rules, key_of, presence_of, Instance, Retire, Running};
+use crate::storage::StoragePool;
+use crate::write_through::{mutate, Change, OwnsRecords};
+
+/// (process guid, index): one instance and its lock.
+pub type InstanceId = (String, i32);
+
+#[derive(Message)]
+#[rtype(result = "BbsResult<()>")]
+pub struct CreateUnclaimed {
+    pub key: m::ActualLrpKey,
+}
+
+#[derive(Message)]
+#[rtype(result = "BbsResult<()>")]
+pub struct ClaimLrp {
+    pub process_guid: String,
+    pub index: i32,
+    pub instance_key: m::ActualLrpInstanceKey,
+}
+
+#[derive(Message)]
+#[rtype(result = "BbsResult<()>")]
+pub struct StartLrp {
+    pub running: Running,
+}
+
+/// Answers whether the instance went straight back to UNCLAIMED (and needs an auction).
+#[derive(Message)]
+#[rtype(result = "BbsResult<bool>")]
+pub struct CrashLrp {
+    pub key: m::ActualLrpKey,
+    pub instance_key: m::ActualLrpInstanceKey,
+    pub reason: String,
+}
+
+#[derive(Message)]
+#[rtype(result = "BbsResult<()>")]
+pub struct FailLrp {
+    pub key: m::ActualLrpKey,
+    pub placement_error: String,
+}
+
+#[derive(Message)]
+#[rtype(result = "BbsResult<()>")]
+pub struct RemoveLrpInstance {
+    pub process_guid: String,
+    pub index: i32,
+    pub instance_key: Option<m::ActualLrpInstanceKey>,
+}
+
+/// Retires an instance: deletes it when nothing runs it, or names the cell to stop it on.
+#[derive(Message)]
+#[rtype(result = "BbsResult<Option<(String, m::ActualLrpInstanceKey)>>")]
+pub struct RetireLrp {
+    pub key: m::ActualLrpKey,
+}
+
+/// Deletes the ordinary row of an instance that is not running (scale-down, removal).
+#[derive(Message)]
+#[rtype(result = "BbsResult<()>")]
+pub struct DeleteUnstarted {
+    pub process_guid: String,
+    pub index: i32,
+}
+
+#[derive(Message, Clone, Default)]
+#[rtype(result = "Vec<m::ActualLrp>")]
+pub struct ListActualLrps {
+    pub filter: ActualLrpFilter,
+}
+
+/// Every instance of one process guid, for decisions about stopping them.
+#[derive(Message)]
+#[rtype(result = "Vec<(i32, Instance)>")]
+pub struct InstancesOf {
+    pub process_guid: String,
+}
+
+pub struct ActualLrpActor {
+    instances: HashMap<InstanceId, Instance>,
+    /// The instances with a row on each cell, for the reps' bulk fetches.
+    by_cell: HashMap<String, HashSet<InstanceId>>,
+    locks: KeyedLocks<InstanceId>,
+    storage: StoragePool,
+    codec: Codec,
+    capacity: usize,
+}
+
+impl Actor for ActualLrpActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.capacity);
+    }
+}
+
+fn cells_of(instance: &Instance) -> impl Iterator<Item = String> + '_ {
+    instance
+        .rows()
+        .map(|row| rules::instance_key_of(row).cell_id)
+        .filter(|cell| !cell.is_empty())
+}
+
+impl ActualLrpActor {
+    fn index_cells(&mut self, id: &InstanceId, instance: Option<&Instance>, add: bool) {
+        let Some(instance) = instance else { return };
+        for cell in cells_of(instance) {
+            if add {
+                self.by_cell.entry(cell).or_default().insert(id.clone());
+            } else if let Some(ids) = self.by_cell.get_mut(&cell) {
+                ids.remove(id);
+                if ids.is_empty() {
+                    self.by_cell.remove(&cell);
+                }
+            }
+        }
+    }
+}
+
+/// The store writes that take `before` to `after`, row by row.
+fn writes(codec: &Codec, before: Option<&Instance>, after: &Instance) -> Vec<ActualLrpWrite> {
+    let empty = Instance::default();
+    let before = before.unwrap_or(&empty);
+    let mut out = Vec::new();
+    for presence in [Presence::Ordinary, Presence::Evacuating, Presence::Suspect] {
+        match (before.slot(presence), after.slot(presence)) {
+            (None, None) => {}
+            (None, Some(row)) => out.push(ActualLrpWrite::Insert(actual_to_record(codec, row))),
+            (Some(old), Some(row)) if old != row => {
+                out.push(ActualLrpWrite::Update(actual_to_record(codec, row)))
+            }
+            (Some(_), Some(_)) => {}
+            (Some(old), None) => {
+                out.push(ActualLrpWrite::Delete(actual_to_record(codec, old).key()))
+            }
+        }
+    }
+    // Deletes first, so a row moving between presences never collides with itself.
+    out.sort_by_key(|w| !matches!(w, ActualLrpWrite::Delete(_)));
+    out
+}
+
+impl OwnsRecords for ActualLrpActor {
+    type Key = InstanceId;
+    type Record = Instance;
+
+    fn locks(&self) -> &KeyedLocks<InstanceId> {
+        &self.locks
+    }
+
+    fn record(&self, key: &InstanceId) -> Option<&Instance> {
+        self.instances.get(key)
+    }
+
+    fn persist(
+        &self,
+        _key: &InstanceId,
+        before: Option<&Instance>,
+        change: &Change<Instance>,
+    ) -> BoxFuture<'static, BbsResult<()>> {
+        let empty = Instance::default();
+        let after = match change {
+            Change::Insert(i) | Change::Update(i) => i,
+            Change::Delete => &empty,
+            Change::Unchanged => return async { Ok(()) }.boxed(),
+        };
+        let batch = writes(&self.codec, before, after);
+        let storage = self.storage.clone();
+        async move {
+            storage
+                .run(move |store| async move { store.write_actual_lrps(&batch).await })
+                .await
+        }
+        .boxed()
+    }
+
+    fn apply(&mut self, key: InstanceId, change: Change<Instance>) {
+        let old = self.instances.remove(&key);
+        self.index_cells(&key, old.as_ref(), false);
+        if let Change::Insert(instance) | Change::Update(instance) = change {
+            if !instance.is_empty() {
+                self.index_cells(&key, Some(&instance), true);
+                self.instances.insert(key, instance);
+            }
+        }
+    }
+}
+
+/// `next` as a change to the instance (an emptied instance is deleted).
+fn change_to(next: Instance) -> Change<Instance> {
+    if next.is_empty() {
+        Change::Delete
+    } else {
+        Change::Update(next)
+    }
+}
+
+fn id(process_guid: &str, index: i32) -> InstanceId {
+    (process_guid.to_owned(), index)
+}
+
+impl Handler<CreateUnclaimed> for ActualLrpActor {
+    type Result = ResponseActFuture<Self, BbsResult<()>>;
+
+    fn handle(&mut self, msg: CreateUnclaimed, _: &mut Self::Context) -> Self::Result {
+        let now = now_nanos();
+        let key = msg.key;
+        mutate(self, id(&key.process_guid, key.index), move |current| {
+            let mut next = current.cloned().unwrap_or_default();
+            if next.ordinary.is_some() {
+                return Err(BbsError::Exists);
+            }
+            next.ordinary = Some(rules::new_unclaimed(
+                key,
+                now,
+                uuid::Uuid::new_v4().to_string(),
+            ));
+            Ok((Change::Update(next), ()))
+        })
+    }
+}
+
+impl Handler<ClaimLrp> for ActualLrpActor {
+    type Result = ResponseActFuture<Self, BbsResult<()>>;
+
+    fn handle(&mut self, msg: ClaimLrp, _: &mut Self::Context) -> Self::Result {
+        let now = now_nanos();
+        mutate(self, id(&msg.process_guid, msg.index), move |current| {
+            let instance = current.ok_or(BbsError::NotFound)?;
+            let change = rules::claim(instance, &msg.instance_key, now)?
+                .map_or(Change::Unchanged, change_to);
+            Ok((change, ()))
+        })
+    }
+}
+
+impl Handler<StartLrp> for ActualLrpActor {
+    type Result = ResponseActFuture<Self, BbsResult<()>>;
+
+    fn handle(&mut self, msg: StartLrp, _: &mut Self::Context) -> Self::Result {
+        let now = now_nanos();
+        let running = msg.running;
+        mutate(
+            self,
+            id(&running.key.process_guid, running.key.index),
+            move |current| {
+                let instance = current.cloned().unwrap_or_default();
+                let change = rules::start(&instance, &running, now, || {
+                    uuid::Uuid::new_v4().to_string()
+                })?
+                .map_or(Change::Unchanged, change_to);
+                Ok((change, ()))
+            },
+        )
+    }
+}
+
+impl Handler<CrashLrp> for ActualLrpActor {
+    type Result = ResponseActFuture<Self, BbsResult<bool>>;
+
+    fn handle(&mut self, msg: CrashLrp, _: &mut Self::Context) -> Self::Result {
+        let now = now_nanos();
+        mutate(
+            self,
+            id(&msg.key.process_guid, msg.key.index),
+            move |current| {
+                let instance = current.ok_or(BbsError::NotFound)?;
+                match rules::crash(instance, &msg.key, &msg.instance_key, &msg.reason, now)? {
+                    None => Ok((Change::Unchanged, false)),
+                    Some(crash) => Ok((change_to(crash.after), crash.restart_now)),
+                }
+            },
+        )
+    }
+}
+
+impl Handler<FailLrp> for ActualLrpActor {
+    type Result = ResponseActFuture<Self, BbsResult<()>>;
+
+    fn handle(&mut self, msg: FailLrp, _: &mut Self::Context) -> Self::Result {
+        let now = now_nanos();
+        mutate(
+            self,
+            id(&msg.key.process_guid, msg.key.index),
+            move |current| {
+                // Upstream answers success when there is no instance to fail.
+                let Some(instance) = current.filter(|i| i.ordinary.is_some()) else {
+                    return Ok((Change::Unchanged, ()));
+                };
+                let change = rules::fail(instance, &msg.key, &msg.placement_error, now)?
+                    .map_or(Change::Unchanged, change_to);
+                Ok((change, ()))
+            },
+        )
+    }
+}
+
+impl Handler<RemoveLrpInstance> for ActualLrpActor {
+    type Result = ResponseActFuture<Self, BbsResult<()>>;
+
+    fn handle(&mut self, msg: RemoveLrpInstance, _: &mut Self::Context) -> Self::Result {
+        mutate(self, id(&msg.process_guid, msg.index), move |current| {
+            let instance = current.ok_or(BbsError::NotFound)?;
+            Ok((
+                change_to(rules::remove(instance, msg.instance_key.as_ref())?),
+                (),
+            ))
+        })
+    }
+}
+
+impl Handler<RetireLrp> for ActualLrpActor {
+    type Result = ResponseActFuture<Self, BbsResult<Option<(String, m::ActualLrpInstanceKey)>>>;
+
+    fn handle(&mut self, msg: RetireLrp, _: &mut Self::Context) -> Self::Result {
+        mutate(
+            self,
+            id(&msg.key.process_guid, msg.key.index),
+            move |current| {
+                let instance = current.ok_or(BbsError::NotFound)?;
+                match rules::retire(instance)? {
+                    Retire::Delete(after) => Ok((change_to(*after), None)),
+                    Retire::StopOnCell {
+                        cell_id,
+                        instance_key,
+                    } => Ok((Change::Unchanged, Some((cell_id, instance_key)))),
+                }
+            },
+        )
+    }
+}
+
+impl Handler<DeleteUnstarted> for ActualLrpActor {
+    type Result = ResponseActFuture<Self, BbsResult<()>>;
+
+    fn handle(&mut self, msg: DeleteUnstarted, _: &mut Self::Context) -> Self::Result {
+        mutate(self, id(&msg.process_guid, msg.index), move |current| {
+            let instance = current.ok_or(BbsError::NotFound)?;
+            let running = instance
+                .ordinary
+                .as_ref()
+                .is_some_and(|o| o.state == rules::CLAIMED || o.state == rules::RUNNING);
+            if instance.ordinary.is_none() || running {
+                return Ok((Change::Unchanged, ()));
+            }
+            let mut next = instance.clone();
+            next.ordinary = None;
+            Ok((change_to(next), ()))
+        })
+    }
+}
+
+fn row_matches(row: &m::ActualLrp, filter: &ActualLrpFilter) -> bool {
+    let key = key_of(row);
+    filter.domain.as_ref().is_none_or(|d| *d == key.domain)
+        && filter
+            .cell_id
+            .as_ref()
+            .is_none_or(|c| *c == rules::instance_key_of(row).cell_id)
+        && filter.index.is_none_or(|i| i == key.index)
+        && filter
+            .process_guids
+            .as_ref()
+            .is_none_or(|g| g.contains(&key.process_guid))
+}
+
+impl Handler<ListActualLrps> for ActualLrpActor {
+    type Result = Vec<m::ActualLrp>;
+
+    fn handle(&mut self, msg: ListActualLrps, _: &mut Self::Context) -> Self::Result {
+        let filter = &msg.filter;
+        let candidates: Box<dyn Iterator<Item = &Instance>> =
+            match (&filter.cell_id, &filter.process_guids) {
+                (Some(cell), _) => Box::new(
+                    self.by_cell
+                        .get(cell)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|id| self.instances.get(id)),
+                ),
+                (None, Some(guids)) if filter.index.is_some() => {
+                    Box::new(guids.iter().filter_map(|g| {
+                        self.instances
+                            .get(&(g.clone(), filter.index.unwrap_or_default()))
+                    }))
+                }
+                _ => Box::new(self.instances.values()),
+            };
+        candidates
+            .flat_map(|instance| instance.rows())
+            .filter(|row| row_matches(row, filter))
+            .cloned()
+            .collect()
+    }
+}
+
+impl Handler<InstancesOf> for ActualLrpActor {
+    type Result = Vec<(i32, Instance)>;
+
+    fn handle(&mut self, msg: InstancesOf, _: &mut Self::Context) -> Self::Result {
+        let mut out: Vec<(i32, Instance)> = self
+            .instances
+            .iter()
+            .filter(|((guid, _), _)| *guid == msg.process_guid)
+            .map(|((_, index), instance)| (*index, instance.clone()))
+            .collect();
+        out.sort_by_key(|(index, _)| *index);
+        out
+    }
+}
+
+crate::metered_handlers!(ActualLrpActor:
+    CreateUnclaimed, ClaimLrp, StartLrp, CrashLrp, FailLrp, RemoveLrpInstance, RetireLrp,
+    DeleteUnstarted, ListActualLrps, InstancesOf);
+
+/// The shards, addressed by process guid.
+#[derive(Clone)]
+pub struct ActualLrps {
+    shards: Arc<[Mailbox<ActualLrpActor>]>,
+}
+
+fn shard_of(process_guid: &str, shards: usize) -> usize {
+    let mut hasher = DefaultHasher::new();
+    process_guid.hash(&mut hasher);
+    (hasher.finish() % shards.max(1) as u64) as usize
+}
+
+impl ActualLrps {
+    /// Loads every actual LRP and starts `shards` actors over `arbiters`.
+    pub async fn start(
+        storage: StoragePool,
+        codec: Codec,
+        shards: usize,
+        capacity: usize,
+        arbiters: &[ArbiterHandle],
+        log: &Logger,
+    ) -> BbsResult<ActualLrps> {
+        let shards = shards.max(1);
+        let records = storage
+            .run(|store| async move { store.actual_lrps(&ActualLrpFilter::default()).await })
+            .await?;
+        let mut parts: Vec<HashMap<InstanceId, Instance>> = vec![HashMap::new(); shards];
+        for record in records {
+            let lrp = match actual_from_record(&codec, &record) {
+                Ok(lrp) => lrp,
+                Err(e) => {
+                    metrics::counter!("bbs_records_undecodable_total", "kind" => "actual_lrp")
+                        .increment(1);
+                    warn!(log, "actual-lrp-undecodable-skipped"; "process_guid" => &record.process_guid, "index" => record.index, "error" => %e);
+                    continue;
+                }
+            };
+            let part = &mut parts[shard_of(&record.process_guid, shards)];
+            let instance = part
+                .entry(id(&record.process_guid, record.index))
+                .or_default();
+            let presence = presence_of(&lrp);
+            *instance.slot_mut(presence) = Some(lrp);
+        }
+        let mailboxes: Vec<Mailbox<ActualLrpActor>> = parts
+            .into_iter()
+            .enumerate()
+            .map(|(i, instances)| {
+                let mut actor = ActualLrpActor {
+                    instances: HashMap::new(),
+                    by_cell: HashMap::new(),
+                    locks: KeyedLocks::default(),
+                    storage: storage.clone(),
+                    codec: codec.clone(),
+                    capacity,
+                };
+                for (id, instance) in instances {
+                    actor.index_cells(&id, Some(&instance), true);
+                    actor.instances.insert(id, instance);
+                }
+                let addr = match arbiters.get(i % arbiters.len().max(1)) {
+                    Some(arbiter) => ActualLrpActor::start_in_arbiter(arbiter, move |_| actor),
+                    None => actor.start(),
+                };
+                Mailbox::new(addr, "actual_lrps", capacity)
+            })
+            .collect();
+        Ok(ActualLrps {
+            shards: mailboxes.into(),
+        })
+    }
+
+    pub fn shard(&self, process_guid: &str) -> &Mailbox<ActualLrpActor> {
+        &self.shards[shard_of(process_guid, self.shards.len())]
+    }
+
+    /// Lists across shards (only the owning shard when the filter names one process guid).
+    pub async fn list(&self, filter: ActualLrpFilter) -> BbsResult<Vec<m::ActualLrp>> {
+        let targets: Vec<&Mailbox<ActualLrpActor>> = match &filter.process_guids {
+            Some(guids) if guids.len() == 1 => vec![self.shard(&guids[0])],
+            _ => self.shards.iter().collect(),
+        };
+        let replies = futures::future::join_all(targets.into_iter().map(|shard| {
+            shard.call(ListActualLrps {
+                filter: filter.clone(),
+            })
+        }))
+        .await;
+        let mut out = Vec::new();
+        for reply in replies {
+            out.extend(reply?);
+        }
+        out.sort_by(|a, b| {
+            let (ka, kb) = (key_of(a), key_of(b));
+            (ka.process_guid, ka.index, a.presence).cmp(&(kb.process_guid, kb.index, b.presence))
+        });
+        Ok(out)
+    }
+}
+
+/// Rows of one instance as the deprecated group view folds them (bbs-reference §3.3).
+pub fn group(rows: &[m::ActualLrp]) -> Vec<m::ActualLrpGroup> {
+    let mut groups: BTreeMap<(String, i32, String), m::ActualLrpGroup> = BTreeMap::new();
+    let mut order: Vec<(String, i32, String)> = Vec::new();
+    for row in rows {
+        let key = key_of(row);
+        let id = (key.process_guid, key.index, key.domain);
+        let group = groups.entry(id.clone()).or_insert_with(|| {
+            order.push(id.clone());
+            m::ActualLrpGroup::default()
+        });
+        match presence_of(row) {
+            Presence::Evacuating => group.evacuating = Some(row.clone()),
+            presence => {
+                let wins = match &group.instance {
+                    None => true,
+                    Some(holder) => {
+                        let holder_running = holder.state == rules::RUNNING;
+                        let holder_claimed = holder.state == rules::CLAIMED;
+                        match (presence, row.state.as_str()) {
+                            (Presence::Ordinary, rules::RUNNING) => true,
+                            (Presence::Ordinary, rules::CLAIMED) => {
+                                !holder_running && !holder_claimed
+                            }
+                            (Presence::Suspect, rules::RUNNING | rules::CLAIMED) => !holder_running,
+                            _ => false,
+                        }
+                    }
+                };
+                if wins {
+                    group.instance = Some(row.clone());
+                }
+            }
+        }
+    }
+    order
+        .into_iter()
+        .filter_map(|id| groups.remove(&id))
+        .collect()
+}

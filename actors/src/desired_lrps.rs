@@ -1,0 +1,272 @@
+//! The DesiredLRPActor owns every desired LRP: loaded at start-up, changed only through
+//! `rules::desired_lrps`, written through the storage pool before it answers, read from
+//! memory. Rebuilding full DesiredLRPs for reads is left to the callers, off this actor.
+
+use std::collections::HashMap;
+
+use actix::{Actor, Context, Handler, Message, ResponseActFuture};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use slog::{warn, Logger};
+
+use bbs_models as m;
+use bbs_store::{DesiredLrpFilter, DesiredLrpRecord};
+
+use crate::clock::now_nanos;
+use crate::codec::Codec;
+use crate::error::{BbsError, BbsResult};
+use crate::keyed_lock::KeyedLocks;
+use crate::lrp_records::{desired_from_record, desired_to_record};
+use crate::mailbox::Mailbox;
+use crate::rules::desired_lrps::{self as rules, DesiredEntry, Updated};
+use crate::storage::StoragePool;
+use crate::write_through::{mutate, Change, OwnsRecords};
+
+#[derive(Message)]
+#[rtype(result = "BbsResult<DesiredEntry>")]
+pub struct DesireLrp {
+    pub lrp: Box<m::DesiredLrp>,
+}
+
+#[derive(Message)]
+#[rtype(result = "BbsResult<Updated>")]
+pub struct UpdateLrp {
+    pub process_guid: String,
+    pub update: m::DesiredLrpUpdate,
+}
+
+#[derive(Message)]
+#[rtype(result = "BbsResult<DesiredEntry>")]
+pub struct RemoveLrp {
+    pub process_guid: String,
+}
+
+#[derive(Message)]
+#[rtype(result = "BbsResult<DesiredEntry>")]
+pub struct GetDesiredLrp {
+    pub process_guid: String,
+}
+
+/// Desired LRPs matching the filter; `app_guids` match as process guid prefixes, OR-ed.
+#[derive(Message, Default)]
+#[rtype(result = "Vec<DesiredEntry>")]
+pub struct ListDesiredLrps {
+    pub filter: DesiredLrpFilter,
+    pub app_guids: Vec<String>,
+}
+
+/// Scheduling infos only (no run info is cloned).
+#[derive(Message, Default)]
+#[rtype(result = "Vec<m::DesiredLrpSchedulingInfo>")]
+pub struct ListSchedulingInfos {
+    pub filter: DesiredLrpFilter,
+}
+
+pub struct DesiredLrpActor {
+    lrps: HashMap<String, DesiredEntry>,
+    locks: KeyedLocks<String>,
+    storage: StoragePool,
+    codec: Codec,
+    capacity: usize,
+}
+
+impl Actor for DesiredLrpActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.capacity);
+    }
+}
+
+impl DesiredLrpActor {
+    pub async fn start(
+        storage: StoragePool,
+        codec: Codec,
+        capacity: usize,
+        log: &Logger,
+    ) -> BbsResult<Mailbox<DesiredLrpActor>> {
+        let records = storage
+            .run(|store| async move { store.desired_lrps(&DesiredLrpFilter::default()).await })
+            .await?;
+        let mut lrps = HashMap::with_capacity(records.len());
+        for record in records {
+            match desired_from_record(&codec, &record) {
+                Ok(entry) => {
+                    lrps.insert(record.scheduling.process_guid.clone(), entry);
+                }
+                Err(e) => {
+                    metrics::counter!("bbs_records_undecodable_total", "kind" => "desired_lrp")
+                        .increment(1);
+                    warn!(log, "desired-lrp-undecodable-skipped"; "process_guid" => &record.scheduling.process_guid, "error" => %e);
+                }
+            }
+        }
+        let actor = DesiredLrpActor {
+            lrps,
+            locks: KeyedLocks::default(),
+            storage,
+            codec,
+            capacity,
+        };
+        Ok(Mailbox::new(actor.start(), "desired_lrps", capacity))
+    }
+}
+
+enum DesiredWrite {
+    Insert(DesiredLrpRecord),
+    Update(DesiredLrpRecord),
+    Delete(String),
+}
+
+impl OwnsRecords for DesiredLrpActor {
+    type Key = String;
+    type Record = DesiredEntry;
+
+    fn locks(&self) -> &KeyedLocks<String> {
+        &self.locks
+    }
+
+    fn record(&self, key: &String) -> Option<&DesiredEntry> {
+        self.lrps.get(key)
+    }
+
+    fn persist(
+        &self,
+        key: &String,
+        _before: Option<&DesiredEntry>,
+        change: &Change<DesiredEntry>,
+    ) -> BoxFuture<'static, BbsResult<()>> {
+        let write = match change {
+            Change::Unchanged => return async { Ok(()) }.boxed(),
+            Change::Insert(entry) => {
+                desired_to_record(&self.codec, entry).map(DesiredWrite::Insert)
+            }
+            Change::Update(entry) => {
+                desired_to_record(&self.codec, entry).map(DesiredWrite::Update)
+            }
+            Change::Delete => Ok(DesiredWrite::Delete(key.clone())),
+        };
+        let storage = self.storage.clone();
+        async move {
+            let write = write?;
+            storage
+                .run(move |store| async move {
+                    match write {
+                        DesiredWrite::Insert(r) => store.insert_desired_lrp(&r).await,
+                        DesiredWrite::Update(r) => store.update_desired_lrp(&r).await,
+                        DesiredWrite::Delete(guid) => store.delete_desired_lrp(&guid).await,
+                    }
+                })
+                .await
+        }
+        .boxed()
+    }
+
+    fn apply(&mut self, key: String, change: Change<DesiredEntry>) {
+        match change {
+            Change::Unchanged => {}
+            Change::Insert(entry) | Change::Update(entry) => {
+                self.lrps.insert(key, entry);
+            }
+            Change::Delete => {
+                self.lrps.remove(&key);
+            }
+        }
+    }
+}
+
+impl Handler<DesireLrp> for DesiredLrpActor {
+    type Result = ResponseActFuture<Self, BbsResult<DesiredEntry>>;
+
+    fn handle(&mut self, msg: DesireLrp, _: &mut Self::Context) -> Self::Result {
+        let entry = rules::split(&msg.lrp, uuid::Uuid::new_v4().to_string(), now_nanos());
+        mutate(
+            self,
+            msg.lrp.process_guid.clone(),
+            move |current| match current {
+                Some(_) => Err(BbsError::Exists),
+                None => Ok((Change::Insert(entry.clone()), entry)),
+            },
+        )
+    }
+}
+
+impl Handler<UpdateLrp> for DesiredLrpActor {
+    type Result = ResponseActFuture<Self, BbsResult<Updated>>;
+
+    fn handle(&mut self, msg: UpdateLrp, _: &mut Self::Context) -> Self::Result {
+        mutate(self, msg.process_guid, move |current| {
+            let updated = rules::update(current.ok_or(BbsError::NotFound)?, &msg.update);
+            Ok((Change::Update(updated.after.clone()), updated))
+        })
+    }
+}
+
+impl Handler<RemoveLrp> for DesiredLrpActor {
+    type Result = ResponseActFuture<Self, BbsResult<DesiredEntry>>;
+
+    fn handle(&mut self, msg: RemoveLrp, _: &mut Self::Context) -> Self::Result {
+        mutate(self, msg.process_guid, |current| {
+            let before = current.ok_or(BbsError::NotFound)?.clone();
+            Ok((Change::Delete, before))
+        })
+    }
+}
+
+impl Handler<GetDesiredLrp> for DesiredLrpActor {
+    type Result = BbsResult<DesiredEntry>;
+
+    fn handle(&mut self, msg: GetDesiredLrp, _: &mut Self::Context) -> Self::Result {
+        self.lrps
+            .get(&msg.process_guid)
+            .cloned()
+            .ok_or(BbsError::NotFound)
+    }
+}
+
+fn matches(entry: &DesiredEntry, filter: &DesiredLrpFilter) -> bool {
+    filter.domain.as_ref().is_none_or(|d| d == entry.domain())
+        && filter
+            .process_guids
+            .as_ref()
+            .is_none_or(|guids| guids.iter().any(|g| g == entry.process_guid()))
+}
+
+impl Handler<ListDesiredLrps> for DesiredLrpActor {
+    type Result = Vec<DesiredEntry>;
+
+    fn handle(&mut self, msg: ListDesiredLrps, _: &mut Self::Context) -> Self::Result {
+        let mut out: Vec<DesiredEntry> = self
+            .lrps
+            .values()
+            .filter(|e| matches(e, &msg.filter))
+            .filter(|e| {
+                msg.app_guids.is_empty()
+                    || msg
+                        .app_guids
+                        .iter()
+                        .any(|a| e.process_guid().starts_with(a.as_str()))
+            })
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| a.process_guid().cmp(b.process_guid()));
+        out
+    }
+}
+
+impl Handler<ListSchedulingInfos> for DesiredLrpActor {
+    type Result = Vec<m::DesiredLrpSchedulingInfo>;
+
+    fn handle(&mut self, msg: ListSchedulingInfos, _: &mut Self::Context) -> Self::Result {
+        let mut out: Vec<&DesiredEntry> = self
+            .lrps
+            .values()
+            .filter(|e| matches(e, &msg.filter))
+            .collect();
+        out.sort_by(|a, b| a.process_guid().cmp(b.process_guid()));
+        out.into_iter().map(|e| e.scheduling.clone()).collect()
+    }
+}
+
+crate::metered_handlers!(DesiredLrpActor:
+    DesireLrp, UpdateLrp, RemoveLrp, GetDesiredLrp, ListDesiredLrps, ListSchedulingInfos);

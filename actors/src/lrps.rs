@@ -1,0 +1,193 @@
+//! LRP operations that span the desired and actual actors: desiring creates instances and
+//! asks for their placement, scaling adds or retires instances, a crash that restarts at once
+//! asks for a new placement. These are plain async functions over the actors' mailboxes, so
+//! no actor ever waits on another inside its handler.
+
+use slog::{info, warn, Logger};
+
+use bbs_models as m;
+
+use crate::actual_lrps::{
+    ActualLrps, CrashLrp, CreateUnclaimed, DeleteUnstarted, InstancesOf, RetireLrp,
+};
+use crate::auctioneer::{AuctioneerClient, LrpStartRequest};
+use crate::desired_lrps::{DesireLrp, DesiredLrpActor, GetDesiredLrp, RemoveLrp, UpdateLrp};
+use crate::error::BbsResult;
+use crate::mailbox::Mailbox;
+use crate::rules::actual_lrps::{self as rules, Instance};
+use crate::rules::desired_lrps::DesiredEntry;
+
+/// What the LRP operations need.
+#[derive(Clone)]
+pub struct Lrps {
+    pub desired: Mailbox<DesiredLrpActor>,
+    pub actual: ActualLrps,
+    pub auctioneer: AuctioneerClient,
+    pub log: Logger,
+}
+
+impl Lrps {
+    /// Creates UNCLAIMED instances for `indices` and asks the auctioneer to place the ones
+    /// created (existing instances are skipped, as upstream skips them).
+    async fn create_and_auction(
+        &self,
+        entry: &DesiredEntry,
+        indices: std::ops::Range<i32>,
+        trace_id: &str,
+    ) {
+        let key = entry.scheduling.desired_lrp_key.clone().unwrap_or_default();
+        let shard = self.actual.shard(&key.process_guid);
+        let creations = indices.map(|index| {
+            let key = m::ActualLrpKey {
+                process_guid: key.process_guid.clone(),
+                index,
+                domain: key.domain.clone(),
+            };
+            async move { (index, shard.call(CreateUnclaimed { key }).await) }
+        });
+        let mut created = Vec::new();
+        for (index, result) in futures::future::join_all(creations).await {
+            match result {
+                Ok(Ok(())) => created.push(index),
+                Ok(Err(e)) | Err(e) => {
+                    info!(self.log, "create-unclaimed-skipped"; "process_guid" => &key.process_guid, "index" => index, "reason" => %e)
+                }
+            }
+        }
+        self.auction(entry, created, trace_id).await;
+    }
+
+    async fn auction(&self, entry: &DesiredEntry, indices: Vec<i32>, trace_id: &str) {
+        let request = LrpStartRequest::new(&entry.scheduling, indices);
+        if let Err(e) = self
+            .auctioneer
+            .request_lrp_auctions(std::slice::from_ref(&request), trace_id)
+            .await
+        {
+            warn!(self.log, "lrp-auction-request-failed"; "process_guid" => &request.process_guid, "error" => %e);
+        }
+    }
+
+    pub async fn desire(&self, lrp: m::DesiredLrp, trace_id: &str) -> BbsResult<()> {
+        let entry = self
+            .desired
+            .call(DesireLrp { lrp: Box::new(lrp) })
+            .await??;
+        self.create_and_auction(&entry, 0..entry.instances(), trace_id)
+            .await;
+        Ok(())
+    }
+
+    pub async fn update(
+        &self,
+        process_guid: String,
+        update: m::DesiredLrpUpdate,
+        trace_id: &str,
+    ) -> BbsResult<()> {
+        let updated = self
+            .desired
+            .call(UpdateLrp {
+                process_guid: process_guid.clone(),
+                update,
+            })
+            .await??;
+        if updated.instances_changed {
+            let (old, new) = (updated.before.instances(), updated.after.instances());
+            if new > old {
+                self.create_and_auction(&updated.after, old..new, trace_id)
+                    .await;
+            } else if new < old {
+                self.stop_instances_from(&process_guid, new).await;
+            }
+        }
+        if updated.internal_routes_changed || updated.metric_tags_changed {
+            // Running instances learn new internal routes and metric tags from their rep; the
+            // cells' reps are reached through the cell registry, which has not landed yet.
+            info!(self.log, "rep-update-skipped-no-cell-registry"; "process_guid" => &process_guid);
+        }
+        Ok(())
+    }
+
+    pub async fn remove(&self, process_guid: String) -> BbsResult<()> {
+        self.desired
+            .call(RemoveLrp {
+                process_guid: process_guid.clone(),
+            })
+            .await??;
+        self.stop_instances_from(&process_guid, 0).await;
+        Ok(())
+    }
+
+    /// Upstream's "stop instances from N": unstarted instances at or above `from` are deleted;
+    /// claimed or running ones are stopped through their cell's rep (the row stays until the
+    /// rep removes it). Cells not known are skipped, as upstream skips them.
+    async fn stop_instances_from(&self, process_guid: &str, from: i32) {
+        let shard = self.actual.shard(process_guid);
+        let instances = match shard
+            .call(InstancesOf {
+                process_guid: process_guid.to_owned(),
+            })
+            .await
+        {
+            Ok(instances) => instances,
+            Err(e) => {
+                warn!(self.log, "stop-instances-list-failed"; "process_guid" => process_guid, "error" => %e);
+                return;
+            }
+        };
+        for (index, instance) in instances.into_iter().filter(|(i, _)| *i >= from) {
+            if unstarted(&instance) {
+                let delete = DeleteUnstarted {
+                    process_guid: process_guid.to_owned(),
+                    index,
+                };
+                if let Ok(Err(e)) | Err(e) = shard.call(delete).await {
+                    warn!(self.log, "stop-instance-delete-failed"; "process_guid" => process_guid, "index" => index, "error" => %e);
+                }
+            } else {
+                info!(self.log, "stop-instance-cell-unknown"; "process_guid" => process_guid, "index" => index);
+            }
+        }
+    }
+
+    /// CrashActualLRP, then a new placement when the instance restarts at once.
+    pub async fn crash(&self, request: CrashLrp) -> BbsResult<()> {
+        let process_guid = request.key.process_guid.clone();
+        let index = request.key.index;
+        let restart_now = self.actual.shard(&process_guid).call(request).await??;
+        if restart_now {
+            let entry = self
+                .desired
+                .call(GetDesiredLrp {
+                    process_guid: process_guid.clone(),
+                })
+                .await??;
+            self.auction(&entry, vec![index], "").await;
+        }
+        Ok(())
+    }
+
+    /// RetireActualLRP: a running instance's cell is asked to stop it; with no cell to ask
+    /// (the cell is not known) the instance is deleted, as upstream does for a missing cell.
+    pub async fn retire(&self, key: m::ActualLrpKey) -> BbsResult<()> {
+        let shard = self.actual.shard(&key.process_guid);
+        let outcome = shard.call(RetireLrp { key: key.clone() }).await??;
+        if let Some((cell_id, _instance_key)) = outcome {
+            info!(self.log, "retire-cell-unknown-deleting"; "process_guid" => &key.process_guid, "index" => key.index, "cell_id" => cell_id);
+            let remove = crate::actual_lrps::RemoveLrpInstance {
+                process_guid: key.process_guid.clone(),
+                index: key.index,
+                instance_key: None,
+            };
+            shard.call(remove).await??;
+        }
+        Ok(())
+    }
+}
+
+fn unstarted(instance: &Instance) -> bool {
+    instance
+        .ordinary
+        .as_ref()
+        .is_some_and(|o| o.state == rules::UNCLAIMED || o.state == rules::CRASHED)
+}
