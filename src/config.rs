@@ -52,6 +52,8 @@ pub struct Settings {
     // Encryption.
     pub active_key_label: Option<String>,
     pub encryption_keys: BTreeMap<String, String>,
+    /// "xchacha20-poly1305" (default) or "aes-256-gcm" (upstream's format, for a rollback).
+    pub encryption_write_format: String,
 
     // Collaborators.
     pub auctioneer_address: Option<String>,
@@ -225,6 +227,7 @@ impl Default for Settings {
             storage_actors: 0,
             active_key_label: None,
             encryption_keys: BTreeMap::new(),
+            encryption_write_format: "xchacha20-poly1305".into(),
             auctioneer_address: None,
             auctioneer_ca_cert: None,
             auctioneer_client_cert: None,
@@ -299,6 +302,7 @@ const ENV_KEYS: &[&str] = &[
     "actor_mailbox_capacity",
     "storage_actors",
     "active_key_label",
+    "encryption_write_format",
     "auctioneer_address",
     "auctioneer_require_tls",
     "communication_timeout",
@@ -424,6 +428,24 @@ impl Settings {
                 ));
             }
         }
+        if !self.encryption_keys.is_empty() && self.active_key_label.is_none() {
+            return Err(bad(
+                "active_key_label",
+                "required when encryption_keys are set",
+            ));
+        }
+        self.write_format()?;
+        // Like upstream, a shared store needs keys; only the embedded default may run without.
+        if self.encryption_keys.is_empty() && self.backend()? != Backend::Sqlite {
+            return Err(bad(
+                "encryption_keys",
+                format!(
+                    "required with database_driver {} (records are encrypted at rest; see docs/encryption.md)",
+                    self.database_driver
+                ),
+            ));
+        }
+        self.key_ring()?;
         // Refused rather than ignored: serving or calling in plaintext when the operator asked
         // for TLS would be worse than not starting.
         for (key, set) in [
@@ -474,6 +496,27 @@ impl Settings {
         }
         self.store_config()?;
         Ok(())
+    }
+
+    pub fn write_format(&self) -> Result<bbs_actors::keyring::WriteFormat, ConfigError> {
+        match self.encryption_write_format.as_str() {
+            "xchacha20-poly1305" => Ok(bbs_actors::keyring::WriteFormat::XChaCha20Poly1305),
+            "aes-256-gcm" => Ok(bbs_actors::keyring::WriteFormat::UpstreamAesGcm),
+            other => Err(bad(
+                "encryption_write_format",
+                format!("{other:?} is not one of xchacha20-poly1305, aes-256-gcm"),
+            )),
+        }
+    }
+
+    /// The key ring, when keys are configured.
+    pub fn key_ring(&self) -> Result<Option<bbs_actors::keyring::KeyRing>, ConfigError> {
+        let Some(active) = &self.active_key_label else {
+            return Ok(None);
+        };
+        bbs_actors::keyring::KeyRing::new(&self.encryption_keys, active, self.write_format()?)
+            .map(Some)
+            .map_err(|e| bad("encryption_keys", e))
     }
 
     pub fn backend(&self) -> Result<Backend, ConfigError> {
@@ -607,7 +650,7 @@ mod tests {
     #[test]
     fn toml_works_too() {
         let f = file(
-            "database_driver = \"postgres\"\ndatabase_connection_string = \"postgres://x@h/db\"\n",
+            "database_driver = \"postgres\"\ndatabase_connection_string = \"postgres://x@h/db\"\nactive_key_label = \"k\"\n[encryption_keys]\nk = \"p\"\n",
             ".toml",
         );
         let s = Settings::load(Some(f.path()), Vec::new()).unwrap();
@@ -637,8 +680,20 @@ mod tests {
         assert!(e.0.contains("converge_repeat_interval"), "{e}");
         let e = load(r#"{"active_key_label": "k2", "encryption_keys": {"k1": "p"}}"#).unwrap_err();
         assert!(e.0.contains("active_key_label"), "{e}");
-        let e = load(r#"{"database_driver": "postgres"}"#).unwrap_err();
+        let e = load(r#"{"database_driver": "postgres", "active_key_label": "k", "encryption_keys": {"k": "p"}}"#).unwrap_err();
         assert!(e.0.contains("database_connection_string"), "{e}");
+        let e = load(
+            r#"{"database_driver": "postgres", "database_connection_string": "postgres://h/d"}"#,
+        )
+        .unwrap_err();
+        assert!(e.0.contains("encryption_keys"), "{e}");
+        let e = load(r#"{"encryption_keys": {"k": "p"}}"#).unwrap_err();
+        assert!(e.0.contains("active_key_label"), "{e}");
+        let e = load(r#"{"encryption_write_format": "rot13"}"#).unwrap_err();
+        assert!(e.0.contains("encryption_write_format"), "{e}");
+        let e =
+            load(r#"{"active_key_label": "a:b", "encryption_keys": {"a:b": "p"}}"#).unwrap_err();
+        assert!(e.0.contains("encryption_keys"), "{e}");
         let e = load(r#"{"kick_task_duration": "0s"}"#).unwrap_err();
         assert!(e.0.contains("kick_task_duration"), "{e}");
         let e = load(r#"{"storage_actors": 5000}"#).unwrap_err();

@@ -34,8 +34,15 @@ pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>
     if !ignored.is_empty() {
         info!(log, "ignored-upstream-keys"; "keys" => ignored.join(","));
     }
-    if settings.active_key_label.is_some() || !settings.encryption_keys.is_empty() {
-        slog::warn!(log, "encryption-not-implemented"; "detail" => "encryption_keys are read but records are stored unencrypted by this version");
+    let key_ring = match settings.key_ring() {
+        Ok(ring) => ring.map(Arc::new),
+        Err(e) => {
+            error!(log, "invalid-config"; "error" => %e);
+            return 2;
+        }
+    };
+    if key_ring.is_none() {
+        slog::warn!(log, "records-not-encrypted"; "detail" => "no encryption_keys configured: records are stored base64-encoded, not encrypted");
     }
     let store_config = match settings.store_config() {
         Ok(c) => c,
@@ -127,6 +134,7 @@ pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>
                 max_task_retries: settings.max_task_retries,
                 task_callback_workers: settings.task_callback_workers as usize,
                 kick_task_duration: settings.kick_task_duration,
+                encryption: key_ring.clone(),
             };
             match Bbs::start(store, &actor_settings, &handles, &log).await {
                 Err(e) => {
@@ -134,6 +142,18 @@ pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>
                     1
                 }
                 Ok(bbs) => {
+                    let encryptor = bbs.encryptor.clone();
+                    let encryptor_log = log.clone();
+                    actix_rt::spawn(async move {
+                        match encryptor.call(bbs_actors::encryptor::Rotate).await {
+                            Ok(Ok(report)) => {
+                                info!(encryptor_log, "encryption-checked"; "rewritten" => report.rewritten, "failed" => report.failed)
+                            }
+                            Ok(Err(e)) | Err(e) => {
+                                error!(encryptor_log, "encryption-rotation-failed"; "error" => %e)
+                            }
+                        }
+                    });
                     state.set_ready(bbs);
                     info!(log, "started");
                     let code = tokio::select! {

@@ -401,17 +401,20 @@ fn a_bad_environment_value_stops_start_up_naming_it() {
 
 #[test]
 fn an_unreachable_store_stops_start_up() {
+    let store = bbs_store::StoreConfig {
+        backend: bbs_store::Backend::Postgres,
+        connection_string: format!("postgres://postgres@127.0.0.1:{}/nowhere", free_port()),
+        max_connections: 1,
+        etcd_root: String::new(),
+    };
+    let mut config = config_json(&store, serde_json::json!({ "debug_address": "" }));
+    config["database_connection_string"] = serde_json::json!(store.connection_string);
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let path = dir.path().join("bbs.json");
+    std::fs::write(&path, config.to_string()).unwrap();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_bbs"))
-        .env("BBS_DATABASE_DRIVER", "postgres")
-        .env(
-            "BBS_DATABASE_CONNECTION_STRING",
-            format!("postgres://postgres@127.0.0.1:{port}/nowhere"),
-        )
-        .env("BBS_LISTEN_ADDRESS", format!("127.0.0.1:{}", free_port()))
-        .env("BBS_HEALTH_ADDRESS", format!("127.0.0.1:{}", free_port()))
-        .env("BBS_DEBUG_ADDRESS", "")
+        .arg("--config")
+        .arg(&path)
         .current_dir(dir.path())
         .output()
         .unwrap();

@@ -470,6 +470,10 @@ impl ActualLrps {
         for record in records {
             let lrp = match actual_from_record(&codec, &record) {
                 Ok(lrp) => lrp,
+                // A key this server lacks: stop start-up rather than serve without it.
+                Err(BbsError::UnknownKeyLabel(label)) => {
+                    return Err(BbsError::UnknownKeyLabel(label))
+                }
                 Err(e) => {
                     metrics::counter!("bbs_records_undecodable_total", "kind" => "actual_lrp")
                         .increment(1);

@@ -94,6 +94,10 @@ impl DesiredLrpActor {
                 Ok(entry) => {
                     lrps.insert(record.scheduling.process_guid.clone(), entry);
                 }
+                // A key this server lacks: stop start-up rather than serve without it.
+                Err(BbsError::UnknownKeyLabel(label)) => {
+                    return Err(BbsError::UnknownKeyLabel(label))
+                }
                 Err(e) => {
                     metrics::counter!("bbs_records_undecodable_total", "kind" => "desired_lrp")
                         .increment(1);

@@ -36,6 +36,9 @@ pub enum BbsError {
     Deserialize(String),
     #[error("the request failed due to deadlock")]
     Deadlock,
+    /// A record is sealed with a key that is not configured: nothing can read it.
+    #[error("Key with label {0:?} was not found")]
+    UnknownKeyLabel(String),
     #[error("Unrecoverable Error: {0}")]
     Unrecoverable(String),
     /// The server is overloaded or shutting down: an actor's mailbox is closed.
@@ -77,6 +80,7 @@ impl BbsError {
             BbsError::Deserialize(_) => Type::Deserialize,
             BbsError::Deadlock => Type::Deadlock,
             BbsError::Unrecoverable(_) => Type::Unrecoverable,
+            BbsError::UnknownKeyLabel(_) => Type::FailedToOpenEnvelope,
             BbsError::Unavailable(_) | BbsError::Unknown(_) => Type::UnknownError,
         }
     }

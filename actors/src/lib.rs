@@ -12,8 +12,10 @@ pub mod clock;
 pub mod codec;
 pub mod desired_lrps;
 pub mod domains;
+pub mod encryptor;
 pub mod error;
 pub mod keyed_lock;
+pub mod keyring;
 pub mod lrp_records;
 pub mod lrps;
 pub mod mailbox;
@@ -54,6 +56,8 @@ pub struct ActorSettings {
     pub task_callback_workers: usize,
     /// How long an undelivered task callback waits before it is tried again.
     pub kick_task_duration: Duration,
+    /// The encryption keys; `None` stores records unencrypted.
+    pub encryption: Option<Arc<keyring::KeyRing>>,
 }
 
 impl Default for ActorSettings {
@@ -66,6 +70,7 @@ impl Default for ActorSettings {
             max_task_retries: 3,
             task_callback_workers: 1000,
             kick_task_duration: Duration::from_secs(30),
+            encryption: None,
         }
     }
 }
@@ -77,6 +82,7 @@ pub struct Bbs {
     pub domains: Mailbox<domains::DomainActor>,
     pub tasks: Mailbox<tasks::TaskActor>,
     pub lrps: lrps::Lrps,
+    pub encryptor: Mailbox<encryptor::EncryptorActor>,
 }
 
 impl Bbs {
@@ -95,7 +101,11 @@ impl Bbs {
         );
         let domains =
             domains::DomainActor::start(storage.clone(), settings.mailbox_capacity).await?;
-        let codec = Codec::new();
+        let codec = match &settings.encryption {
+            Some(keys) => Codec::with_keys(Arc::clone(keys)),
+            None => Codec::new(),
+        };
+        encryptor::check_recorded_label(&storage, &codec).await?;
         let auctioneer = AuctioneerClient::new(
             settings.auctioneer_address.clone(),
             settings.communication_timeout,
@@ -125,7 +135,7 @@ impl Bbs {
         let (callbacks, callback_receiver) = CallbackQueue::new(CALLBACK_QUEUE_CAPACITY);
         let tasks = tasks::TaskActor::start(tasks::TaskActorDeps {
             storage: storage.clone(),
-            codec,
+            codec: codec.clone(),
             auctioneer,
             callbacks,
             max_task_retries: settings.max_task_retries,
@@ -142,11 +152,17 @@ impl Bbs {
             log.new(slog::o!("component" => "task-callbacks")),
         );
         tasks::TaskActor::deliver_owed_callbacks(&tasks).await?;
+        let encryptor = encryptor::EncryptorActor::start(
+            storage.clone(),
+            codec.clone(),
+            log.new(slog::o!("actor" => "encryptor")),
+        );
         Ok(Bbs {
             storage,
             domains,
             tasks,
             lrps,
+            encryptor,
         })
     }
 }

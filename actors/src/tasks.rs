@@ -191,6 +191,10 @@ impl TaskActor {
                 Ok(task) => {
                     tasks.insert(guid, task);
                 }
+                // A key this server lacks: stop start-up rather than serve without it.
+                Err(BbsError::UnknownKeyLabel(label)) => {
+                    return Err(BbsError::UnknownKeyLabel(label))
+                }
                 Err(e) => {
                     // Kept in the store (it may only need a key this server lacks), but not
                     // served: nothing is ever deleted because it could not be read.

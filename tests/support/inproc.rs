@@ -114,7 +114,33 @@ pub struct TestBbs {
     service: ApiService,
 }
 
+/// A key ring of one key, `test-key`.
+pub fn test_keys() -> std::sync::Arc<bbs_actors::keyring::KeyRing> {
+    keys(&[("test-key", "a test passphrase")], "test-key")
+}
+
+pub fn keys(labels: &[(&str, &str)], active: &str) -> std::sync::Arc<bbs_actors::keyring::KeyRing> {
+    let map = labels
+        .iter()
+        .map(|(l, p)| (l.to_string(), p.to_string()))
+        .collect();
+    std::sync::Arc::new(
+        bbs_actors::keyring::KeyRing::new(
+            &map,
+            active,
+            bbs_actors::keyring::WriteFormat::XChaCha20Poly1305,
+        )
+        .expect("test keys"),
+    )
+}
+
+/// No log lines, unless TEST_LOG is set (then JSON lines on stdout, captured per test).
 pub fn quiet_log() -> slog::Logger {
+    if std::env::var_os("TEST_LOG").is_some() {
+        use slog::Drain;
+        let drain = bbs::logging::JsonLines::new(std::io::stdout(), "test").ignore_res();
+        return slog::Logger::root(drain, slog::o!());
+    }
     slog::Logger::root(slog::Discard, slog::o!())
 }
 
@@ -127,19 +153,35 @@ impl TestBbs {
         Some(TestBbs::on(store, settings).await)
     }
 
-    /// A BBS on an existing store, as after a restart.
+    /// A BBS on an existing store, as after a restart. Without keys in `settings` it uses
+    /// [`test_keys`], so every test stores records encrypted as production does.
     pub async fn on(store: TestStore, settings: ActorSettings) -> TestBbs {
-        let bbs = Bbs::start(store.reopen().await.unwrap(), &settings, &[], &quiet_log())
-            .await
-            .expect("actors start");
+        match TestBbs::try_on(store, settings).await {
+            Ok(b) => b,
+            Err((_, e)) => panic!("actors did not start: {e}"),
+        }
+    }
+
+    pub async fn try_on(
+        store: TestStore,
+        mut settings: ActorSettings,
+    ) -> Result<TestBbs, (TestStore, bbs_actors::BbsError)> {
+        if settings.encryption.is_none() {
+            settings.encryption = Some(test_keys());
+        }
+        let bbs =
+            match Bbs::start(store.reopen().await.unwrap(), &settings, &[], &quiet_log()).await {
+                Ok(bbs) => bbs,
+                Err(e) => return Err((store, e)),
+            };
         let state = web::Data::new(ApiState::default());
         state.set_ready(bbs.clone());
         let service = test::init_service(api_app(state, 8 * 1024 * 1024)).await;
-        TestBbs {
+        Ok(TestBbs {
             store,
             bbs,
             service: Box::new(service.map_into_boxed_body_service()),
-        }
+        })
     }
 
     pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> ServiceResponse {

@@ -46,6 +46,8 @@ pub fn config_json(store: &StoreConfig, extra: serde_json::Value) -> serde_json:
         "database_connection_string": store.connection_string,
         "etcd_key_prefix": store.etcd_root,
         "log_level": "debug",
+        "active_key_label": "test-key",
+        "encryption_keys": {"test-key": "a test passphrase"},
     });
     if let (Some(config), Some(extra)) = (config.as_object_mut(), extra.as_object()) {
         for (k, v) in extra {
