@@ -44,6 +44,14 @@ pub struct Settings {
     /// Key prefix for the etcd store; empty keeps upstream's layout.
     pub etcd_key_prefix: String,
 
+    // Events.
+    /// Events kept for resuming subscribers, by count and by age.
+    pub event_retention_count: usize,
+    #[serde(with = "humantime_serde")]
+    pub event_retention_duration: Duration,
+    /// Events queued per subscriber before a slow one is disconnected.
+    pub event_subscriber_buffer: usize,
+
     // Actors.
     pub actor_mailbox_capacity: usize,
     /// Storage actors (concurrent store operations); 0 = max_open_database_connections.
@@ -223,6 +231,9 @@ impl Default for Settings {
             sql_enable_identity_verification: false,
             max_open_database_connections: 0,
             etcd_key_prefix: String::new(),
+            event_retention_count: 100_000,
+            event_retention_duration: Duration::from_secs(300),
+            event_subscriber_buffer: 1024,
             actor_mailbox_capacity: 1024,
             storage_actors: 0,
             active_key_label: None,
@@ -300,6 +311,9 @@ const ENV_KEYS: &[&str] = &[
     "max_open_database_connections",
     "etcd_key_prefix",
     "actor_mailbox_capacity",
+    "event_retention_count",
+    "event_retention_duration",
+    "event_subscriber_buffer",
     "storage_actors",
     "active_key_label",
     "encryption_write_format",
@@ -402,6 +416,9 @@ impl Settings {
             if value == 0 {
                 return Err(bad(key, "must be greater than 0"));
             }
+        }
+        if self.event_subscriber_buffer == 0 {
+            return Err(bad("event_subscriber_buffer", "must be greater than 0"));
         }
         if self.actor_mailbox_capacity == 0 {
             return Err(bad("actor_mailbox_capacity", "must be greater than 0"));

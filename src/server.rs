@@ -135,6 +135,11 @@ pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>
                 task_callback_workers: settings.task_callback_workers as usize,
                 kick_task_duration: settings.kick_task_duration,
                 encryption: key_ring.clone(),
+                events: bbs_actors::events::HubSettings {
+                    retention_count: settings.event_retention_count,
+                    retention_time: settings.event_retention_duration,
+                    subscriber_buffer: settings.event_subscriber_buffer,
+                },
             };
             match Bbs::start(store, &actor_settings, &handles, &log).await {
                 Err(e) => {

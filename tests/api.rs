@@ -125,7 +125,7 @@ async fn a_malformed_body_is_invalid_request_on_every_route() {
         let status = response.status().as_u16();
         if route.path.starts_with("/v1/events/tasks") {
             assert_eq!(
-                status, 501,
+                status, 200,
                 "{}: the task streams ignore their body",
                 route.name
             );

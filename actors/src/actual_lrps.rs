@@ -5,7 +5,7 @@
 //! memory. Re-asserting an unchanged running instance writes nothing.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -111,6 +111,7 @@ pub struct ActualLrpActor {
     storage: StoragePool,
     codec: Codec,
     capacity: usize,
+    events: crate::events::EventHub,
 }
 
 impl Actor for ActualLrpActor {
@@ -204,11 +205,18 @@ impl OwnsRecords for ActualLrpActor {
     fn apply(&mut self, key: InstanceId, change: Change<Instance>) {
         let old = self.instances.remove(&key);
         self.index_cells(&key, old.as_ref(), false);
-        if let Change::Insert(instance) | Change::Update(instance) = change {
-            if !instance.is_empty() {
-                self.index_cells(&key, Some(&instance), true);
-                self.instances.insert(key, instance);
-            }
+        let empty = Instance::default();
+        let new = match change {
+            Change::Insert(instance) | Change::Update(instance) => instance,
+            Change::Delete | Change::Unchanged => Instance::default(),
+        };
+        self.events.publish(crate::rules::lrp_events::events(
+            old.as_ref().unwrap_or(&empty),
+            &new,
+        ));
+        if !new.is_empty() {
+            self.index_cells(&key, Some(&new), true);
+            self.instances.insert(key, new);
         }
     }
 }
@@ -461,6 +469,7 @@ impl ActualLrps {
         capacity: usize,
         arbiters: &[ArbiterHandle],
         log: &Logger,
+        events: crate::events::EventHub,
     ) -> BbsResult<ActualLrps> {
         let shards = shards.max(1);
         let records = storage
@@ -499,6 +508,7 @@ impl ActualLrps {
                     storage: storage.clone(),
                     codec: codec.clone(),
                     capacity,
+                    events: events.clone(),
                 };
                 for (id, instance) in instances {
                     actor.index_cells(&id, Some(&instance), true);
@@ -544,43 +554,4 @@ impl ActualLrps {
     }
 }
 
-/// Rows of one instance as the deprecated group view folds them (bbs-reference §3.3).
-pub fn group(rows: &[m::ActualLrp]) -> Vec<m::ActualLrpGroup> {
-    let mut groups: BTreeMap<(String, i32, String), m::ActualLrpGroup> = BTreeMap::new();
-    let mut order: Vec<(String, i32, String)> = Vec::new();
-    for row in rows {
-        let key = key_of(row);
-        let id = (key.process_guid, key.index, key.domain);
-        let group = groups.entry(id.clone()).or_insert_with(|| {
-            order.push(id.clone());
-            m::ActualLrpGroup::default()
-        });
-        match presence_of(row) {
-            Presence::Evacuating => group.evacuating = Some(row.clone()),
-            presence => {
-                let wins = match &group.instance {
-                    None => true,
-                    Some(holder) => {
-                        let holder_running = holder.state == rules::RUNNING;
-                        let holder_claimed = holder.state == rules::CLAIMED;
-                        match (presence, row.state.as_str()) {
-                            (Presence::Ordinary, rules::RUNNING) => true,
-                            (Presence::Ordinary, rules::CLAIMED) => {
-                                !holder_running && !holder_claimed
-                            }
-                            (Presence::Suspect, rules::RUNNING | rules::CLAIMED) => !holder_running,
-                            _ => false,
-                        }
-                    }
-                };
-                if wins {
-                    group.instance = Some(row.clone());
-                }
-            }
-        }
-    }
-    order
-        .into_iter()
-        .filter_map(|id| groups.remove(&id))
-        .collect()
-}
+pub use crate::rules::actual_lrps::group;

@@ -68,6 +68,7 @@ pub struct DesiredLrpActor {
     storage: StoragePool,
     codec: Codec,
     capacity: usize,
+    events: crate::events::EventHub,
 }
 
 impl Actor for DesiredLrpActor {
@@ -84,6 +85,7 @@ impl DesiredLrpActor {
         codec: Codec,
         capacity: usize,
         log: &Logger,
+        events: crate::events::EventHub,
     ) -> BbsResult<Mailbox<DesiredLrpActor>> {
         let records = storage
             .run(|store| async move { store.desired_lrps(&DesiredLrpFilter::default()).await })
@@ -111,6 +113,7 @@ impl DesiredLrpActor {
             storage,
             codec,
             capacity,
+            events,
         };
         Ok(Mailbox::new(actor.start(), "desired_lrps", capacity))
     }
@@ -167,15 +170,27 @@ impl OwnsRecords for DesiredLrpActor {
     }
 
     fn apply(&mut self, key: String, change: Change<DesiredEntry>) {
-        match change {
-            Change::Unchanged => {}
-            Change::Insert(entry) | Change::Update(entry) => {
+        use crate::events::Event;
+        let full = |e: &DesiredEntry| Box::new(rules::populate_metrics_guid(rules::rebuild(e)));
+        let event = match change {
+            Change::Unchanged => None,
+            Change::Insert(entry) => {
+                let event = Event::DesiredLrpCreated(full(&entry));
                 self.lrps.insert(key, entry);
+                Some(event)
             }
-            Change::Delete => {
-                self.lrps.remove(&key);
+            Change::Update(entry) => {
+                let after = full(&entry);
+                self.lrps
+                    .insert(key, entry)
+                    .map(|before| Event::DesiredLrpChanged(full(&before), after))
             }
-        }
+            Change::Delete => self
+                .lrps
+                .remove(&key)
+                .map(|e| Event::DesiredLrpRemoved(full(&e))),
+        };
+        self.events.publish(event.into_iter().collect());
     }
 }
 

@@ -14,6 +14,7 @@ pub mod desired_lrps;
 pub mod domains;
 pub mod encryptor;
 pub mod error;
+pub mod events;
 pub mod keyed_lock;
 pub mod keyring;
 pub mod lrp_records;
@@ -58,6 +59,7 @@ pub struct ActorSettings {
     pub kick_task_duration: Duration,
     /// The encryption keys; `None` stores records unencrypted.
     pub encryption: Option<Arc<keyring::KeyRing>>,
+    pub events: events::HubSettings,
 }
 
 impl Default for ActorSettings {
@@ -71,6 +73,7 @@ impl Default for ActorSettings {
             task_callback_workers: 1000,
             kick_task_duration: Duration::from_secs(30),
             encryption: None,
+            events: events::HubSettings::default(),
         }
     }
 }
@@ -83,6 +86,7 @@ pub struct Bbs {
     pub tasks: Mailbox<tasks::TaskActor>,
     pub lrps: lrps::Lrps,
     pub encryptor: Mailbox<encryptor::EncryptorActor>,
+    pub events: events::EventHub,
 }
 
 impl Bbs {
@@ -106,6 +110,7 @@ impl Bbs {
             None => Codec::new(),
         };
         encryptor::check_recorded_label(&storage, &codec).await?;
+        let events = events::EventHub::new(settings.events);
         let auctioneer = AuctioneerClient::new(
             settings.auctioneer_address.clone(),
             settings.communication_timeout,
@@ -115,6 +120,7 @@ impl Bbs {
             codec.clone(),
             settings.mailbox_capacity,
             log,
+            events.clone(),
         )
         .await?;
         let actual = actual_lrps::ActualLrps::start(
@@ -124,6 +130,7 @@ impl Bbs {
             settings.mailbox_capacity,
             arbiters,
             log,
+            events.clone(),
         )
         .await?;
         let lrps = lrps::Lrps {
@@ -142,6 +149,7 @@ impl Bbs {
             redelivery_delay: settings.kick_task_duration,
             mailbox_capacity: settings.mailbox_capacity,
             log: log.new(slog::o!("actor" => "tasks")),
+            events: events.clone(),
         })
         .await?;
         callbacks::start_workers(
@@ -163,6 +171,7 @@ impl Bbs {
             tasks,
             lrps,
             encryptor,
+            events,
         })
     }
 }

@@ -117,6 +117,7 @@ pub struct TaskActorDeps {
     pub redelivery_delay: std::time::Duration,
     pub mailbox_capacity: usize,
     pub log: Logger,
+    pub events: crate::events::EventHub,
 }
 
 pub struct TaskActor {
@@ -268,15 +269,23 @@ impl OwnsRecords for TaskActor {
     }
 
     fn apply(&mut self, key: String, change: Change<Task>) {
-        match change {
-            Change::Unchanged => {}
-            Change::Insert(task) | Change::Update(task) => {
-                self.tasks.insert(key, task);
+        use crate::events::Event;
+        let event = match change {
+            Change::Unchanged => None,
+            Change::Insert(task) => {
+                self.tasks.insert(key, task.clone());
+                Some(Event::TaskCreated(Box::new(task)))
             }
-            Change::Delete => {
-                self.tasks.remove(&key);
-            }
-        }
+            Change::Update(task) => self
+                .tasks
+                .insert(key, task.clone())
+                .map(|before| Event::TaskChanged(Box::new(before), Box::new(task))),
+            Change::Delete => self
+                .tasks
+                .remove(&key)
+                .map(|t| Event::TaskRemoved(Box::new(t))),
+        };
+        self.deps.events.publish(event.into_iter().collect());
     }
 }
 

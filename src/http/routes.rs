@@ -10,7 +10,7 @@ use bbs_models::WithError;
 use prost::Message;
 
 use super::proto::{decode, respond_error};
-use super::{handlers, lrps, tasks};
+use super::{events, handlers, lrps, tasks};
 
 /// One row of the route table.
 #[derive(Clone, Copy, Debug)]
@@ -30,23 +30,6 @@ where
         Err(e) => respond_error::<Resp>(&e),
         Ok(_) => respond_error::<Resp>(&BbsError::Unknown("not implemented".into())),
     }
-}
-
-/// Event streams answer a bad subscription body with a bare 500, as upstream does.
-async fn stream_not_implemented(body: web::Bytes) -> HttpResponse {
-    match decode::<m::EventsByCellId>(&body) {
-        Err(_) => HttpResponse::InternalServerError().finish(),
-        Ok(_) => HttpResponse::NotImplemented()
-            .content_type("text/plain; charset=utf-8")
-            .body("event streams are not implemented yet\n"),
-    }
-}
-
-/// The task streams take no request message; upstream ignores their body.
-async fn task_stream_not_implemented() -> HttpResponse {
-    HttpResponse::NotImplemented()
-        .content_type("text/plain; charset=utf-8")
-        .body("event streams are not implemented yet\n")
 }
 
 async fn no_body_not_implemented<Resp: WithError>() -> HttpResponse {
@@ -144,12 +127,12 @@ route_table! {
     "ResolvingTask" POST "/v1/tasks/resolving" => tasks::resolving;
     "DeleteTask" POST "/v1/tasks/delete" => tasks::delete;
 
-    "EventStream" GET "/v1/events.r1" => stream_not_implemented;
-    "TaskEventStream" POST "/v1/events/tasks.r1" => task_stream_not_implemented;
-    "LRPInstanceEventStream" POST "/v1/events/lrp_instances.r1" => stream_not_implemented;
-    "EventStream_r0" GET "/v1/events" => stream_not_implemented;
-    "TaskEventStream_r0" POST "/v1/events/tasks" => task_stream_not_implemented;
-    "LrpInstanceEventStream_r0" POST "/v1/events/lrp_instances" => stream_not_implemented;
+    "EventStream" GET "/v1/events.r1" => events::lrp_groups;
+    "TaskEventStream" POST "/v1/events/tasks.r1" => events::tasks;
+    "LRPInstanceEventStream" POST "/v1/events/lrp_instances.r1" => events::lrp_instances;
+    "EventStream_r0" GET "/v1/events" => events::lrp_groups_r0;
+    "TaskEventStream_r0" POST "/v1/events/tasks" => events::tasks_r0;
+    "LrpInstanceEventStream_r0" POST "/v1/events/lrp_instances" => events::lrp_instances_r0;
 
     "Cells" POST "/v1/cells/list.r1" => no_body_not_implemented::<m::CellsResponse>;
 }

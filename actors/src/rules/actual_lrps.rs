@@ -369,6 +369,46 @@ pub fn retire(instance: &Instance) -> Result<Retire, BbsError> {
     }
 }
 
+/// Rows of one instance as the deprecated group view folds them (bbs-reference §3.3).
+pub fn group(rows: &[m::ActualLrp]) -> Vec<m::ActualLrpGroup> {
+    let mut groups: std::collections::BTreeMap<(String, i32, String), m::ActualLrpGroup> =
+        std::collections::BTreeMap::new();
+    let mut order: Vec<(String, i32, String)> = Vec::new();
+    for row in rows {
+        let key = key_of(row);
+        let id = (key.process_guid, key.index, key.domain);
+        let group = groups.entry(id.clone()).or_insert_with(|| {
+            order.push(id.clone());
+            m::ActualLrpGroup::default()
+        });
+        match presence_of(row) {
+            Presence::Evacuating => group.evacuating = Some(row.clone()),
+            presence => {
+                let wins = match &group.instance {
+                    None => true,
+                    Some(holder) => {
+                        let holder_running = holder.state == RUNNING;
+                        let holder_claimed = holder.state == CLAIMED;
+                        match (presence, row.state.as_str()) {
+                            (Presence::Ordinary, RUNNING) => true,
+                            (Presence::Ordinary, CLAIMED) => !holder_running && !holder_claimed,
+                            (Presence::Suspect, RUNNING | CLAIMED) => !holder_running,
+                            _ => false,
+                        }
+                    }
+                };
+                if wins {
+                    group.instance = Some(row.clone());
+                }
+            }
+        }
+    }
+    order
+        .into_iter()
+        .filter_map(|id| groups.remove(&id))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

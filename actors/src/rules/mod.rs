@@ -5,5 +5,6 @@ pub mod actual_lrps;
 pub mod desired_lrps;
 pub mod domains;
 pub mod downgrade;
+pub mod lrp_events;
 pub mod tasks;
 pub mod validation;

@@ -1,0 +1,507 @@
+//! The event streams end to end: the real binary, real SSE over HTTP.
+
+mod support;
+
+use std::time::Duration;
+
+use base64::Engine;
+use bbs_models as m;
+use futures::StreamExt;
+use prost::Message;
+use support::{config_json, Server};
+
+/// One server-sent event.
+#[derive(Debug, Clone)]
+struct Sse {
+    id: Option<u64>,
+    kind: String,
+    data: Vec<u8>,
+}
+
+/// Reads events off a streaming response.
+struct SseReader {
+    stream: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    buffer: String,
+}
+
+impl SseReader {
+    fn new(response: reqwest::Response) -> Self {
+        assert_eq!(response.status(), 200);
+        assert!(response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream"));
+        SseReader {
+            stream: response.bytes_stream().boxed(),
+            buffer: String::new(),
+        }
+    }
+
+    async fn next(&mut self, timeout: Duration) -> Option<Sse> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut event = Sse {
+                    id: None,
+                    kind: String::new(),
+                    data: Vec::new(),
+                };
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id: ") {
+                        event.id = v.parse().ok();
+                    } else if let Some(v) = line.strip_prefix("event: ") {
+                        event.kind = v.to_owned();
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        event.data = base64::engine::general_purpose::STANDARD
+                            .decode(v)
+                            .unwrap_or_else(|_| v.as_bytes().to_vec());
+                    }
+                }
+                return Some(event);
+            }
+            match tokio::time::timeout(timeout, self.stream.next()).await {
+                Ok(Some(Ok(chunk))) => self.buffer.push_str(&String::from_utf8_lossy(&chunk)),
+                _ => return None,
+            }
+        }
+    }
+
+    async fn take(&mut self, n: usize) -> Vec<Sse> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            match self.next(Duration::from_secs(10)).await {
+                Some(e) => out.push(e),
+                None => break,
+            }
+        }
+        out
+    }
+}
+
+async fn server(extra: serde_json::Value) -> (bbs_store::testing::TestStore, Server) {
+    let store = bbs_store::testing::TestStore::new(bbs_store::Backend::Sqlite).await;
+    let server = Server::start(config_json(&store.config, extra)).await;
+    (store, server)
+}
+
+async fn open(
+    server: &Server,
+    method: reqwest::Method,
+    path: &str,
+    body: Vec<u8>,
+    last: Option<u64>,
+) -> SseReader {
+    let mut request = reqwest::Client::new()
+        .request(method, format!("{}{path}", server.api))
+        .body(body);
+    if let Some(last) = last {
+        request = request.header("Last-Event-ID", last.to_string());
+    }
+    let reader = SseReader::new(request.send().await.unwrap());
+    // Let the subscription register before changes are made.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    reader
+}
+
+fn task_request(guid: &str) -> m::DesireTaskRequest {
+    m::DesireTaskRequest {
+        task_guid: guid.into(),
+        domain: "d".into(),
+        task_definition: Some(m::TaskDefinition {
+            root_fs: "docker:///busybox".into(),
+            action: Some(m::Action {
+                run_action: Some(m::RunAction {
+                    path: "/bin/true".into(),
+                    user: "root".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+async fn desire_task(server: &Server, guid: &str) {
+    let reply: m::TaskLifecycleResponse = server
+        .call("/v1/tasks/desire.r2", &task_request(guid))
+        .await;
+    assert_eq!(reply.error, None);
+}
+
+async fn start_task(server: &Server, guid: &str) -> m::StartTaskResponse {
+    server
+        .call(
+            "/v1/tasks/start",
+            &m::StartTaskRequest {
+                task_guid: guid.into(),
+                cell_id: "cell-1".into(),
+            },
+        )
+        .await
+}
+
+#[tokio::test]
+async fn the_task_stream_carries_each_change_in_commit_order() {
+    let (_store, server) = server(serde_json::json!({})).await;
+    let mut events = open(
+        &server,
+        reqwest::Method::POST,
+        "/v1/events/tasks.r1",
+        vec![],
+        None,
+    )
+    .await;
+    desire_task(&server, "t1").await;
+    assert!(start_task(&server, "t1").await.should_start);
+    // A refused change emits nothing.
+    let refused: m::TaskLifecycleResponse = server
+        .call(
+            "/v1/tasks/resolving",
+            &m::TaskGuidRequest {
+                task_guid: "t1".into(),
+            },
+        )
+        .await;
+    assert!(refused.error.is_some());
+    let cancelled: m::TaskLifecycleResponse = server
+        .call(
+            "/v1/tasks/cancel",
+            &m::TaskGuidRequest {
+                task_guid: "t1".into(),
+            },
+        )
+        .await;
+    assert_eq!(cancelled.error, None);
+    let got = events.take(3).await;
+    let kinds: Vec<&str> = got.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["task_created", "task_changed", "task_changed"]);
+    let ids: Vec<u64> = got.iter().map(|e| e.id.unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    let created = m::TaskCreatedEvent::decode(got[0].data.as_slice()).unwrap();
+    assert_eq!(created.task.unwrap().task_guid, "t1");
+    let started = m::TaskChangedEvent::decode(got[1].data.as_slice()).unwrap();
+    assert_eq!(
+        (started.before.unwrap().state, started.after.unwrap().state),
+        (1, 2)
+    );
+    let cancel = m::TaskChangedEvent::decode(got[2].data.as_slice()).unwrap();
+    assert_eq!(cancel.after.unwrap().failure_reason, "task was cancelled");
+    assert!(
+        events.next(Duration::from_millis(300)).await.is_none(),
+        "nothing for the refused change"
+    );
+}
+
+fn lrp(guid: &str, instances: i32) -> m::DesiredLrp {
+    let mut tags = std::collections::BTreeMap::new();
+    tags.insert(
+        "source_id".to_owned(),
+        m::MetricTagValue {
+            r#static: "s".into(),
+            dynamic: 0,
+        },
+    );
+    m::DesiredLrp {
+        process_guid: guid.into(),
+        domain: "cf-apps".into(),
+        root_fs: "preloaded:cflinuxfs4".into(),
+        instances,
+        action: Some(m::Action {
+            run_action: Some(m::RunAction {
+                path: "/app".into(),
+                user: "vcap".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        metric_tags: tags,
+        ..Default::default()
+    }
+}
+
+async fn start_lrp(server: &Server, guid: &str, index: i32, cell: &str) {
+    let request = m::StartActualLrpRequest {
+        actual_lrp_key: Some(m::ActualLrpKey {
+            process_guid: guid.into(),
+            index,
+            domain: "cf-apps".into(),
+        }),
+        actual_lrp_instance_key: Some(m::ActualLrpInstanceKey {
+            instance_guid: format!("i-{index}"),
+            cell_id: cell.into(),
+        }),
+        actual_lrp_net_info: Some(m::ActualLrpNetInfo {
+            address: "10.0.0.1".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let reply: m::ActualLrpLifecycleResponse =
+        server.call("/v1/actual_lrps/start.r1", &request).await;
+    assert_eq!(reply.error, None);
+}
+
+#[tokio::test]
+async fn the_instance_stream_filters_by_cell() {
+    let (_store, server) = server(serde_json::json!({})).await;
+    let filter = m::EventsByCellId {
+        cell_id: "cell-1".into(),
+    }
+    .encode_to_vec();
+    let mut on_cell = open(
+        &server,
+        reqwest::Method::POST,
+        "/v1/events/lrp_instances.r1",
+        filter,
+        None,
+    )
+    .await;
+    let mut all = open(
+        &server,
+        reqwest::Method::POST,
+        "/v1/events/lrp_instances.r1",
+        vec![],
+        None,
+    )
+    .await;
+    let reply: m::DesiredLrpLifecycleResponse = server
+        .call(
+            "/v1/desired_lrp/desire.r2",
+            &m::DesireLrpRequest {
+                desired_lrp: Some(lrp("web", 2)),
+            },
+        )
+        .await;
+    assert_eq!(reply.error, None);
+    start_lrp(&server, "web", 0, "cell-1").await;
+    start_lrp(&server, "web", 1, "cell-2").await;
+    let everything: Vec<String> = all.take(5).await.into_iter().map(|e| e.kind).collect();
+    assert_eq!(
+        everything,
+        [
+            "desired_lrp_created",
+            "actual_lrp_instance_created",
+            "actual_lrp_instance_created",
+            "actual_lrp_instance_changed",
+            "actual_lrp_instance_changed"
+        ]
+    );
+    let filtered = on_cell.take(2).await;
+    let kinds: Vec<&str> = filtered.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["desired_lrp_created", "actual_lrp_instance_changed"],
+        "desired events always pass; instances on cell-1 only"
+    );
+    let changed = m::ActualLrpInstanceChangedEvent::decode(filtered[1].data.as_slice()).unwrap();
+    assert_eq!(changed.actual_lrp_instance_key.unwrap().cell_id, "cell-1");
+    assert_eq!(changed.after.unwrap().state, "RUNNING");
+    assert!(on_cell.next(Duration::from_millis(300)).await.is_none());
+}
+
+#[tokio::test]
+async fn the_deprecated_group_stream_folds_instances() {
+    let (_store, server) = server(serde_json::json!({})).await;
+    let mut groups = open(&server, reqwest::Method::GET, "/v1/events.r1", vec![], None).await;
+    let reply: m::DesiredLrpLifecycleResponse = server
+        .call(
+            "/v1/desired_lrp/desire.r2",
+            &m::DesireLrpRequest {
+                desired_lrp: Some(lrp("web", 1)),
+            },
+        )
+        .await;
+    assert_eq!(reply.error, None);
+    start_lrp(&server, "web", 0, "cell-1").await;
+    let kinds: Vec<String> = groups.take(3).await.into_iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            "desired_lrp_created",
+            "actual_lrp_created",
+            "actual_lrp_changed"
+        ]
+    );
+    let garbage = reqwest::Client::new()
+        .get(format!("{}/v1/events.r1", server.api))
+        .body(vec![0xff, 0x01])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        garbage.status(),
+        500,
+        "upstream refuses a bad filter with a bare 500"
+    );
+}
+
+#[tokio::test]
+async fn resume_delivers_exactly_the_missed_events_or_asks_for_a_relist() {
+    let (_store, server) = server(serde_json::json!({ "event_retention_count": 10 })).await;
+    let mut first = open(
+        &server,
+        reqwest::Method::POST,
+        "/v1/events/tasks.r1",
+        vec![],
+        None,
+    )
+    .await;
+    desire_task(&server, "a").await;
+    desire_task(&server, "b").await;
+    let seen = first.take(2).await;
+    let last = seen[1].id.unwrap();
+    drop(first);
+    desire_task(&server, "c").await;
+    desire_task(&server, "d").await;
+    let mut resumed = open(
+        &server,
+        reqwest::Method::POST,
+        "/v1/events/tasks.r1",
+        vec![],
+        Some(last),
+    )
+    .await;
+    desire_task(&server, "e").await;
+    let got = resumed.take(3).await;
+    let guids: Vec<String> = got
+        .iter()
+        .map(|e| {
+            m::TaskCreatedEvent::decode(e.data.as_slice())
+                .unwrap()
+                .task
+                .unwrap()
+                .task_guid
+        })
+        .collect();
+    assert_eq!(guids, ["c", "d", "e"]);
+    assert_eq!(got[0].id, Some(last + 1));
+    assert!(
+        resumed.next(Duration::from_millis(300)).await.is_none(),
+        "nothing twice"
+    );
+
+    for i in 0..20 {
+        desire_task(&server, &format!("later-{i}")).await;
+    }
+    let mut too_old = open(
+        &server,
+        reqwest::Method::POST,
+        "/v1/events/tasks.r1",
+        vec![],
+        Some(1),
+    )
+    .await;
+    let relist = too_old.next(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(relist.kind, "relist");
+}
+
+#[tokio::test]
+async fn a_subscriber_that_reads_nothing_is_dropped_and_memory_stays_bounded() {
+    let (_store, server) = server(serde_json::json!({ "event_subscriber_buffer": 16 })).await;
+    let stalled = reqwest::Client::new()
+        .post(format!("{}/v1/events/tasks.r1", server.api))
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = server.rss_kib();
+    // Large events, so the socket buffers fill and the subscriber's queue backs up.
+    for i in 0..600 {
+        let mut request = task_request(&format!("big-{i}"));
+        request.task_definition.as_mut().unwrap().annotation = "x".repeat(10_000);
+        let reply: m::TaskLifecycleResponse = server.call("/v1/tasks/desire.r2", &request).await;
+        assert_eq!(reply.error, None);
+    }
+    let metrics = server.metrics().await;
+    let dropped: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("bbs_event_subscribers_dropped_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(
+        dropped >= 1.0,
+        "the stalled subscriber was dropped:\n{metrics}"
+    );
+    assert!(metrics.contains("bbs_event_subscribers 0"), "{metrics}");
+    let after = server.rss_kib();
+    assert!(
+        after < before + 64 * 1024,
+        "RSS grew from {before} KiB to {after} KiB"
+    );
+    drop(stalled);
+}
+
+/// 100 subscribers each receive every event of a 10,000-change run, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_subscribers_receive_every_event_of_ten_thousand_changes() {
+    const SUBSCRIBERS: usize = 100;
+    const TASKS: usize = 2_500; // four changes each: desire, start, complete, resolving
+    let (_store, server) = server(serde_json::json!({ "event_subscriber_buffer": 20_000 })).await;
+    let server = std::sync::Arc::new(server);
+    let mut readers = Vec::new();
+    for _ in 0..SUBSCRIBERS {
+        readers.push(
+            open(
+                &server,
+                reqwest::Method::POST,
+                "/v1/events/tasks.r1",
+                vec![],
+                None,
+            )
+            .await,
+        );
+    }
+    let counting = readers.into_iter().map(|mut reader| {
+        tokio::spawn(async move {
+            let mut ids = Vec::with_capacity(TASKS * 4);
+            while ids.len() < TASKS * 4 {
+                match reader.next(Duration::from_secs(60)).await {
+                    Some(e) => ids.push(e.id.unwrap()),
+                    None => break,
+                }
+            }
+            ids
+        })
+    });
+    let counting: Vec<_> = counting.collect();
+    let writers = (0..8).map(|w| {
+        let server = server.clone();
+        tokio::spawn(async move {
+            for i in (w..TASKS).step_by(8) {
+                let guid = format!("t{i}");
+                desire_task(&server, &guid).await;
+                assert!(start_task(&server, &guid).await.should_start);
+                let done: m::TaskLifecycleResponse = server
+                    .call(
+                        "/v1/tasks/complete",
+                        &m::CompleteTaskRequest {
+                            task_guid: guid.clone(),
+                            cell_id: "cell-1".into(),
+                            ..Default::default()
+                        },
+                    )
+                    .await;
+                assert_eq!(done.error, None);
+                let resolving: m::TaskLifecycleResponse = server
+                    .call(
+                        "/v1/tasks/resolving",
+                        &m::TaskGuidRequest { task_guid: guid },
+                    )
+                    .await;
+                assert_eq!(resolving.error, None);
+            }
+        })
+    });
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    for subscriber in counting {
+        let ids = subscriber.await.unwrap();
+        assert_eq!(ids.len(), TASKS * 4, "every event");
+        assert!(
+            ids.windows(2).all(|w| w[0] + 1 == w[1]),
+            "in order, none missing or repeated"
+        );
+    }
+}
