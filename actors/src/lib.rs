@@ -8,6 +8,7 @@
 pub mod actual_lrps;
 pub mod auctioneer;
 pub mod callbacks;
+pub mod cells;
 pub mod clock;
 pub mod codec;
 pub mod desired_lrps;
@@ -20,6 +21,7 @@ pub mod keyring;
 pub mod lrp_records;
 pub mod lrps;
 pub mod mailbox;
+pub mod rep;
 pub mod rules;
 pub mod storage;
 pub mod tasks;
@@ -87,6 +89,7 @@ pub struct Bbs {
     pub lrps: lrps::Lrps,
     pub encryptor: Mailbox<encryptor::EncryptorActor>,
     pub events: events::EventHub,
+    pub cells: Mailbox<cells::CellActor>,
 }
 
 impl Bbs {
@@ -111,6 +114,11 @@ impl Bbs {
         };
         encryptor::check_recorded_label(&storage, &codec).await?;
         let events = events::EventHub::new(settings.events);
+        let cells = cells::CellActor::start(storage.clone(), log).await?;
+        let directory: cells::Directory = Arc::new(cells::RegisteredCells {
+            mailbox: cells.clone(),
+        });
+        let rep = rep::RepClient::new(settings.communication_timeout);
         let auctioneer = AuctioneerClient::new(
             settings.auctioneer_address.clone(),
             settings.communication_timeout,
@@ -137,6 +145,8 @@ impl Bbs {
             desired,
             actual,
             auctioneer: auctioneer.clone(),
+            cells: directory.clone(),
+            rep: rep.clone(),
             log: log.new(slog::o!("component" => "lrps")),
         };
         let (callbacks, callback_receiver) = CallbackQueue::new(CALLBACK_QUEUE_CAPACITY);
@@ -150,6 +160,8 @@ impl Bbs {
             mailbox_capacity: settings.mailbox_capacity,
             log: log.new(slog::o!("actor" => "tasks")),
             events: events.clone(),
+            cells: directory,
+            rep,
         })
         .await?;
         callbacks::start_workers(
@@ -172,6 +184,7 @@ impl Bbs {
             lrps,
             encryptor,
             events,
+            cells,
         })
     }
 }

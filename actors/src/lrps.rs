@@ -23,6 +23,8 @@ pub struct Lrps {
     pub desired: Mailbox<DesiredLrpActor>,
     pub actual: ActualLrps,
     pub auctioneer: AuctioneerClient,
+    pub cells: crate::cells::Directory,
+    pub rep: crate::rep::RepClient,
     pub log: Logger,
 }
 
@@ -144,8 +146,26 @@ impl Lrps {
                 if let Ok(Err(e)) | Err(e) = shard.call(delete).await {
                     warn!(self.log, "stop-instance-delete-failed"; "process_guid" => process_guid, "index" => index, "error" => %e);
                 }
-            } else {
-                info!(self.log, "stop-instance-cell-unknown"; "process_guid" => process_guid, "index" => index);
+            } else if let Some(running) = instance.ordinary.as_ref().or(instance.suspect.as_ref()) {
+                let instance_key = rules::instance_key_of(running);
+                match self.cells.cell(&instance_key.cell_id).await {
+                    // Upstream skips an instance whose cell is not known; the row stays.
+                    None => {
+                        info!(self.log, "stop-instance-cell-unknown"; "process_guid" => process_guid, "index" => index)
+                    }
+                    Some(cell) => {
+                        let (rep, log, guid) =
+                            (self.rep.clone(), self.log.clone(), process_guid.to_owned());
+                        actix::spawn(async move {
+                            if let Err(e) = rep
+                                .stop_lrp_instance(&cell, &guid, &instance_key.instance_guid)
+                                .await
+                            {
+                                warn!(log, "stop-instance-failed"; "process_guid" => &guid, "cell_id" => &cell.cell_id, "error" => %e);
+                            }
+                        });
+                    }
+                }
             }
         }
     }
@@ -167,21 +187,31 @@ impl Lrps {
         Ok(())
     }
 
-    /// RetireActualLRP: a running instance's cell is asked to stop it; with no cell to ask
-    /// (the cell is not known) the instance is deleted, as upstream does for a missing cell.
+    /// RetireActualLRP: a running instance's cell is asked to stop it (the rep then removes
+    /// it); when the cell is not present the instance is deleted, as upstream does.
     pub async fn retire(&self, key: m::ActualLrpKey) -> BbsResult<()> {
         let shard = self.actual.shard(&key.process_guid);
         let outcome = shard.call(RetireLrp { key: key.clone() }).await??;
-        if let Some((cell_id, _instance_key)) = outcome {
-            info!(self.log, "retire-cell-unknown-deleting"; "process_guid" => &key.process_guid, "index" => key.index, "cell_id" => cell_id);
-            let remove = crate::actual_lrps::RemoveLrpInstance {
-                process_guid: key.process_guid.clone(),
-                index: key.index,
-                instance_key: None,
-            };
-            shard.call(remove).await??;
+        let Some((cell_id, instance_key)) = outcome else {
+            return Ok(());
+        };
+        match self.cells.cell(&cell_id).await {
+            Some(cell) => self
+                .rep
+                .stop_lrp_instance(&cell, &key.process_guid, &instance_key.instance_guid)
+                .await
+                .map_err(|e| crate::error::BbsError::Unknown(e.to_string())),
+            None => {
+                // The cell is gone: nothing will remove the instance but us.
+                info!(self.log, "retire-cell-unknown-deleting"; "process_guid" => &key.process_guid, "index" => key.index, "cell_id" => cell_id);
+                let remove = crate::actual_lrps::RemoveLrpInstance {
+                    process_guid: key.process_guid.clone(),
+                    index: key.index,
+                    instance_key: Some(instance_key),
+                };
+                shard.call(remove).await?
+            }
         }
-        Ok(())
     }
 }
 

@@ -118,6 +118,8 @@ pub struct TaskActorDeps {
     pub mailbox_capacity: usize,
     pub log: Logger,
     pub events: crate::events::EventHub,
+    pub cells: crate::cells::Directory,
+    pub rep: crate::rep::RepClient,
 }
 
 pub struct TaskActor {
@@ -375,10 +377,25 @@ impl Handler<CancelTask> for TaskActor {
         });
         let cancelled = then_after(self, cancelled, |deps, (task, was_on)| {
             TaskActor::queue_callback(deps, task);
-            if let Some(cell_id) = was_on {
-                // Cell presences arrive with the cell registry; until then the rep cannot be
-                // found, and the cell learns of the cancel when it next reports.
-                info!(deps.log, "task-cancel-cell-unknown"; "task_guid" => &task.task_guid, "cell_id" => cell_id);
+            if let Some(cell_id) = was_on.clone() {
+                let (cells, rep, log, guid) = (
+                    deps.cells.clone(),
+                    deps.rep.clone(),
+                    deps.log.clone(),
+                    task.task_guid.clone(),
+                );
+                actix::spawn(async move {
+                    match cells.cell(&cell_id).await {
+                        None => {
+                            info!(log, "task-cancel-cell-unknown"; "task_guid" => &guid, "cell_id" => &cell_id)
+                        }
+                        Some(cell) => {
+                            if let Err(e) = rep.cancel_task(&cell, &guid).await {
+                                warn!(log, "task-cancel-rep-failed"; "task_guid" => &guid, "cell_id" => &cell_id, "error" => %e);
+                            }
+                        }
+                    }
+                });
             }
         });
         Box::pin(actix::ActorFutureExt::map(cancelled, |r, _, _| {

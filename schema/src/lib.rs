@@ -70,6 +70,7 @@ with_error!(
     DesiredLrpSchedulingInfoByProcessGuidResponse,
     DomainsResponse,
     UpsertDomainResponse,
+    RegisterCellResponse,
     EvacuationResponse,
     RemoveEvacuatingActualLrpResponse,
     TaskLifecycleResponse,

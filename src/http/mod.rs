@@ -1,6 +1,7 @@
 //! The HTTP front doors: the API (upstream's routes), the plain health server, and the debug
 //! server with `/metrics`.
 
+mod cells;
 mod events;
 mod handlers;
 mod lrps;

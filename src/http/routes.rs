@@ -10,7 +10,7 @@ use bbs_models::WithError;
 use prost::Message;
 
 use super::proto::{decode, respond_error};
-use super::{events, handlers, lrps, tasks};
+use super::{cells, events, handlers, lrps, tasks};
 
 /// One row of the route table.
 #[derive(Clone, Copy, Debug)]
@@ -30,10 +30,6 @@ where
         Err(e) => respond_error::<Resp>(&e),
         Ok(_) => respond_error::<Resp>(&BbsError::Unknown("not implemented".into())),
     }
-}
-
-async fn no_body_not_implemented<Resp: WithError>() -> HttpResponse {
-    respond_error::<Resp>(&BbsError::Unknown("not implemented".into()))
 }
 
 /// A resource answering `method` (GET also answers HEAD), and 405 with `Allow` otherwise.
@@ -134,5 +130,7 @@ route_table! {
     "TaskEventStream_r0" POST "/v1/events/tasks" => events::tasks_r0;
     "LrpInstanceEventStream_r0" POST "/v1/events/lrp_instances" => events::lrp_instances_r0;
 
-    "Cells" POST "/v1/cells/list.r1" => no_body_not_implemented::<m::CellsResponse>;
+    "Cells" POST "/v1/cells/list.r1" => cells::list;
+    // Not upstream: reps register here until this BBS speaks locket (docs/cells.md).
+    "RegisterCell" POST "/v1/cells/register" => cells::register;
 }

@@ -636,6 +636,25 @@ pub async fn large_lists_are_complete(t: &TestStore) {
     assert_eq!(guids.len(), COUNT, "no record listed twice");
 }
 
+pub async fn cells_upsert_list_delete(t: &TestStore) {
+    let s = &t.store;
+    let cell = |id: &str, expire_time: i64| CellRecord {
+        cell_id: id.into(),
+        presence: format!(r#"{{"cell_id":"{id}"}}"#),
+        expire_time,
+    };
+    s.upsert_cell(&cell("cell-1", 10)).await.unwrap();
+    s.upsert_cell(&cell("cell-1", 20)).await.unwrap();
+    s.upsert_cell(&cell("cell-1", 20)).await.unwrap();
+    s.upsert_cell(&cell("cell-2", 30)).await.unwrap();
+    let mut cells = s.cells().await.unwrap();
+    cells.sort_by(|a, b| a.cell_id.cmp(&b.cell_id));
+    assert_eq!(cells, vec![cell("cell-1", 20), cell("cell-2", 30)]);
+    s.delete_cell("cell-1").await.unwrap();
+    assert_eq!(s.delete_cell("cell-1").await, Err(StoreError::NotFound));
+    assert_eq!(s.cells().await.unwrap(), vec![cell("cell-2", 30)]);
+}
+
 /// A 1 MiB run info (upstream allows 1 MiB of volume-mounted files alone) and task definition.
 pub async fn large_records_round_trip(t: &TestStore) {
     let s = &t.store;
@@ -754,6 +773,7 @@ macro_rules! store_conformance_suite {
                     actual_lrps_concurrent_modify_loses_no_update,
                     actual_lrp_batches_are_all_or_nothing,
                     large_lists_are_complete,
+                    cells_upsert_list_delete,
                     large_records_round_trip,
                     unicode_round_trips,
                     oversized_columns_are_refused,

@@ -555,6 +555,27 @@ impl Store for EtcdStore {
         self.remove(vec![self.actual_key(key)]).await
     }
 
+    async fn upsert_cell(&self, cell: &CellRecord) -> StoreResult<()> {
+        self.kv
+            .clone()
+            .put(
+                self.key(&format!("/v1/cell/{}", cell.cell_id)),
+                encode(cell)?,
+                None,
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn cells(&self) -> StoreResult<Vec<CellRecord>> {
+        self.scan_json(&self.key("/v1/cell/")).await
+    }
+
+    async fn delete_cell(&self, cell_id: &str) -> StoreResult<()> {
+        self.remove(vec![self.key(&format!("/v1/cell/{cell_id}"))])
+            .await
+    }
+
     async fn write_actual_lrps(&self, writes: &[ActualLrpWrite]) -> StoreResult<()> {
         if writes.is_empty() {
             return Ok(());

@@ -210,6 +210,15 @@ impl ActualLrpFilter {
     }
 }
 
+/// A cell's presence: what its rep registered, and until when it counts as present.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CellRecord {
+    pub cell_id: String,
+    /// The CellPresence as JSON, in locket's shape.
+    pub presence: String,
+    pub expire_time: Nanos,
+}
+
 /// Configuration record ids upstream uses in the `configurations` table.
 pub mod configuration_ids {
     pub const VERSION: &str = "version";

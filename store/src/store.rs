@@ -109,4 +109,9 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_actual_lrp(&self, key: &ActualLrpKey) -> StoreResult<()>;
     /// Applies the writes in order, all or none.
     async fn write_actual_lrps(&self, writes: &[ActualLrpWrite]) -> StoreResult<()>;
+
+    async fn upsert_cell(&self, cell: &CellRecord) -> StoreResult<()>;
+    /// Every cell row, expired or not: freshness is the caller's rule.
+    async fn cells(&self) -> StoreResult<Vec<CellRecord>>;
+    async fn delete_cell(&self, cell_id: &str) -> StoreResult<()>;
 }

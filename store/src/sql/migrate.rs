@@ -12,6 +12,12 @@ use crate::store::{Backend, Store};
 const CONFIGURATIONS_DDL: &str =
     "CREATE TABLE IF NOT EXISTS configurations (id VARCHAR(255) PRIMARY KEY, value VARCHAR(255))";
 
+/// Cell presences are this BBS's own table (upstream keeps them in locket). Like
+/// `configurations`, it is created outside the versioned schema, so the recorded version stays
+/// upstream's and a Go BBS still accepts the database.
+const CELL_PRESENCES_DDL: &str = "CREATE TABLE IF NOT EXISTS cell_presences \
+     (cell_id VARCHAR(255) PRIMARY KEY, presence TEXT NOT NULL, expire_time BIGINT NOT NULL)";
+
 fn initial_schema(backend: Backend) -> &'static str {
     match backend {
         Backend::Mysql => include_str!("../../../migrations/1772581987_initial_schema/mysql.sql"),
@@ -45,6 +51,9 @@ where
     pub async fn migrate(&self) -> StoreResult<()> {
         let mut conn = self.conn().await?;
         conn.batch_execute(CONFIGURATIONS_DDL)
+            .await
+            .map_err(StoreError::from)?;
+        conn.batch_execute(CELL_PRESENCES_DDL)
             .await
             .map_err(StoreError::from)?;
         drop(conn);

@@ -577,6 +577,63 @@ macro_rules! sql_store {
                 .await
             }
 
+            async fn upsert_cell(&self, cell: &CellRecord) -> StoreResult<()> {
+                use $crate::sql::schema::cell_presences::dsl as c;
+                with_deadlock_retry(|| async {
+                    let mut conn = self.conn().await?;
+                    conn.$txn(async |conn| {
+                        let updated =
+                            diesel::update(c::cell_presences.filter(c::cell_id.eq(&cell.cell_id)))
+                                .set((
+                                    c::presence.eq(&cell.presence),
+                                    c::expire_time.eq(cell.expire_time),
+                                ))
+                                .execute(conn)
+                                .await?;
+                        if updated == 0 {
+                            diesel::insert_into(c::cell_presences)
+                                .values((
+                                    c::cell_id.eq(&cell.cell_id),
+                                    c::presence.eq(&cell.presence),
+                                    c::expire_time.eq(cell.expire_time),
+                                ))
+                                .execute(conn)
+                                .await?;
+                        }
+                        Ok::<_, StoreError>(())
+                    })
+                    .await
+                })
+                .await
+            }
+
+            async fn cells(&self) -> StoreResult<Vec<CellRecord>> {
+                use $crate::sql::schema::cell_presences::dsl as c;
+                let mut conn = self.conn().await?;
+                let rows: Vec<(String, String, i64)> = c::cell_presences
+                    .select((c::cell_id, c::presence, c::expire_time))
+                    .order(c::cell_id)
+                    .load(&mut *conn)
+                    .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(cell_id, presence, expire_time)| CellRecord {
+                        cell_id,
+                        presence,
+                        expire_time,
+                    })
+                    .collect())
+            }
+
+            async fn delete_cell(&self, cell_id: &str) -> StoreResult<()> {
+                use $crate::sql::schema::cell_presences::dsl as c;
+                let mut conn = self.conn().await?;
+                let deleted = diesel::delete(c::cell_presences.filter(c::cell_id.eq(cell_id)))
+                    .execute(&mut *conn)
+                    .await?;
+                expect_one(deleted)
+            }
+
             async fn delete_actual_lrp(&self, key: &ActualLrpKey) -> StoreResult<()> {
                 use $crate::sql::schema::actual_lrps::dsl as a;
                 with_deadlock_retry(|| async {

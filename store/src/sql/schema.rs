@@ -79,3 +79,11 @@ diesel::table! {
         availability_zone -> Text,
     }
 }
+
+diesel::table! {
+    cell_presences (cell_id) {
+        cell_id -> Text,
+        presence -> Text,
+        expire_time -> BigInt,
+    }
+}

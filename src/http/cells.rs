@@ -1,0 +1,39 @@
+//! Cell presences: upstream's list route, and this BBS's registration route (docs/cells.md).
+
+use actix_web::{web, HttpResponse};
+use bbs_actors::cells::{LiveCells, RegisterCell};
+use bbs_actors::rules::validation::Violations;
+use bbs_actors::BbsResult;
+use bbs_models as m;
+
+use super::proto::{decode, reply};
+use super::ApiState;
+
+pub async fn list(state: web::Data<ApiState>) -> HttpResponse {
+    let result: BbsResult<Vec<m::CellPresence>> =
+        async { state.bbs()?.cells.call(LiveCells).await }.await;
+    reply(result.map(|cells| m::CellsResponse { error: None, cells }))
+}
+
+pub async fn register(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse {
+    let result: BbsResult<()> = async {
+        let request: m::RegisterCellRequest = decode(&body)?;
+        let mut v = Violations::default();
+        match &request.cell_presence {
+            None => v.field("cell_presence"),
+            Some(p) if p.cell_id.is_empty() => v.field("cell_id"),
+            Some(_) => {}
+        }
+        if request.ttl_seconds == 0 {
+            v.field("ttl_seconds");
+        }
+        v.into_result()?;
+        let message = RegisterCell {
+            presence: request.cell_presence.unwrap_or_default(),
+            ttl_seconds: request.ttl_seconds,
+        };
+        state.bbs()?.cells.call(message).await?
+    }
+    .await;
+    reply(result.map(|()| m::RegisterCellResponse::default()))
+}
