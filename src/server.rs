@@ -140,6 +140,10 @@ pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>
                     retention_time: settings.event_retention_duration,
                     subscriber_buffer: settings.event_subscriber_buffer,
                 },
+                converge_repeat_interval: settings.converge_repeat_interval,
+                expire_pending_task_duration: settings.expire_pending_task_duration,
+                expire_completed_task_duration: settings.expire_completed_task_duration,
+                convergence_workers: settings.convergence_workers as usize,
             };
             match Bbs::start(store, &actor_settings, &handles, &log).await {
                 Err(e) => {

@@ -112,6 +112,8 @@ pub struct ActualLrpActor {
     codec: Codec,
     capacity: usize,
     events: crate::events::EventHub,
+    shard_index: usize,
+    shard_count: usize,
 }
 
 impl Actor for ActualLrpActor {
@@ -444,6 +446,152 @@ impl Handler<InstancesOf> for ActualLrpActor {
     }
 }
 
+/// The convergence actions for this shard's instances.
+#[derive(Message)]
+#[rtype(result = "Vec<((String, i32), crate::rules::convergence::LrpAction)>")]
+pub struct PlanConvergence {
+    pub desired: Arc<std::collections::BTreeMap<String, crate::rules::convergence::Desired>>,
+    pub cells: Arc<HashSet<String>>,
+    pub fresh_domains: Arc<HashSet<String>>,
+}
+
+/// What applying a convergence action asks of the converger.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub auction: bool,
+    /// A running instance to stop through its rep: (cell id, instance guid).
+    pub stop: Option<(String, String)>,
+}
+
+/// Applies one convergence action to one instance, re-checked against it now.
+#[derive(Message)]
+#[rtype(result = "BbsResult<Applied>")]
+pub struct ApplyLrpAction {
+    pub process_guid: String,
+    pub index: i32,
+    pub domain: String,
+    pub action: crate::rules::convergence::LrpAction,
+    pub cells: Arc<HashSet<String>>,
+}
+
+impl Handler<PlanConvergence> for ActualLrpActor {
+    type Result = Vec<((String, i32), crate::rules::convergence::LrpAction)>;
+
+    fn handle(&mut self, msg: PlanConvergence, _: &mut Self::Context) -> Self::Result {
+        let instances: std::collections::BTreeMap<InstanceId, Instance> = self
+            .instances
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        // Desired LRPs of other shards are not this shard's to create.
+        let shards = self.shard_count.max(1);
+        let desired: std::collections::BTreeMap<String, crate::rules::convergence::Desired> = msg
+            .desired
+            .iter()
+            .filter(|(guid, _)| shard_of(guid, shards) == self.shard_index)
+            .map(|(g, d)| (g.clone(), d.clone()))
+            .collect();
+        crate::rules::convergence::lrp_actions(
+            &desired,
+            &instances,
+            &msg.cells,
+            &msg.fresh_domains,
+            now_nanos(),
+        )
+    }
+}
+
+impl Handler<ApplyLrpAction> for ActualLrpActor {
+    type Result = ResponseActFuture<Self, BbsResult<Applied>>;
+
+    fn handle(&mut self, msg: ApplyLrpAction, _: &mut Self::Context) -> Self::Result {
+        use crate::rules::convergence::LrpAction;
+        let now = now_nanos();
+        let epoch = uuid::Uuid::new_v4().to_string();
+        let key = m::ActualLrpKey {
+            process_guid: msg.process_guid.clone(),
+            index: msg.index,
+            domain: msg.domain.clone(),
+        };
+        mutate(self, id(&msg.process_guid, msg.index), move |current| {
+            let instance = current.cloned().unwrap_or_default();
+            let mut next = instance.clone();
+            let mut applied = Applied::default();
+            match msg.action {
+                LrpAction::CreateMissing => {
+                    if next.ordinary.is_some() {
+                        return Ok((Change::Unchanged, applied));
+                    }
+                    next.ordinary = Some(rules::new_unclaimed(key, now, epoch));
+                    applied.auction = true;
+                }
+                LrpAction::Restart => {
+                    let Some(ordinary) = next.ordinary.as_mut() else {
+                        return Ok((Change::Unchanged, applied));
+                    };
+                    match ordinary.state.as_str() {
+                        rules::UNCLAIMED => applied.auction = true,
+                        rules::CRASHED => {
+                            ordinary.state = rules::UNCLAIMED.into();
+                            ordinary.since = now;
+                            let tag = ordinary
+                                .modification_tag
+                                .get_or_insert_with(Default::default);
+                            tag.index = tag.index.wrapping_add(1);
+                            applied.auction = true;
+                        }
+                        _ => return Ok((Change::Unchanged, applied)),
+                    }
+                }
+                LrpAction::SuspectAndReplace => {
+                    let Some(ordinary) = next.ordinary.take() else {
+                        return Ok((Change::Unchanged, applied));
+                    };
+                    if next.suspect.is_some()
+                        || !(ordinary.state == rules::RUNNING || ordinary.state == rules::CLAIMED)
+                    {
+                        return Ok((Change::Unchanged, applied));
+                    }
+                    let mut suspect = ordinary.clone();
+                    suspect.presence = Presence::Suspect as i32;
+                    next.suspect = Some(suspect);
+                    next.ordinary =
+                        Some(rules::new_unclaimed(rules::key_of(&ordinary), now, epoch));
+                    applied.auction = true;
+                }
+                LrpAction::Retire => {
+                    let Some(ordinary) = next.ordinary.as_ref() else {
+                        return Ok((Change::Unchanged, applied));
+                    };
+                    let ik = rules::instance_key_of(ordinary);
+                    let running =
+                        ordinary.state == rules::RUNNING || ordinary.state == rules::CLAIMED;
+                    if running && msg.cells.contains(&ik.cell_id) {
+                        applied.stop = Some((ik.cell_id, ik.instance_guid));
+                        return Ok((Change::Unchanged, applied));
+                    }
+                    next.ordinary = None;
+                }
+                LrpAction::PruneEvacuating => next.evacuating = None,
+                LrpAction::DeleteSuspect => next.suspect = None,
+                LrpAction::PromoteSuspect => {
+                    let Some(mut suspect) = next.suspect.take() else {
+                        return Ok((Change::Unchanged, applied));
+                    };
+                    suspect.presence = Presence::Ordinary as i32;
+                    next.ordinary = Some(suspect);
+                }
+            }
+            if next == instance {
+                return Ok((Change::Unchanged, applied));
+            }
+            Ok((change_to(next), applied))
+        })
+    }
+}
+
+crate::metered_handlers!(ActualLrpActor: PlanConvergence, ApplyLrpAction);
+
 crate::metered_handlers!(ActualLrpActor:
     CreateUnclaimed, ClaimLrp, StartLrp, CrashLrp, FailLrp, RemoveLrpInstance, RetireLrp,
     DeleteUnstarted, ListActualLrps, InstancesOf);
@@ -509,6 +657,8 @@ impl ActualLrps {
                     codec: codec.clone(),
                     capacity,
                     events: events.clone(),
+                    shard_index: i,
+                    shard_count: shards,
                 };
                 for (id, instance) in instances {
                     actor.index_cells(&id, Some(&instance), true);
@@ -524,6 +674,10 @@ impl ActualLrps {
         Ok(ActualLrps {
             shards: mailboxes.into(),
         })
+    }
+
+    pub fn shards(&self) -> &[Mailbox<ActualLrpActor>] {
+        &self.shards
     }
 
     pub fn shard(&self, process_guid: &str) -> &Mailbox<ActualLrpActor> {

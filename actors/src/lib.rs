@@ -11,6 +11,7 @@ pub mod callbacks;
 pub mod cells;
 pub mod clock;
 pub mod codec;
+pub mod converger;
 pub mod desired_lrps;
 pub mod domains;
 pub mod encryptor;
@@ -62,6 +63,10 @@ pub struct ActorSettings {
     /// The encryption keys; `None` stores records unencrypted.
     pub encryption: Option<Arc<keyring::KeyRing>>,
     pub events: events::HubSettings,
+    pub converge_repeat_interval: Duration,
+    pub expire_pending_task_duration: Duration,
+    pub expire_completed_task_duration: Duration,
+    pub convergence_workers: usize,
 }
 
 impl Default for ActorSettings {
@@ -76,6 +81,10 @@ impl Default for ActorSettings {
             kick_task_duration: Duration::from_secs(30),
             encryption: None,
             events: events::HubSettings::default(),
+            converge_repeat_interval: Duration::from_secs(30),
+            expire_pending_task_duration: Duration::from_secs(30 * 60),
+            expire_completed_task_duration: Duration::from_secs(120),
+            convergence_workers: 20,
         }
     }
 }
@@ -90,6 +99,7 @@ pub struct Bbs {
     pub encryptor: Mailbox<encryptor::EncryptorActor>,
     pub events: events::EventHub,
     pub cells: Mailbox<cells::CellActor>,
+    pub converger: Mailbox<converger::ConvergerActor>,
 }
 
 impl Bbs {
@@ -177,6 +187,21 @@ impl Bbs {
             codec.clone(),
             log.new(slog::o!("actor" => "encryptor")),
         );
+        let nanos = |d: Duration| d.as_nanos().min(i64::MAX as u128) as i64;
+        let converger = converger::ConvergerActor::start(
+            lrps.clone(),
+            domains.clone(),
+            tasks.clone(),
+            converger::ConvergerSettings {
+                interval: settings.converge_repeat_interval,
+                timing: rules::convergence::TaskTiming {
+                    kick: nanos(settings.kick_task_duration),
+                    expire_pending: nanos(settings.expire_pending_task_duration),
+                    expire_completed: nanos(settings.expire_completed_task_duration),
+                },
+                workers: settings.convergence_workers,
+            },
+        );
         Ok(Bbs {
             storage,
             domains,
@@ -185,6 +210,7 @@ impl Bbs {
             encryptor,
             events,
             cells,
+            converger,
         })
     }
 }

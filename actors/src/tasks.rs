@@ -547,6 +547,107 @@ impl Handler<SweepCallbacks> for TaskActor {
     }
 }
 
+/// One task convergence pass (bbs-reference §4.2); answers the task counts by state.
+#[derive(Message)]
+#[rtype(result = "BbsResult<TaskCounts>")]
+pub struct ConvergeTasks {
+    pub cells: std::collections::HashSet<String>,
+    pub timing: crate::rules::convergence::TaskTiming,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TaskCounts {
+    pub pending: usize,
+    pub running: usize,
+    pub completed: usize,
+    pub resolving: usize,
+    pub kicked: usize,
+    pub pruned: usize,
+    /// The changes to apply, one ApplyTaskAction each.
+    pub actions: Vec<(String, crate::rules::convergence::TaskAction)>,
+}
+
+/// Applies one task convergence action, re-checked against the task now.
+#[derive(Message)]
+#[rtype(result = "BbsResult<()>")]
+pub struct ApplyTaskAction {
+    pub guid: String,
+    pub action: crate::rules::convergence::TaskAction,
+    pub cells: std::sync::Arc<std::collections::HashSet<String>>,
+    pub timing: crate::rules::convergence::TaskTiming,
+}
+
+impl Handler<ApplyTaskAction> for TaskActor {
+    type Result = ResponseActFuture<Self, BbsResult<()>>;
+
+    fn handle(&mut self, msg: ApplyTaskAction, _: &mut Self::Context) -> Self::Result {
+        use crate::rules::convergence::apply_task_action;
+        let now = now_nanos();
+        let applied = mutate(self, msg.guid, move |current| {
+            let task = existing(current)?;
+            Ok(
+                match apply_task_action(task, &msg.action, &msg.cells, now, msg.timing) {
+                    None => (Change::Unchanged, None),
+                    Some(None) => (Change::Delete, None),
+                    Some(Some(next)) => (Change::Update(next.clone()), Some(next)),
+                },
+            )
+        });
+        let applied = then_after(self, applied, |deps, outcome| {
+            if let Some(task) = outcome {
+                if rules::state(task) == State::Completed {
+                    TaskActor::queue_callback(deps, task);
+                }
+            }
+        });
+        Box::pin(actix::ActorFutureExt::map(applied, |r, _, _| r.map(|_| ())))
+    }
+}
+
+impl Handler<ConvergeTasks> for TaskActor {
+    type Result = BbsResult<TaskCounts>;
+
+    fn handle(&mut self, msg: ConvergeTasks, _: &mut Self::Context) -> Self::Result {
+        use crate::rules::convergence::{task_action, TaskAction};
+        let now = now_nanos();
+        let mut counts = TaskCounts::default();
+        let mut kicks = Vec::new();
+        let mut work = Vec::new();
+        for task in self.tasks.values() {
+            match rules::state(task) {
+                State::Pending => counts.pending += 1,
+                State::Running => counts.running += 1,
+                State::Completed => counts.completed += 1,
+                State::Resolving => counts.resolving += 1,
+                State::Invalid => {}
+            }
+            match task_action(task, &msg.cells, now, msg.timing) {
+                None => {}
+                Some(TaskAction::Kick) => kicks.push(TaskStartRequest::for_task(task)),
+                Some(action) => work.push((task.task_guid.clone(), action)),
+            }
+        }
+        counts.kicked = kicks.len();
+        for (_, action) in &work {
+            if matches!(action, TaskAction::Delete) {
+                counts.pruned += 1;
+            } else {
+                counts.kicked += 1;
+            }
+        }
+        counts.actions = work;
+        if !kicks.is_empty() {
+            let (auctioneer, log) = (self.deps.auctioneer.clone(), self.deps.log.clone());
+            actix::spawn(async move {
+                if let Err(e) = auctioneer.request_task_auctions(&kicks, "").await {
+                    warn!(log, "task-convergence-auction-failed"; "error" => %e);
+                }
+            });
+        }
+        Ok(counts)
+    }
+}
+
 impl Handler<ListTasks> for TaskActor {
     type Result = Vec<Task>;
 
@@ -577,4 +678,5 @@ use actix::ActorFutureExt as _;
 
 crate::metered_handlers!(TaskActor:
     DesireTask, StartTask, CancelTask, FailTask, RejectTask, CompleteTask, ResolvingTask,
-    DeleteTask, CallbackUndelivered, ListTasks, GetTask, SweepCallbacks);
+    DeleteTask, CallbackUndelivered, ListTasks, GetTask, SweepCallbacks, ConvergeTasks,
+    ApplyTaskAction);

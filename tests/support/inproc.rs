@@ -169,6 +169,8 @@ impl TestBbs {
         if settings.encryption.is_none() {
             settings.encryption = Some(test_keys());
         }
+        // Tests converge when they ask to (bbs.converger), never on a timer behind their back.
+        settings.converge_repeat_interval = std::time::Duration::from_secs(3600);
         let bbs =
             match Bbs::start(store.reopen().await.unwrap(), &settings, &[], &quiet_log()).await {
                 Ok(bbs) => bbs,

@@ -46,6 +46,7 @@ pub fn config_json(store: &StoreConfig, extra: serde_json::Value) -> serde_json:
         "database_connection_string": store.connection_string,
         "etcd_key_prefix": store.etcd_root,
         "log_level": "debug",
+        "converge_repeat_interval": "1h",
         "active_key_label": "test-key",
         "encryption_keys": {"test-key": "a test passphrase"},
     });

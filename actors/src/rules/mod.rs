@@ -2,6 +2,7 @@
 //! Actors call these to decide; tests call them directly.
 
 pub mod actual_lrps;
+pub mod convergence;
 pub mod desired_lrps;
 pub mod domains;
 pub mod downgrade;

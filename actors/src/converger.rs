@@ -1,0 +1,291 @@
+//! The ConvergerActor: every `converge_repeat_interval` (and on demand) it gathers the desired
+//! LRPs, the present cells and the fresh domains, asks each actual-LRP shard and the TaskActor
+//! for their convergence decisions (pure rules in `rules::convergence`), has the owners apply
+//! them through their write-through paths with `convergence_workers` at a time, then sends one
+//! batched auction request and the rep stops (bbs-reference §4).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::{
+    Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, ResponseActFuture, WrapFuture,
+};
+use futures::StreamExt;
+use slog::{info, warn};
+
+use bbs_models as m;
+
+use crate::actual_lrps::{ApplyLrpAction, PlanConvergence};
+use crate::auctioneer::LrpStartRequest;
+use crate::desired_lrps::ListSchedulingInfos;
+use crate::domains::{DomainActor, FreshDomains};
+use crate::error::BbsResult;
+use crate::lrps::Lrps;
+use crate::mailbox::Mailbox;
+use crate::rules::convergence::{Desired, LrpAction, TaskTiming};
+use crate::tasks::{ApplyTaskAction, ConvergeTasks, TaskActor, TaskCounts};
+
+#[derive(Clone, Copy, Debug)]
+pub struct ConvergerSettings {
+    pub interval: Duration,
+    pub timing: TaskTiming,
+    pub workers: usize,
+}
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ConvergenceReport {
+    pub cells: usize,
+    pub lrp_actions: BTreeMap<String, usize>,
+    pub auctioned: usize,
+    pub stopped: usize,
+    pub tasks: TaskCounts,
+}
+
+#[derive(Message)]
+#[rtype(result = "BbsResult<ConvergenceReport>")]
+pub struct Converge;
+
+pub struct ConvergerActor {
+    lrps: Lrps,
+    domains: Mailbox<DomainActor>,
+    tasks: Mailbox<TaskActor>,
+    settings: ConvergerSettings,
+    running: bool,
+}
+
+impl Actor for ConvergerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(self.settings.interval, |actor, ctx| {
+            if actor.running {
+                return;
+            }
+            actor.running = true;
+            let pass = converge(
+                actor.lrps.clone(),
+                actor.domains.clone(),
+                actor.tasks.clone(),
+                actor.settings,
+            );
+            ctx.spawn(pass.into_actor(actor).map(|result, actor, _| {
+                actor.running = false;
+                if let Err(e) = result {
+                    warn!(actor.lrps.log, "convergence-failed"; "error" => %e);
+                }
+            }));
+        });
+    }
+}
+
+impl ConvergerActor {
+    pub fn start(
+        lrps: Lrps,
+        domains: Mailbox<DomainActor>,
+        tasks: Mailbox<TaskActor>,
+        settings: ConvergerSettings,
+    ) -> Mailbox<ConvergerActor> {
+        let actor = ConvergerActor {
+            lrps,
+            domains,
+            tasks,
+            settings,
+            running: false,
+        };
+        Mailbox::new(actor.start(), "converger", 16)
+    }
+}
+
+fn action_name(action: &LrpAction) -> &'static str {
+    match action {
+        LrpAction::CreateMissing => "missing",
+        LrpAction::Restart => "restart",
+        LrpAction::SuspectAndReplace => "suspect",
+        LrpAction::Retire => "extra",
+        LrpAction::PruneEvacuating => "prune_evacuating",
+        LrpAction::DeleteSuspect => "delete_suspect",
+        LrpAction::PromoteSuspect => "promote_suspect",
+    }
+}
+
+async fn converge(
+    lrps: Lrps,
+    domains: Mailbox<DomainActor>,
+    tasks: Mailbox<TaskActor>,
+    settings: ConvergerSettings,
+) -> BbsResult<ConvergenceReport> {
+    let started = Instant::now();
+    let presences = lrps.cells.cells().await?;
+    let cells: Arc<HashSet<String>> =
+        Arc::new(presences.iter().map(|c| c.cell_id.clone()).collect());
+    let mut report = ConvergenceReport {
+        cells: cells.len(),
+        ..Default::default()
+    };
+
+    report.tasks = tasks
+        .call(ConvergeTasks {
+            cells: (*cells).clone(),
+            timing: settings.timing,
+        })
+        .await??;
+    let task_work = std::mem::take(&mut report.tasks.actions)
+        .into_iter()
+        .map(|(guid, action)| {
+            let message = ApplyTaskAction {
+                guid: guid.clone(),
+                action,
+                cells: cells.clone(),
+                timing: settings.timing,
+            };
+            let tasks = tasks.clone();
+            async move { (guid, tasks.call(message).await) }
+        });
+    let task_results: Vec<_> = futures::stream::iter(task_work)
+        .buffer_unordered(settings.workers.max(1))
+        .collect()
+        .await;
+    for (guid, result) in task_results {
+        if let Ok(Err(e)) | Err(e) = result {
+            warn!(lrps.log, "convergence-task-action-failed"; "task_guid" => &guid, "error" => %e);
+        }
+    }
+
+    let schedulings = lrps.desired.call(ListSchedulingInfos::default()).await?;
+    let mut by_guid: HashMap<String, m::DesiredLrpSchedulingInfo> = HashMap::new();
+    let mut desired = BTreeMap::new();
+    for info in schedulings {
+        let key = info.desired_lrp_key.clone().unwrap_or_default();
+        desired.insert(
+            key.process_guid.clone(),
+            Desired {
+                domain: key.domain,
+                instances: info.instances,
+            },
+        );
+        by_guid.insert(key.process_guid, info);
+    }
+    let desired = Arc::new(desired);
+    let fresh: Arc<HashSet<String>> =
+        Arc::new(domains.call(FreshDomains).await?.into_iter().collect());
+
+    let mut plans = Vec::new();
+    for shard in lrps.actual.shards() {
+        let plan = shard
+            .call(PlanConvergence {
+                desired: desired.clone(),
+                cells: cells.clone(),
+                fresh_domains: fresh.clone(),
+            })
+            .await?;
+        plans.extend(plan);
+    }
+    for (_, action) in &plans {
+        *report
+            .lrp_actions
+            .entry(action_name(action).to_owned())
+            .or_default() += 1;
+    }
+    let applying = plans.into_iter().map(|((guid, index), action)| {
+        let shard = lrps.actual.shard(&guid).clone();
+        let domain = desired
+            .get(&guid)
+            .map(|d| d.domain.clone())
+            .unwrap_or_default();
+        let cells = cells.clone();
+        async move {
+            let message = ApplyLrpAction {
+                process_guid: guid.clone(),
+                index,
+                domain,
+                action,
+                cells,
+            };
+            (guid, index, shard.call(message).await)
+        }
+    });
+    let applied: Vec<_> = futures::stream::iter(applying)
+        .buffer_unordered(settings.workers.max(1))
+        .collect()
+        .await;
+
+    let mut auctions: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+    let mut stops = Vec::new();
+    for (guid, index, result) in applied {
+        match result {
+            Ok(Ok(outcome)) => {
+                if outcome.auction {
+                    auctions.entry(guid.clone()).or_default().push(index);
+                }
+                if let Some((cell, instance_guid)) = outcome.stop {
+                    stops.push((cell, guid, instance_guid));
+                }
+            }
+            Ok(Err(e)) | Err(e) => {
+                warn!(lrps.log, "convergence-action-failed"; "process_guid" => &guid, "index" => index, "error" => %e)
+            }
+        }
+    }
+    let requests: Vec<LrpStartRequest> = auctions
+        .into_iter()
+        .filter_map(|(guid, indices)| {
+            by_guid
+                .get(&guid)
+                .map(|info| LrpStartRequest::new(info, indices))
+        })
+        .collect();
+    report.auctioned = requests.iter().map(|r| r.indices.len()).sum();
+    if !requests.is_empty() {
+        if let Err(e) = lrps.auctioneer.request_lrp_auctions(&requests, "").await {
+            warn!(lrps.log, "convergence-auction-failed"; "error" => %e);
+        }
+    }
+    for (cell_id, guid, instance_guid) in stops {
+        if let Some(cell) = presences.iter().find(|c| c.cell_id == cell_id) {
+            match lrps
+                .rep
+                .stop_lrp_instance(cell, &guid, &instance_guid)
+                .await
+            {
+                Ok(()) => report.stopped += 1,
+                Err(e) => {
+                    warn!(lrps.log, "convergence-stop-failed"; "process_guid" => &guid, "cell_id" => &cell_id, "error" => %e)
+                }
+            }
+        }
+    }
+
+    let elapsed = started.elapsed();
+    metrics::gauge!("bbs_convergence_lrp_duration_seconds").set(elapsed.as_secs_f64());
+    metrics::counter!("bbs_convergence_lrp_runs_total").increment(1);
+    metrics::gauge!("bbs_lrps_missing")
+        .set(*report.lrp_actions.get("missing").unwrap_or(&0) as f64);
+    metrics::gauge!("bbs_lrps_extra").set(*report.lrp_actions.get("extra").unwrap_or(&0) as f64);
+    metrics::gauge!("bbs_present_cells").set(report.cells as f64);
+    metrics::gauge!("bbs_tasks_pending").set(report.tasks.pending as f64);
+    metrics::gauge!("bbs_tasks_running").set(report.tasks.running as f64);
+    metrics::gauge!("bbs_tasks_completed").set(report.tasks.completed as f64);
+    metrics::gauge!("bbs_tasks_resolving").set(report.tasks.resolving as f64);
+    metrics::counter!("bbs_convergence_tasks_kicked_total").increment(report.tasks.kicked as u64);
+    metrics::counter!("bbs_convergence_tasks_pruned_total").increment(report.tasks.pruned as u64);
+    info!(lrps.log, "convergence-finished"; "seconds" => elapsed.as_secs_f64(), "auctioned" => report.auctioned, "cells" => report.cells);
+    Ok(report)
+}
+
+impl Handler<Converge> for ConvergerActor {
+    type Result = ResponseActFuture<Self, BbsResult<ConvergenceReport>>;
+
+    fn handle(&mut self, _: Converge, _: &mut Self::Context) -> Self::Result {
+        let pass = converge(
+            self.lrps.clone(),
+            self.domains.clone(),
+            self.tasks.clone(),
+            self.settings,
+        );
+        Box::pin(pass.into_actor(self))
+    }
+}
+
+crate::metered_handlers!(ConvergerActor: Converge);
