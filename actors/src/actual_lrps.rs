@@ -590,7 +590,119 @@ impl Handler<ApplyLrpAction> for ActualLrpActor {
     }
 }
 
-crate::metered_handlers!(ActualLrpActor: PlanConvergence, ApplyLrpAction);
+/// One evacuation request from a draining cell's rep.
+pub enum EvacuationRequest {
+    RemoveEvacuating(m::ActualLrpInstanceKey),
+    Claimed(m::ActualLrpInstanceKey),
+    Crashed {
+        key: m::ActualLrpKey,
+        instance_key: m::ActualLrpInstanceKey,
+        reason: String,
+    },
+    Stopped(m::ActualLrpInstanceKey),
+    Running {
+        running: Running,
+        /// The desired LRP's (update strategy, instances), if it exists.
+        desired: Option<(i32, i32)>,
+    },
+}
+
+/// What an evacuation answered: keep the container, auction the instance, and any error.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct EvacuationAnswer {
+    pub keep_container: bool,
+    pub auction: bool,
+    pub error: Option<BbsError>,
+}
+
+#[derive(Message)]
+#[rtype(result = "BbsResult<EvacuationAnswer>")]
+pub struct Evacuate {
+    pub process_guid: String,
+    pub index: i32,
+    pub request: EvacuationRequest,
+}
+
+impl Handler<Evacuate> for ActualLrpActor {
+    type Result = ResponseActFuture<Self, BbsResult<EvacuationAnswer>>;
+
+    fn handle(&mut self, msg: Evacuate, _: &mut Self::Context) -> Self::Result {
+        use crate::rules::evacuation::{self as evac, DesiredForEvacuation, Evacuated};
+        let now = now_nanos();
+        let running_count = self
+            .instances
+            .iter()
+            .filter(|((guid, _), i)| {
+                *guid == msg.process_guid
+                    && i.ordinary
+                        .as_ref()
+                        .is_some_and(|o| o.state == rules::RUNNING)
+            })
+            .count() as i32;
+        let request = msg.request;
+        mutate(self, id(&msg.process_guid, msg.index), move |current| {
+            let instance = current.cloned().unwrap_or_default();
+            let answer = |e: Evacuated| {
+                let change = e.after.map_or(Change::Unchanged, change_to);
+                (
+                    change,
+                    EvacuationAnswer {
+                        keep_container: e.keep_container,
+                        auction: e.auction,
+                        error: None,
+                    },
+                )
+            };
+            Ok(match request {
+                EvacuationRequest::RemoveEvacuating(ik) => (
+                    change_to(evac::remove_evacuating(&instance, &ik)?),
+                    EvacuationAnswer::default(),
+                ),
+                EvacuationRequest::Claimed(ik) => match evac::evacuate_claimed(&instance, &ik, now)
+                {
+                    Ok(e) => answer(e),
+                    Err((keep_container, error)) => (
+                        Change::Unchanged,
+                        EvacuationAnswer {
+                            keep_container,
+                            auction: false,
+                            error: Some(error),
+                        },
+                    ),
+                },
+                EvacuationRequest::Crashed {
+                    key,
+                    instance_key,
+                    reason,
+                } => answer(evac::evacuate_crashed(
+                    &instance,
+                    &key,
+                    &instance_key,
+                    &reason,
+                    now,
+                )?),
+                EvacuationRequest::Stopped(ik) => answer(evac::evacuate_stopped(&instance, &ik)?),
+                EvacuationRequest::Running { running, desired } => {
+                    let desired =
+                        desired.map(|(update_strategy, instances)| DesiredForEvacuation {
+                            update_strategy,
+                            instances,
+                            running: running_count,
+                        });
+                    answer(evac::evacuate_running(
+                        &instance,
+                        &running,
+                        desired,
+                        now,
+                        || uuid::Uuid::new_v4().to_string(),
+                    ))
+                }
+            })
+        })
+    }
+}
+
+crate::metered_handlers!(ActualLrpActor: PlanConvergence, ApplyLrpAction, Evacuate);
 
 crate::metered_handlers!(ActualLrpActor:
     CreateUnclaimed, ClaimLrp, StartLrp, CrashLrp, FailLrp, RemoveLrpInstance, RetireLrp,

@@ -215,6 +215,46 @@ impl Lrps {
     }
 }
 
+impl Lrps {
+    /// An evacuation request; asks for a placement when the instance needs one.
+    pub async fn evacuate(
+        &self,
+        process_guid: String,
+        index: i32,
+        request: crate::actual_lrps::EvacuationRequest,
+    ) -> BbsResult<crate::actual_lrps::EvacuationAnswer> {
+        let shard = self.actual.shard(&process_guid).clone();
+        let answer = shard
+            .call(crate::actual_lrps::Evacuate {
+                process_guid: process_guid.clone(),
+                index,
+                request,
+            })
+            .await??;
+        if answer.auction {
+            if let Ok(Ok(entry)) = self.desired.call(GetDesiredLrp { process_guid }).await {
+                self.auction(&entry, vec![index], "").await;
+            }
+        }
+        Ok(answer)
+    }
+
+    /// The desired LRP's update strategy and instance count, for evacuate-running.
+    pub async fn evacuation_target(&self, process_guid: &str) -> BbsResult<Option<(i32, i32)>> {
+        match self
+            .desired
+            .call(GetDesiredLrp {
+                process_guid: process_guid.to_owned(),
+            })
+            .await?
+        {
+            Ok(entry) => Ok(Some((entry.update_strategy, entry.instances()))),
+            Err(crate::error::BbsError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 fn unstarted(instance: &Instance) -> bool {
     instance
         .ordinary

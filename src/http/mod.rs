@@ -2,6 +2,7 @@
 //! server with `/metrics`.
 
 mod cells;
+mod evacuation;
 mod events;
 mod handlers;
 mod lrps;

@@ -1,16 +1,9 @@
 //! Upstream's route table (bbs-reference §1.4): every path, method and message pair, once.
-//! Routes whose features have not landed yet decode their request like the others (a
-//! malformed body is still InvalidRequest) and answer UnknownError "not implemented".
 
 use actix_web::http::{header, Method};
 use actix_web::{web, FromRequest, Handler, HttpResponse, Resource, Responder};
-use bbs_actors::BbsError;
-use bbs_models as m;
-use bbs_models::WithError;
-use prost::Message;
 
-use super::proto::{decode, respond_error};
-use super::{cells, events, handlers, lrps, tasks};
+use super::{cells, evacuation, events, handlers, lrps, tasks};
 
 /// One row of the route table.
 #[derive(Clone, Copy, Debug)]
@@ -19,17 +12,6 @@ pub struct RouteInfo {
     pub name: &'static str,
     pub method: &'static str,
     pub path: &'static str,
-}
-
-async fn not_implemented<Req, Resp>(body: web::Bytes) -> HttpResponse
-where
-    Req: Message + Default,
-    Resp: WithError,
-{
-    match decode::<Req>(&body) {
-        Err(e) => respond_error::<Resp>(&e),
-        Ok(_) => respond_error::<Resp>(&BbsError::Unknown("not implemented".into())),
-    }
 }
 
 /// A resource answering `method` (GET also answers HEAD), and 405 with `Allow` otherwise.
@@ -86,18 +68,12 @@ route_table! {
     "FailActualLRP" POST "/v1/actual_lrps/fail" => lrps::fail;
     "RemoveActualLRP" POST "/v1/actual_lrps/remove" => lrps::remove_actual;
     "RetireActualLRP" POST "/v1/actual_lrps/retire" => lrps::retire;
-    "RemoveEvacuatingActualLRP" POST "/v1/actual_lrps/remove_evacuating"
-        => not_implemented::<m::RemoveEvacuatingActualLrpRequest, m::RemoveEvacuatingActualLrpResponse>;
-    "EvacuateClaimedActualLRP" POST "/v1/actual_lrps/evacuate_claimed"
-        => not_implemented::<m::EvacuateClaimedActualLrpRequest, m::EvacuationResponse>;
-    "EvacuateCrashedActualLRP" POST "/v1/actual_lrps/evacuate_crashed"
-        => not_implemented::<m::EvacuateCrashedActualLrpRequest, m::EvacuationResponse>;
-    "EvacuateStoppedActualLRP" POST "/v1/actual_lrps/evacuate_stopped"
-        => not_implemented::<m::EvacuateStoppedActualLrpRequest, m::EvacuationResponse>;
-    "EvacuateRunningActualLRP" POST "/v1/actual_lrps/evacuate_running.r1"
-        => not_implemented::<m::EvacuateRunningActualLrpRequest, m::EvacuationResponse>;
-    "EvacuateRunningActualLRP_r0" POST "/v1/actual_lrps/evacuate_running"
-        => not_implemented::<m::EvacuateRunningActualLrpRequest, m::EvacuationResponse>;
+    "RemoveEvacuatingActualLRP" POST "/v1/actual_lrps/remove_evacuating" => evacuation::remove_evacuating;
+    "EvacuateClaimedActualLRP" POST "/v1/actual_lrps/evacuate_claimed" => evacuation::claimed;
+    "EvacuateCrashedActualLRP" POST "/v1/actual_lrps/evacuate_crashed" => evacuation::crashed;
+    "EvacuateStoppedActualLRP" POST "/v1/actual_lrps/evacuate_stopped" => evacuation::stopped;
+    "EvacuateRunningActualLRP" POST "/v1/actual_lrps/evacuate_running.r1" => evacuation::running;
+    "EvacuateRunningActualLRP_r0" POST "/v1/actual_lrps/evacuate_running" => evacuation::running_r0;
 
     "DesiredLRPSchedulingInfos" POST "/v1/desired_lrp_scheduling_infos/list" => lrps::scheduling_infos;
     "DesiredLRPSchedulingInfoByProcessGuid" POST "/v1/desired_lrp_scheduling_infos/get_by_process_guid" => lrps::scheduling_info;

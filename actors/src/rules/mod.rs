@@ -6,6 +6,7 @@ pub mod convergence;
 pub mod desired_lrps;
 pub mod domains;
 pub mod downgrade;
+pub mod evacuation;
 pub mod lrp_events;
 pub mod tasks;
 pub mod validation;
