@@ -1,8 +1,8 @@
 //! Cell presences and the rep calls they enable, on every backend.
 
+#[macro_use]
 mod support;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bbs_actors::ActorSettings;
@@ -93,30 +93,7 @@ async fn a_bad_registration_is_refused_and_stores_nothing(backend: Backend) {
 }
 
 fn lrp(guid: &str) -> m::DesiredLrp {
-    let mut tags = BTreeMap::new();
-    tags.insert(
-        "source_id".to_owned(),
-        m::MetricTagValue {
-            r#static: "s".into(),
-            dynamic: 0,
-        },
-    );
-    m::DesiredLrp {
-        process_guid: guid.into(),
-        domain: "cf-apps".into(),
-        root_fs: "preloaded:cflinuxfs4".into(),
-        instances: 1,
-        action: Some(m::Action {
-            run_action: Some(m::RunAction {
-                path: "/app".into(),
-                user: "vcap".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        metric_tags: tags,
-        ..Default::default()
-    }
+    support::fixtures::desired_lrp(guid, 1)
 }
 
 async fn run_on(b: &TestBbs, guid: &str, cell: &str) {
@@ -268,15 +245,6 @@ async fn cancelling_a_running_task_tells_its_rep(backend: Backend) {
     assert_eq!(reply.error, None);
     assert!(eventually(Duration::from_secs(5), || rep.received().len() == 1).await);
     assert_eq!(rep.received()[0].path, "/v1/tasks/t1/cancel");
-}
-
-macro_rules! on_every_backend {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite { $( #[actix_web::test] async fn $case() { super::$case(bbs_store::Backend::Sqlite).await } )* }
-        mod mysql { $( #[actix_web::test] async fn $case() { super::$case(bbs_store::Backend::Mysql).await } )* }
-        mod postgres { $( #[actix_web::test] async fn $case() { super::$case(bbs_store::Backend::Postgres).await } )* }
-        mod etcd { $( #[actix_web::test] async fn $case() { super::$case(bbs_store::Backend::Etcd).await } )* }
-    };
 }
 
 on_every_backend!(

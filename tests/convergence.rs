@@ -1,9 +1,9 @@
 //! Convergence on every backend: gone cells, crashed instances past their back-off, missing
 //! instances, pending and expired tasks (bbs-reference §4).
 
+#[macro_use]
 mod support;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bbs_actors::converger::Converge;
@@ -21,30 +21,7 @@ fn settings(auctioneer: &FakeServer) -> ActorSettings {
 }
 
 fn lrp(guid: &str, instances: i32) -> m::DesiredLrp {
-    let mut tags = BTreeMap::new();
-    tags.insert(
-        "source_id".to_owned(),
-        m::MetricTagValue {
-            r#static: "s".into(),
-            dynamic: 0,
-        },
-    );
-    m::DesiredLrp {
-        process_guid: guid.into(),
-        domain: "cf-apps".into(),
-        root_fs: "preloaded:cflinuxfs4".into(),
-        instances,
-        action: Some(m::Action {
-            run_action: Some(m::RunAction {
-                path: "/app".into(),
-                user: "vcap".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        metric_tags: tags,
-        ..Default::default()
-    }
+    support::fixtures::desired_lrp(guid, instances)
 }
 
 async fn desire(b: &TestBbs, guid: &str, instances: i32) {
@@ -234,22 +211,7 @@ async fn a_missing_instance_is_created_and_auctioned(backend: Backend) {
 }
 
 fn task(guid: &str) -> m::DesireTaskRequest {
-    m::DesireTaskRequest {
-        task_guid: guid.into(),
-        domain: "d".into(),
-        task_definition: Some(m::TaskDefinition {
-            root_fs: "docker:///busybox".into(),
-            action: Some(m::Action {
-                run_action: Some(m::RunAction {
-                    path: "/bin/true".into(),
-                    user: "root".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
+    support::fixtures::desire_task(guid)
 }
 
 async fn pending_tasks_are_sent_again_and_orphaned_ones_fail(backend: Backend) {
@@ -330,15 +292,6 @@ async fn an_expired_completed_task_is_removed(backend: Backend) {
         );
         actix_web::rt::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-macro_rules! on_every_backend {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite { $( #[actix_web::test] async fn $case() { super::$case(bbs_store::Backend::Sqlite).await } )* }
-        mod mysql { $( #[actix_web::test] async fn $case() { super::$case(bbs_store::Backend::Mysql).await } )* }
-        mod postgres { $( #[actix_web::test] async fn $case() { super::$case(bbs_store::Backend::Postgres).await } )* }
-        mod etcd { $( #[actix_web::test] async fn $case() { super::$case(bbs_store::Backend::Etcd).await } )* }
-    };
 }
 
 on_every_backend!(

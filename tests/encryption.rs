@@ -2,6 +2,7 @@
 //! re-encrypts every record while the API serves, a missing key stops start-up, tampering is
 //! caught, and upstream's AES-256-GCM records are read.
 
+#[macro_use]
 mod support;
 
 use std::collections::BTreeMap;
@@ -454,15 +455,6 @@ async fn upstream_format_records_are_read(backend: Backend) {
         )
         .await;
     assert_eq!(got.task.unwrap().task_definition, Some(definition));
-}
-
-macro_rules! on_every_backend {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite { $( #[actix_web::test] async fn $case() { super::$case(bbs_store::Backend::Sqlite).await } )* }
-        mod mysql { $( #[actix_web::test] async fn $case() { super::$case(bbs_store::Backend::Mysql).await } )* }
-        mod postgres { $( #[actix_web::test] async fn $case() { super::$case(bbs_store::Backend::Postgres).await } )* }
-        mod etcd { $( #[actix_web::test] async fn $case() { super::$case(bbs_store::Backend::Etcd).await } )* }
-    };
 }
 
 on_every_backend!(

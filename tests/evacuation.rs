@@ -1,8 +1,8 @@
 //! Evacuation scenarios (bbs-reference §3.6) on every backend.
 
+#[macro_use]
 mod support;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bbs_actors::ActorSettings;
@@ -12,30 +12,9 @@ use bbs_store::Backend;
 use support::inproc::{eventually, FakeServer, TestBbs};
 
 fn lrp(guid: &str, instances: i32, strategy: i32) -> m::DesiredLrp {
-    let mut tags = BTreeMap::new();
-    tags.insert(
-        "source_id".to_owned(),
-        m::MetricTagValue {
-            r#static: "s".into(),
-            dynamic: 0,
-        },
-    );
     m::DesiredLrp {
-        process_guid: guid.into(),
-        domain: "cf-apps".into(),
-        root_fs: "preloaded:cflinuxfs4".into(),
-        instances,
-        action: Some(m::Action {
-            run_action: Some(m::RunAction {
-                path: "/app".into(),
-                user: "vcap".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        metric_tags: tags,
         update_strategy: strategy,
-        ..Default::default()
+        ..support::fixtures::desired_lrp(guid, instances)
     }
 }
 
@@ -272,15 +251,6 @@ async fn bad_evacuation_requests_are_refused(backend: Backend) {
         .await;
     assert_eq!(reply.error.unwrap().message, "Invalid field: error_message");
     assert_eq!(rows(&b).await, before);
-}
-
-macro_rules! on_every_backend {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite { $( #[actix_web::test] async fn $case() { super::$case(bbs_store::Backend::Sqlite).await } )* }
-        mod mysql { $( #[actix_web::test] async fn $case() { super::$case(bbs_store::Backend::Mysql).await } )* }
-        mod postgres { $( #[actix_web::test] async fn $case() { super::$case(bbs_store::Backend::Postgres).await } )* }
-        mod etcd { $( #[actix_web::test] async fn $case() { super::$case(bbs_store::Backend::Etcd).await } )* }
-    };
 }
 
 on_every_backend!(

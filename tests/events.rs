@@ -104,22 +104,7 @@ async fn open(
 }
 
 fn task_request(guid: &str) -> m::DesireTaskRequest {
-    m::DesireTaskRequest {
-        task_guid: guid.into(),
-        domain: "d".into(),
-        task_definition: Some(m::TaskDefinition {
-            root_fs: "docker:///busybox".into(),
-            action: Some(m::Action {
-                run_action: Some(m::RunAction {
-                    path: "/bin/true".into(),
-                    user: "root".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
+    support::fixtures::desire_task(guid)
 }
 
 async fn desire_task(server: &Server, guid: &str) {
@@ -194,30 +179,7 @@ async fn the_task_stream_carries_each_change_in_commit_order() {
 }
 
 fn lrp(guid: &str, instances: i32) -> m::DesiredLrp {
-    let mut tags = std::collections::BTreeMap::new();
-    tags.insert(
-        "source_id".to_owned(),
-        m::MetricTagValue {
-            r#static: "s".into(),
-            dynamic: 0,
-        },
-    );
-    m::DesiredLrp {
-        process_guid: guid.into(),
-        domain: "cf-apps".into(),
-        root_fs: "preloaded:cflinuxfs4".into(),
-        instances,
-        action: Some(m::Action {
-            run_action: Some(m::RunAction {
-                path: "/app".into(),
-                user: "vcap".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        metric_tags: tags,
-        ..Default::default()
-    }
+    support::fixtures::desired_lrp(guid, instances)
 }
 
 async fn start_lrp(server: &Server, guid: &str, index: i32, cell: &str) {

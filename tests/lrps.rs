@@ -4,6 +4,7 @@
 // metrics_guid is deprecated upstream but still populated on reads.
 #![allow(deprecated)]
 
+#[macro_use]
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
@@ -840,15 +841,6 @@ async fn concurrent_clients_keep_every_invariant(backend: Backend) {
         );
     }
     eprintln!("{backend}: {} operations in {seconds} s", ops.get());
-}
-
-macro_rules! on_every_backend {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite { $( #[actix_web::test] async fn $case() { super::$case(bbs_store::Backend::Sqlite).await } )* }
-        mod mysql { $( #[actix_web::test] async fn $case() { super::$case(bbs_store::Backend::Mysql).await } )* }
-        mod postgres { $( #[actix_web::test] async fn $case() { super::$case(bbs_store::Backend::Postgres).await } )* }
-        mod etcd { $( #[actix_web::test] async fn $case() { super::$case(bbs_store::Backend::Etcd).await } )* }
-    };
 }
 
 on_every_backend!(

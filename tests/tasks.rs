@@ -1,6 +1,7 @@
 //! The task lifecycle on every backend: one test per transition rule (bbs-reference §3.1),
 //! validation, auctioneer requests, completion callbacks, and a 1,000-task run.
 
+#[macro_use]
 mod support;
 
 use std::collections::HashMap;
@@ -834,15 +835,6 @@ async fn a_thousand_tasks_leave_nothing_behind(backend: Backend) {
         duplicates, 0,
         "no redelivery was provoked, so none is expected"
     );
-}
-
-macro_rules! on_every_backend {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite { $( #[actix_web::test] async fn $case() { super::$case(bbs_store::Backend::Sqlite).await } )* }
-        mod mysql { $( #[actix_web::test] async fn $case() { super::$case(bbs_store::Backend::Mysql).await } )* }
-        mod postgres { $( #[actix_web::test] async fn $case() { super::$case(bbs_store::Backend::Postgres).await } )* }
-        mod etcd { $( #[actix_web::test] async fn $case() { super::$case(bbs_store::Backend::Etcd).await } )* }
-    };
 }
 
 on_every_backend!(

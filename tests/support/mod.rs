@@ -222,3 +222,71 @@ pub async fn test_store(backend: Backend) -> Option<bbs_store::testing::TestStor
     Some(bbs_store::testing::TestStore::new(backend).await)
 }
 pub mod inproc;
+
+/// Expands each case (an `async fn(Backend)`) into one test per backend, in modules named
+/// after the backends, e.g. `postgres::claim_rules`.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite { $( #[actix_web::test] async fn $case() { super::$case(bbs_store::Backend::Sqlite).await } )* }
+        mod mysql { $( #[actix_web::test] async fn $case() { super::$case(bbs_store::Backend::Mysql).await } )* }
+        mod postgres { $( #[actix_web::test] async fn $case() { super::$case(bbs_store::Backend::Postgres).await } )* }
+        mod etcd { $( #[actix_web::test] async fn $case() { super::$case(bbs_store::Backend::Etcd).await } )* }
+    };
+}
+
+pub mod fixtures {
+    //! Requests the tests share.
+
+    use std::collections::BTreeMap;
+
+    use bbs_models as m;
+
+    /// A valid desired LRP in domain `cf-apps` with one static metric tag.
+    pub fn desired_lrp(guid: &str, instances: i32) -> m::DesiredLrp {
+        let mut tags = BTreeMap::new();
+        tags.insert(
+            "source_id".to_owned(),
+            m::MetricTagValue {
+                r#static: "s".into(),
+                dynamic: 0,
+            },
+        );
+        m::DesiredLrp {
+            process_guid: guid.into(),
+            domain: "cf-apps".into(),
+            root_fs: "preloaded:cflinuxfs4".into(),
+            instances,
+            action: Some(m::Action {
+                run_action: Some(m::RunAction {
+                    path: "/app".into(),
+                    user: "vcap".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            metric_tags: tags,
+            ..Default::default()
+        }
+    }
+
+    /// A valid task in domain `d` running /bin/true.
+    pub fn desire_task(guid: &str) -> m::DesireTaskRequest {
+        m::DesireTaskRequest {
+            task_guid: guid.into(),
+            domain: "d".into(),
+            task_definition: Some(m::TaskDefinition {
+                root_fs: "docker:///busybox".into(),
+                action: Some(m::Action {
+                    run_action: Some(m::RunAction {
+                        path: "/bin/true".into(),
+                        user: "root".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        }
+    }
+}
