@@ -294,7 +294,57 @@ async fn an_expired_completed_task_is_removed(backend: Backend) {
     }
 }
 
+async fn expired_domains_are_pruned_and_instances_counted(backend: Backend) {
+    let auctioneer = FakeServer::start(202).await;
+    let Some(b) = TestBbs::start(backend, settings(&auctioneer)).await else {
+        return;
+    };
+    for (domain, ttl) in [("short", 1), ("cf-apps", 0)] {
+        let reply: m::UpsertDomainResponse = b
+            .call(
+                "/v1/domains/upsert",
+                &m::UpsertDomainRequest {
+                    domain: domain.into(),
+                    ttl,
+                },
+            )
+            .await;
+        assert_eq!(reply.error, None);
+    }
+    register(&b, "cell-1", 60).await;
+    desire(&b, "web", 2).await;
+    start(&b, "web", 0, "cell-1").await;
+    actix_web::rt::time::sleep(Duration::from_millis(2100)).await;
+    let report = b.bbs.converger.call(Converge).await.unwrap().unwrap();
+    assert_eq!(report.pruned_domains, 1);
+    assert_eq!(
+        (report.lrp_counts.running, report.lrp_counts.unclaimed),
+        (1, 1)
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let domains: Vec<String> = b
+            .store
+            .store
+            .domains()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.domain)
+            .collect();
+        if domains == ["cf-apps"] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expired domain still stored: {domains:?}"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 on_every_backend!(
+    expired_domains_are_pruned_and_instances_counted,
     a_gone_cell_leaves_suspects_and_replacements,
     a_crashed_instance_restarts_after_its_back_off,
     a_missing_instance_is_created_and_auctioned,

@@ -590,6 +590,53 @@ impl Handler<ApplyLrpAction> for ActualLrpActor {
     }
 }
 
+/// Instance counts by state, for upstream's LRP metrics.
+#[derive(Debug, Default, Clone, PartialEq, Eq, actix::MessageResponse)]
+pub struct LrpCounts {
+    pub unclaimed: usize,
+    pub claimed: usize,
+    pub running: usize,
+    pub crashed: usize,
+    pub suspect_running: usize,
+    pub suspect_claimed: usize,
+    /// Process guids with a crashed ordinary instance.
+    pub crashing: HashSet<String>,
+}
+
+#[derive(Message)]
+#[rtype(result = "LrpCounts")]
+pub struct CountLrps;
+
+impl Handler<CountLrps> for ActualLrpActor {
+    type Result = LrpCounts;
+
+    fn handle(&mut self, _: CountLrps, _: &mut Self::Context) -> Self::Result {
+        let mut counts = LrpCounts::default();
+        for ((guid, _), instance) in &self.instances {
+            if let Some(o) = &instance.ordinary {
+                match o.state.as_str() {
+                    rules::UNCLAIMED => counts.unclaimed += 1,
+                    rules::CLAIMED => counts.claimed += 1,
+                    rules::RUNNING => counts.running += 1,
+                    rules::CRASHED => {
+                        counts.crashed += 1;
+                        counts.crashing.insert(guid.clone());
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(s) = &instance.suspect {
+                match s.state.as_str() {
+                    rules::RUNNING => counts.suspect_running += 1,
+                    rules::CLAIMED => counts.suspect_claimed += 1,
+                    _ => {}
+                }
+            }
+        }
+        counts
+    }
+}
+
 /// One evacuation request from a draining cell's rep.
 pub enum EvacuationRequest {
     RemoveEvacuating(m::ActualLrpInstanceKey),
@@ -702,7 +749,7 @@ impl Handler<Evacuate> for ActualLrpActor {
     }
 }
 
-crate::metered_handlers!(ActualLrpActor: PlanConvergence, ApplyLrpAction, Evacuate);
+crate::metered_handlers!(ActualLrpActor: PlanConvergence, ApplyLrpAction, Evacuate, CountLrps);
 
 crate::metered_handlers!(ActualLrpActor:
     CreateUnclaimed, ClaimLrp, StartLrp, CrashLrp, FailLrp, RemoveLrpInstance, RetireLrp,

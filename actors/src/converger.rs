@@ -16,10 +16,10 @@ use slog::{info, warn};
 
 use bbs_models as m;
 
-use crate::actual_lrps::{ApplyLrpAction, PlanConvergence};
+use crate::actual_lrps::{ApplyLrpAction, CountLrps, LrpCounts, PlanConvergence};
 use crate::auctioneer::LrpStartRequest;
 use crate::desired_lrps::ListSchedulingInfos;
-use crate::domains::{DomainActor, FreshDomains};
+use crate::domains::{DomainActor, FreshDomains, PruneExpiredDomains};
 use crate::error::BbsResult;
 use crate::lrps::Lrps;
 use crate::mailbox::Mailbox;
@@ -41,6 +41,8 @@ pub struct ConvergenceReport {
     pub auctioned: usize,
     pub stopped: usize,
     pub tasks: TaskCounts,
+    pub lrp_counts: LrpCounts,
+    pub pruned_domains: usize,
 }
 
 #[derive(Message)]
@@ -168,6 +170,7 @@ async fn converge(
         by_guid.insert(key.process_guid, info);
     }
     let desired = Arc::new(desired);
+    let pruned_domains = domains.call(PruneExpiredDomains).await?;
     let fresh: Arc<HashSet<String>> =
         Arc::new(domains.call(FreshDomains).await?.into_iter().collect());
 
@@ -257,6 +260,36 @@ async fn converge(
         }
     }
 
+    let mut counts = LrpCounts::default();
+    for shard in lrps.actual.shards() {
+        let c = shard.call(CountLrps).await?;
+        counts.unclaimed += c.unclaimed;
+        counts.claimed += c.claimed;
+        counts.running += c.running;
+        counts.crashed += c.crashed;
+        counts.suspect_running += c.suspect_running;
+        counts.suspect_claimed += c.suspect_claimed;
+        counts.crashing.extend(c.crashing);
+    }
+    // Upstream's metrics (bbs-reference §9) under Prometheus names: docs/metrics.md.
+    metrics::gauge!("bbs_lrps_unclaimed").set(counts.unclaimed as f64);
+    metrics::gauge!("bbs_lrps_claimed").set(counts.claimed as f64);
+    metrics::gauge!("bbs_lrps_running").set(counts.running as f64);
+    metrics::gauge!("bbs_crashed_actual_lrps").set(counts.crashed as f64);
+    metrics::gauge!("bbs_crashing_desired_lrps").set(counts.crashing.len() as f64);
+    metrics::gauge!("bbs_suspect_running_actual_lrps").set(counts.suspect_running as f64);
+    metrics::gauge!("bbs_suspect_claimed_actual_lrps").set(counts.suspect_claimed as f64);
+    metrics::gauge!("bbs_lrps_desired").set(
+        desired
+            .values()
+            .map(|d| f64::from(d.instances.max(0)))
+            .sum::<f64>(),
+    );
+    for domain in fresh.iter() {
+        metrics::gauge!("bbs_domain", "domain" => domain.clone()).set(1.0);
+    }
+    report.lrp_counts = counts;
+    report.pruned_domains = pruned_domains;
     let elapsed = started.elapsed();
     metrics::gauge!("bbs_convergence_lrp_duration_seconds").set(elapsed.as_secs_f64());
     metrics::counter!("bbs_convergence_lrp_runs_total").increment(1);

@@ -84,15 +84,22 @@ impl OwnsRecords for DomainActor {
     ) -> BoxFuture<'static, BbsResult<()>> {
         let storage = self.storage.clone();
         let record = match change {
-            Change::Insert(expire_time) | Change::Update(expire_time) => DomainRecord {
+            Change::Insert(expire_time) | Change::Update(expire_time) => Some(DomainRecord {
                 domain: key.clone(),
                 expire_time: *expire_time,
-            },
-            Change::Unchanged | Change::Delete => return async { Ok(()) }.boxed(),
+            }),
+            Change::Delete => None,
+            Change::Unchanged => return async { Ok(()) }.boxed(),
         };
+        let domain = key.clone();
         async move {
             storage
-                .run(move |store| async move { store.upsert_domain(&record).await })
+                .run(move |store| async move {
+                    match record {
+                        Some(record) => store.upsert_domain(&record).await,
+                        None => store.delete_domain(&domain).await,
+                    }
+                })
                 .await
         }
         .boxed()
@@ -126,6 +133,35 @@ impl Handler<UpsertDomain> for DomainActor {
     }
 }
 
+/// Deletes the domains that are no longer fresh (the first step of LRP convergence);
+/// answers how many it removed.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct PruneExpiredDomains;
+
+impl Handler<PruneExpiredDomains> for DomainActor {
+    type Result = usize;
+
+    fn handle(&mut self, _: PruneExpiredDomains, ctx: &mut Self::Context) -> Self::Result {
+        use actix::{ActorFutureExt, AsyncContext};
+        let now = now_nanos();
+        let expired: Vec<String> = self
+            .expiries
+            .iter()
+            .filter(|(_, expiry)| !is_fresh(**expiry, now))
+            .map(|(domain, _)| domain.clone())
+            .collect();
+        for domain in &expired {
+            let pruned = mutate(self, domain.clone(), move |current| match current {
+                Some(expiry) if !is_fresh(*expiry, now) => Ok((Change::Delete, ())),
+                _ => Ok((Change::Unchanged, ())),
+            });
+            ctx.spawn(pruned.map(|_, _, _| ()));
+        }
+        expired.len()
+    }
+}
+
 impl Handler<FreshDomains> for DomainActor {
     type Result = Vec<String>;
 
@@ -142,4 +178,4 @@ impl Handler<FreshDomains> for DomainActor {
     }
 }
 
-crate::metered_handlers!(DomainActor: UpsertDomain, FreshDomains);
+crate::metered_handlers!(DomainActor: UpsertDomain, FreshDomains, PruneExpiredDomains);
