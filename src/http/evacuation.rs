@@ -3,7 +3,7 @@
 use actix_web::{web, HttpResponse};
 use bbs_actors::actual_lrps::{EvacuationAnswer, EvacuationRequest};
 use bbs_actors::rules::actual_lrps::Running;
-use bbs_actors::rules::validation::Violations;
+use bbs_actors::rules::validation::{self, Violations};
 use bbs_actors::{BbsError, BbsResult};
 use bbs_models as m;
 
@@ -15,31 +15,8 @@ fn key_and_instance(
     ik: Option<&m::ActualLrpInstanceKey>,
     v: &mut Violations,
 ) {
-    match key {
-        None => v.field("actual_lrp_key"),
-        Some(k) => {
-            if k.process_guid.is_empty() {
-                v.field("process_guid");
-            }
-            if k.index < 0 {
-                v.field("index");
-            }
-            if k.domain.is_empty() {
-                v.field("domain");
-            }
-        }
-    }
-    match ik {
-        None => v.field("actual_lrp_instance_key"),
-        Some(k) => {
-            if k.cell_id.is_empty() {
-                v.field("cell_id");
-            }
-            if k.instance_guid.is_empty() {
-                v.field("instance_guid");
-            }
-        }
-    }
+    validation::actual_key(key, v);
+    validation::instance_key(ik, v);
 }
 
 /// An EvacuationResponse; when the request could not be read, `keep_if_unread` decides (the

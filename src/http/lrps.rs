@@ -11,17 +11,8 @@ use bbs_actors::{BbsError, BbsResult};
 use bbs_models as m;
 use bbs_store::{ActualLrpFilter, DesiredLrpFilter};
 
-use super::proto::{decode, reply};
+use super::proto::{decode, reply, trace_id};
 use super::ApiState;
-
-fn trace_id(request: &HttpRequest) -> String {
-    request
-        .headers()
-        .get("X-Vcap-Request-Id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned()
-}
 
 fn desired_lifecycle(result: BbsResult<()>) -> HttpResponse {
     reply(result.map(|()| m::DesiredLrpLifecycleResponse::default()))

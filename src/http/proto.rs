@@ -7,6 +7,16 @@ use prost::Message;
 
 pub const CONTENT_TYPE: &str = "application/x-protobuf";
 
+/// Upstream's trace header (`X-Vcap-Request-Id`), forwarded to collaborators.
+pub fn trace_id(request: &actix_web::HttpRequest) -> String {
+    request
+        .headers()
+        .get("X-Vcap-Request-Id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// HTTP 200 with the encoded message: business errors travel inside it.
 pub fn respond<M: Message>(message: &M) -> HttpResponse {
     HttpResponse::Ok()

@@ -7,18 +7,8 @@ use bbs_actors::BbsResult;
 use bbs_models as m;
 use bbs_store::TaskFilter;
 
-use super::proto::{decode, reply};
+use super::proto::{decode, reply, trace_id};
 use super::ApiState;
-
-/// Upstream's trace header, forwarded to the auctioneer.
-fn trace_id(request: &HttpRequest) -> String {
-    request
-        .headers()
-        .get("X-Vcap-Request-Id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned()
-}
 
 fn lifecycle(result: BbsResult<()>) -> HttpResponse {
     reply(result.map(|()| m::TaskLifecycleResponse::default()))

@@ -1155,7 +1155,8 @@ pub fn process_guid_present(process_guid: &str) -> Result<(), BbsError> {
     }
 }
 
-fn actual_key(key: Option<&m::ActualLrpKey>, v: &mut Violations) {
+/// ActualLRPKey: process_guid, index, domain (or the key itself when absent).
+pub fn actual_key(key: Option<&m::ActualLrpKey>, v: &mut Violations) {
     match key {
         None => v.field("actual_lrp_key"),
         Some(key) => {
@@ -1172,7 +1173,8 @@ fn actual_key(key: Option<&m::ActualLrpKey>, v: &mut Violations) {
     }
 }
 
-fn instance_key(key: Option<&m::ActualLrpInstanceKey>, v: &mut Violations) {
+/// ActualLRPInstanceKey: cell_id before instance_guid, as upstream checks them.
+pub fn instance_key(key: Option<&m::ActualLrpInstanceKey>, v: &mut Violations) {
     match key {
         None => v.field("actual_lrp_instance_key"),
         Some(key) => {
