@@ -231,7 +231,7 @@ impl Default for Settings {
             sql_enable_identity_verification: false,
             max_open_database_connections: 0,
             etcd_key_prefix: String::new(),
-            event_retention_count: 100_000,
+            event_retention_count: 10_000,
             event_retention_duration: Duration::from_secs(300),
             event_subscriber_buffer: 1024,
             actor_mailbox_capacity: 1024,

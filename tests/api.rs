@@ -357,6 +357,56 @@ async fn metrics_show_every_actor_mailbox() {
 }
 
 #[tokio::test]
+async fn db_and_per_cell_task_metrics_are_exported() {
+    let (_store, server) = sqlite_server().await;
+    for guid in ["t-ok", "t-bad"] {
+        let _: bbs_models::TaskLifecycleResponse = server
+            .call("/v1/tasks/desire.r2", &support::fixtures::desire_task(guid))
+            .await;
+        let started: bbs_models::StartTaskResponse = server
+            .call(
+                "/v1/tasks/start",
+                &bbs_models::StartTaskRequest {
+                    task_guid: guid.into(),
+                    cell_id: "cell-1".into(),
+                },
+            )
+            .await;
+        assert!(started.should_start);
+        let done: bbs_models::TaskLifecycleResponse = server
+            .call(
+                "/v1/tasks/complete",
+                &bbs_models::CompleteTaskRequest {
+                    task_guid: guid.into(),
+                    cell_id: "cell-1".into(),
+                    failed: guid == "t-bad",
+                    failure_reason: if guid == "t-bad" {
+                        "boom".into()
+                    } else {
+                        String::new()
+                    },
+                    result: String::new(),
+                },
+            )
+            .await;
+        assert_eq!(done.error, None);
+    }
+    let metrics = server.metrics().await;
+    for needle in [
+        "bbs_tasks_started_total{cell_id=\"cell-1\"} 2",
+        "bbs_tasks_succeeded_total{cell_id=\"cell-1\"} 1",
+        "bbs_tasks_failed_total{cell_id=\"cell-1\"} 1",
+        "bbs_db_queries_total{result=\"succeeded\"}",
+        "bbs_db_query_seconds_bucket",
+        "bbs_db_queries_in_flight",
+        "bbs_db_open_connections",
+        "bbs_db_wait_count_total",
+    ] {
+        assert!(metrics.contains(needle), "missing {needle} in:\n{metrics}");
+    }
+}
+
+#[tokio::test]
 async fn the_health_server_answers_any_path() {
     let (_store, server) = sqlite_server().await;
     for path in ["/", "/ping", "/anything/else"] {

@@ -247,7 +247,102 @@ async fn cancelling_a_running_task_tells_its_rep(backend: Backend) {
     assert_eq!(rep.received()[0].path, "/v1/tasks/t1/cancel");
 }
 
+fn internal_routes(hostnames: &[&str]) -> m::ProtoRoutes {
+    let value: Vec<serde_json::Value> = hostnames
+        .iter()
+        .map(|h| serde_json::json!({ "hostname": h }))
+        .collect();
+    let mut routes = m::ProtoRoutes::default();
+    routes.routes.insert(
+        "internal-router".into(),
+        serde_json::to_vec(&value).unwrap(),
+    );
+    routes
+}
+
+async fn update_routes(b: &TestBbs, guid: &str, routes: m::ProtoRoutes) {
+    let reply: m::DesiredLrpLifecycleResponse = b
+        .call(
+            "/v1/desired_lrp/update",
+            &m::UpdateDesiredLrpRequest {
+                process_guid: guid.into(),
+                update: Some(m::DesiredLrpUpdate {
+                    routes: Some(routes),
+                    ..Default::default()
+                }),
+            },
+        )
+        .await;
+    assert_eq!(reply.error, None);
+}
+
+async fn changing_internal_routes_updates_running_instances_through_their_rep(backend: Backend) {
+    let rep = FakeServer::start(202).await;
+    let Some(b) = TestBbs::start(backend, ActorSettings::default()).await else {
+        return;
+    };
+    assert_eq!(register(&b, presence("cell-1", &rep.url), 60).await, None);
+    run_on(&b, "web", "cell-1").await;
+    update_routes(&b, "web", internal_routes(&["web.apps.internal"])).await;
+    assert!(eventually(Duration::from_secs(5), || rep.received().len() == 1).await);
+    let call = &rep.received()[0];
+    assert_eq!(
+        (call.method.as_str(), call.path.as_str()),
+        ("PUT", "/v2/lrps/web/instances/ig-0")
+    );
+    assert_eq!(
+        call.body,
+        serde_json::json!({
+            "instance_guid": "ig-0",
+            "process_guid": "web",
+            "index": 0,
+            "domain": "cf-apps",
+            "internal_routes": [{ "hostname": "web.apps.internal" }],
+            "metric_tags": { "source_id": "s" },
+        })
+    );
+}
+
+async fn an_old_rep_gets_internal_routes_on_the_v1_route(backend: Backend) {
+    let rep = FakeServer::start(202).await;
+    rep.script.lock().unwrap().push(404);
+    let Some(b) = TestBbs::start(backend, ActorSettings::default()).await else {
+        return;
+    };
+    assert_eq!(register(&b, presence("cell-1", &rep.url), 60).await, None);
+    run_on(&b, "web", "cell-1").await;
+    update_routes(&b, "web", internal_routes(&["a.internal"])).await;
+    assert!(eventually(Duration::from_secs(5), || rep.received().len() == 2).await);
+    let calls = rep.received();
+    assert_eq!(calls[0].path, "/v2/lrps/web/instances/ig-0");
+    assert_eq!(calls[1].path, "/v1/lrps/web/instances/ig-0");
+    assert_eq!(calls[1].method, "PUT");
+    assert_eq!(calls[1].body["metric_tags"], serde_json::Value::Null);
+    assert_eq!(
+        calls[1].body["internal_routes"],
+        serde_json::json!([{ "hostname": "a.internal" }])
+    );
+}
+
+async fn a_route_update_without_internal_changes_calls_no_rep(backend: Backend) {
+    let rep = FakeServer::start(202).await;
+    let Some(b) = TestBbs::start(backend, ActorSettings::default()).await else {
+        return;
+    };
+    assert_eq!(register(&b, presence("cell-1", &rep.url), 60).await, None);
+    run_on(&b, "web", "cell-1").await;
+    update_routes(&b, "web", internal_routes(&["a.internal"])).await;
+    assert!(eventually(Duration::from_secs(5), || rep.received().len() == 1).await);
+    // The same internal routes again: nothing changed, so no second call.
+    update_routes(&b, "web", internal_routes(&["a.internal"])).await;
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rep.received().len(), 1);
+}
+
 on_every_backend!(
+    changing_internal_routes_updates_running_instances_through_their_rep,
+    an_old_rep_gets_internal_routes_on_the_v1_route,
+    a_route_update_without_internal_changes_calls_no_rep,
     presences_expire_and_survive_a_restart,
     a_bad_registration_is_refused_and_stores_nothing,
     retiring_a_running_instance_asks_its_rep_to_stop_it,

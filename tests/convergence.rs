@@ -343,7 +343,98 @@ async fn expired_domains_are_pruned_and_instances_counted(backend: Backend) {
     }
 }
 
+async fn drifted_internal_routes_and_metric_tags_reach_the_rep(backend: Backend) {
+    let auctioneer = FakeServer::start(202).await;
+    let rep = FakeServer::start(202).await;
+    let Some(b) = TestBbs::start(backend, settings(&auctioneer)).await else {
+        return;
+    };
+    let presence = m::CellPresence {
+        cell_id: "cell-1".into(),
+        rep_url: rep.url.clone(),
+        ..Default::default()
+    };
+    let reply: m::RegisterCellResponse = b
+        .call(
+            "/v1/cells/register",
+            &m::RegisterCellRequest {
+                cell_presence: Some(presence),
+                ttl_seconds: 60,
+            },
+        )
+        .await;
+    assert_eq!(reply.error, None);
+    let mut desired = lrp("web", 1);
+    let mut routes = m::ProtoRoutes::default();
+    routes.routes.insert(
+        "internal-router".into(),
+        br#"[{"hostname":"web.apps.internal"}]"#.to_vec(),
+    );
+    desired.routes = Some(routes);
+    let reply: m::DesiredLrpLifecycleResponse = b
+        .call(
+            "/v1/desired_lrp/desire.r2",
+            &m::DesireLrpRequest {
+                desired_lrp: Some(desired),
+            },
+        )
+        .await;
+    assert_eq!(reply.error, None);
+    // The rep reports no internal routes and a stale tag.
+    let request = m::StartActualLrpRequest {
+        actual_lrp_key: Some(m::ActualLrpKey {
+            process_guid: "web".into(),
+            index: 0,
+            domain: "cf-apps".into(),
+        }),
+        actual_lrp_instance_key: Some(m::ActualLrpInstanceKey {
+            instance_guid: "ig-0".into(),
+            cell_id: "cell-1".into(),
+        }),
+        actual_lrp_net_info: Some(m::ActualLrpNetInfo {
+            address: "10.0.0.1".into(),
+            ..Default::default()
+        }),
+        metric_tags: [("source_id".to_owned(), "old".to_owned())].into(),
+        ..Default::default()
+    };
+    let reply: m::ActualLrpLifecycleResponse = b.call("/v1/actual_lrps/start.r1", &request).await;
+    assert_eq!(reply.error, None);
+
+    let report = b.bbs.converger.call(Converge).await.unwrap().unwrap();
+    assert_eq!(report.lrp_actions.get("rep_update"), Some(&2));
+    assert_eq!(report.rep_updates, 2);
+    let mut calls = rep.received();
+    calls.sort_by_key(|c| c.body["internal_routes"].is_null());
+    assert!(calls
+        .iter()
+        .all(|c| c.method == "PUT" && c.path == "/v2/lrps/web/instances/ig-0"));
+    assert_eq!(
+        (
+            &calls[0].body["internal_routes"],
+            &calls[0].body["metric_tags"]
+        ),
+        (
+            &serde_json::json!([{ "hostname": "web.apps.internal" }]),
+            &serde_json::Value::Null
+        )
+    );
+    assert_eq!(
+        (
+            &calls[1].body["internal_routes"],
+            &calls[1].body["metric_tags"]
+        ),
+        (
+            &serde_json::Value::Null,
+            &serde_json::json!({ "source_id": "s" })
+        )
+    );
+    // The records are the rep's to change: convergence wrote nothing.
+    assert_eq!(rows(&b, "web").await[0].metric_tags["source_id"], "old");
+}
+
 on_every_backend!(
+    drifted_internal_routes_and_metric_tags_reach_the_rep,
     expired_domains_are_pruned_and_instances_counted,
     a_gone_cell_leaves_suspects_and_replacements,
     a_crashed_instance_restarts_after_its_back_off,

@@ -205,6 +205,95 @@ async fn start_lrp(server: &Server, guid: &str, index: i32, cell: &str) {
 }
 
 #[tokio::test]
+#[allow(deprecated)]
+async fn the_r0_instance_stream_serves_desired_lrps_in_the_v0_shape() {
+    let (_store, server) = server(serde_json::json!({})).await;
+    let mut current = open(
+        &server,
+        reqwest::Method::POST,
+        "/v1/events/lrp_instances.r1",
+        vec![],
+        None,
+    )
+    .await;
+    let mut legacy = open(
+        &server,
+        reqwest::Method::POST,
+        "/v1/events/lrp_instances",
+        vec![],
+        None,
+    )
+    .await;
+    let run = lrp("web", 1).action.unwrap();
+    let mut desired = lrp("web", 1);
+    desired.start_timeout_ms = 60_000;
+    desired.legacy_download_user = "vcap".into();
+    desired.monitor = Some(m::Action {
+        timeout_action: Some(Box::new(m::TimeoutAction {
+            action: Some(Box::new(run.clone())),
+            timeout_ms: 30_000,
+            ..Default::default()
+        })),
+        ..Default::default()
+    });
+    desired.cached_dependencies = vec![m::CachedDependency {
+        name: "lifecycle".into(),
+        from: "http://blobs/lifecycle.tgz".into(),
+        to: "/tmp/lifecycle".into(),
+        cache_key: "lifecycle".into(),
+        ..Default::default()
+    }];
+    desired.image_layers = vec![m::ImageLayer {
+        name: "layer".into(),
+        url: "http://blobs/layer.tgz".into(),
+        destination_path: "/layer".into(),
+        layer_type: m::image_layer::Type::Shared as i32,
+        media_type: m::image_layer::MediaType::Tgz as i32,
+        ..Default::default()
+    }];
+    let reply: m::DesiredLrpLifecycleResponse = server
+        .call(
+            "/v1/desired_lrp/desire.r2",
+            &m::DesireLrpRequest {
+                desired_lrp: Some(desired),
+            },
+        )
+        .await;
+    assert_eq!(reply.error, None);
+    let decode = |e: &Sse| {
+        assert_eq!(e.kind, "desired_lrp_created");
+        m::DesiredLrpCreatedEvent::decode(e.data.as_slice())
+            .unwrap()
+            .desired_lrp
+            .unwrap()
+    };
+    let now = decode(&current.take(1).await[0]);
+    assert_eq!(now.image_layers.len(), 1);
+    assert_eq!(now.cached_dependencies.len(), 1);
+    assert_eq!(now.deprecated_start_timeout_s, 0);
+
+    {
+        let old = decode(&legacy.take(1).await[0]);
+        assert!(old.image_layers.is_empty() && old.cached_dependencies.is_empty());
+        assert_eq!(old.deprecated_start_timeout_s, 60);
+        let timeout = old.monitor.unwrap().timeout_action.unwrap();
+        assert_eq!(timeout.deprecated_timeout_ns, 30_000_000_000);
+        // The shared layer and the cached dependency, in that order, download before setup.
+        let setup = old.setup.unwrap().serial_action.unwrap();
+        let downloads: Vec<String> = setup.actions[0]
+            .parallel_action
+            .as_ref()
+            .unwrap()
+            .actions
+            .iter()
+            .map(|a| a.download_action.as_ref().unwrap().artifact.clone())
+            .collect();
+        assert_eq!(downloads, ["layer", "lifecycle"]);
+        assert_eq!(*old.action.as_ref().unwrap(), run);
+    }
+}
+
+#[tokio::test]
 async fn the_instance_stream_filters_by_cell() {
     let (_store, server) = server(serde_json::json!({})).await;
     let filter = m::EventsByCellId {

@@ -104,9 +104,13 @@ pub struct InstancesOf {
 }
 
 pub struct ActualLrpActor {
-    instances: HashMap<InstanceId, Instance>,
+    /// Boxed: an instance holds three ActualLRPs inline, and the table holds one slot per
+    /// bucket.
+    instances: HashMap<InstanceId, Box<Instance>>,
     /// The instances with a row on each cell, for the reps' bulk fetches.
     by_cell: HashMap<String, HashSet<InstanceId>>,
+    /// The indices of each process guid, so per-LRP lookups do not scan the shard.
+    by_guid: HashMap<String, std::collections::BTreeSet<i32>>,
     locks: KeyedLocks<InstanceId>,
     storage: StoragePool,
     codec: Codec,
@@ -132,8 +136,16 @@ fn cells_of(instance: &Instance) -> impl Iterator<Item = String> + '_ {
 }
 
 impl ActualLrpActor {
-    fn index_cells(&mut self, id: &InstanceId, instance: Option<&Instance>, add: bool) {
+    fn reindex(&mut self, id: &InstanceId, instance: Option<&Instance>, add: bool) {
         let Some(instance) = instance else { return };
+        if add {
+            self.by_guid.entry(id.0.clone()).or_default().insert(id.1);
+        } else if let Some(indices) = self.by_guid.get_mut(&id.0) {
+            indices.remove(&id.1);
+            if indices.is_empty() {
+                self.by_guid.remove(&id.0);
+            }
+        }
         for cell in cells_of(instance) {
             if add {
                 self.by_cell.entry(cell).or_default().insert(id.clone());
@@ -179,7 +191,7 @@ impl OwnsRecords for ActualLrpActor {
     }
 
     fn record(&self, key: &InstanceId) -> Option<&Instance> {
-        self.instances.get(key)
+        self.instances.get(key).map(|i| &**i)
     }
 
     fn persist(
@@ -205,8 +217,8 @@ impl OwnsRecords for ActualLrpActor {
     }
 
     fn apply(&mut self, key: InstanceId, change: Change<Instance>) {
-        let old = self.instances.remove(&key);
-        self.index_cells(&key, old.as_ref(), false);
+        let old = self.instances.remove(&key).map(|i| *i);
+        self.reindex(&key, old.as_ref(), false);
         let empty = Instance::default();
         let new = match change {
             Change::Insert(instance) | Change::Update(instance) => instance,
@@ -217,8 +229,8 @@ impl OwnsRecords for ActualLrpActor {
             &new,
         ));
         if !new.is_empty() {
-            self.index_cells(&key, Some(&new), true);
-            self.instances.insert(key, new);
+            self.reindex(&key, Some(&new), true);
+            self.instances.insert(key, Box::new(new));
         }
     }
 }
@@ -413,15 +425,21 @@ impl Handler<ListActualLrps> for ActualLrpActor {
                         .get(cell)
                         .into_iter()
                         .flatten()
-                        .filter_map(|id| self.instances.get(id)),
+                        .filter_map(|id| self.instances.get(id).map(|i| &**i)),
                 ),
-                (None, Some(guids)) if filter.index.is_some() => {
-                    Box::new(guids.iter().filter_map(|g| {
-                        self.instances
-                            .get(&(g.clone(), filter.index.unwrap_or_default()))
+                (None, Some(guids)) => {
+                    let (instances, by_guid) = (&self.instances, &self.by_guid);
+                    Box::new(guids.iter().flat_map(move |g| {
+                        let indices: Vec<i32> = match filter.index {
+                            Some(index) => vec![index],
+                            None => by_guid.get(g).into_iter().flatten().copied().collect(),
+                        };
+                        indices
+                            .into_iter()
+                            .filter_map(move |i| instances.get(&(g.clone(), i)).map(|b| &**b))
                     }))
                 }
-                _ => Box::new(self.instances.values()),
+                _ => Box::new(self.instances.values().map(|i| &**i)),
             };
         candidates
             .flat_map(|instance| instance.rows())
@@ -435,14 +453,13 @@ impl Handler<InstancesOf> for ActualLrpActor {
     type Result = Vec<(i32, Instance)>;
 
     fn handle(&mut self, msg: InstancesOf, _: &mut Self::Context) -> Self::Result {
-        let mut out: Vec<(i32, Instance)> = self
-            .instances
-            .iter()
-            .filter(|((guid, _), _)| *guid == msg.process_guid)
-            .map(|((_, index), instance)| (*index, instance.clone()))
-            .collect();
-        out.sort_by_key(|(index, _)| *index);
-        out
+        let indices = self.by_guid.get(&msg.process_guid).into_iter().flatten();
+        indices
+            .filter_map(|index| {
+                let instance = self.instances.get(&(msg.process_guid.clone(), *index))?;
+                Some((*index, (**instance).clone()))
+            })
+            .collect()
     }
 }
 
@@ -478,11 +495,6 @@ impl Handler<PlanConvergence> for ActualLrpActor {
     type Result = Vec<((String, i32), crate::rules::convergence::LrpAction)>;
 
     fn handle(&mut self, msg: PlanConvergence, _: &mut Self::Context) -> Self::Result {
-        let instances: std::collections::BTreeMap<InstanceId, Instance> = self
-            .instances
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
         // Desired LRPs of other shards are not this shard's to create.
         let shards = self.shard_count.max(1);
         let desired: std::collections::BTreeMap<String, crate::rules::convergence::Desired> = msg
@@ -493,7 +505,7 @@ impl Handler<PlanConvergence> for ActualLrpActor {
             .collect();
         crate::rules::convergence::lrp_actions(
             &desired,
-            &instances,
+            &self.instances,
             &msg.cells,
             &msg.fresh_domains,
             now_nanos(),
@@ -581,6 +593,8 @@ impl Handler<ApplyLrpAction> for ActualLrpActor {
                     suspect.presence = Presence::Ordinary as i32;
                     next.ordinary = Some(suspect);
                 }
+                // The converger sends these to the rep itself; no record changes here.
+                LrpAction::UpdateRep(_) => return Ok((Change::Unchanged, applied)),
             }
             if next == instance {
                 return Ok((Change::Unchanged, applied));
@@ -601,6 +615,8 @@ pub struct LrpCounts {
     pub suspect_claimed: usize,
     /// Process guids with a crashed ordinary instance.
     pub crashing: HashSet<String>,
+    /// Cells that suspect rows sit on.
+    pub suspect_cells: HashSet<String>,
 }
 
 #[derive(Message)]
@@ -626,6 +642,10 @@ impl Handler<CountLrps> for ActualLrpActor {
                 }
             }
             if let Some(s) = &instance.suspect {
+                let cell = rules::instance_key_of(s).cell_id;
+                if !cell.is_empty() {
+                    counts.suspect_cells.insert(cell);
+                }
                 match s.state.as_str() {
                     rules::RUNNING => counts.suspect_running += 1,
                     rules::CLAIMED => counts.suspect_claimed += 1,
@@ -811,6 +831,7 @@ impl ActualLrps {
                 let mut actor = ActualLrpActor {
                     instances: HashMap::new(),
                     by_cell: HashMap::new(),
+                    by_guid: HashMap::new(),
                     locks: KeyedLocks::default(),
                     storage: storage.clone(),
                     codec: codec.clone(),
@@ -820,8 +841,8 @@ impl ActualLrps {
                     shard_count: shards,
                 };
                 for (id, instance) in instances {
-                    actor.index_cells(&id, Some(&instance), true);
-                    actor.instances.insert(id, instance);
+                    actor.reindex(&id, Some(&instance), true);
+                    actor.instances.insert(id, Box::new(instance));
                 }
                 let addr = match arbiters.get(i % arbiters.len().max(1)) {
                     Some(arbiter) => ActualLrpActor::start_in_arbiter(arbiter, move |_| actor),

@@ -130,12 +130,15 @@ impl Codec {
 
     /// A protobuf model in upstream's envelope.
     pub fn encode_model<M: Message>(&self, model: &M) -> String {
-        let mut payload = Vec::with_capacity(model.encoded_len() + 2);
+        self.encode_proto_body(&model.encode_to_vec())
+    }
+
+    /// An already encoded protobuf message in upstream's envelope.
+    pub fn encode_proto_body(&self, body: &[u8]) -> String {
+        let mut payload = Vec::with_capacity(body.len() + 2);
         payload.push(ENVELOPE_PROTO);
         payload.push(ENVELOPE_VERSION);
-        model
-            .encode(&mut payload)
-            .expect("a Vec grows to fit any message");
+        payload.extend_from_slice(body);
         self.encode_bytes(&payload)
     }
 

@@ -18,11 +18,12 @@ use bbs_models as m;
 
 use crate::actual_lrps::{ApplyLrpAction, CountLrps, LrpCounts, PlanConvergence};
 use crate::auctioneer::LrpStartRequest;
-use crate::desired_lrps::ListSchedulingInfos;
+use crate::desired_lrps::{ConvergenceView, SchedulingInfosOf};
 use crate::domains::{DomainActor, FreshDomains, PruneExpiredDomains};
 use crate::error::BbsResult;
 use crate::lrps::Lrps;
 use crate::mailbox::Mailbox;
+use crate::rep::{InternalRoute, LrpInstanceUpdate};
 use crate::rules::convergence::{Desired, LrpAction, TaskTiming};
 use crate::tasks::{ApplyTaskAction, ConvergeTasks, TaskActor, TaskCounts};
 
@@ -40,6 +41,8 @@ pub struct ConvergenceReport {
     pub lrp_actions: BTreeMap<String, usize>,
     pub auctioned: usize,
     pub stopped: usize,
+    /// Rep UpdateLRPInstance calls answered 202.
+    pub rep_updates: usize,
     pub tasks: TaskCounts,
     pub lrp_counts: LrpCounts,
     pub pruned_domains: usize,
@@ -109,6 +112,7 @@ fn action_name(action: &LrpAction) -> &'static str {
         LrpAction::PruneEvacuating => "prune_evacuating",
         LrpAction::DeleteSuspect => "delete_suspect",
         LrpAction::PromoteSuspect => "promote_suspect",
+        LrpAction::UpdateRep(_) => "rep_update",
     }
 }
 
@@ -155,20 +159,12 @@ async fn converge(
         }
     }
 
-    let schedulings = lrps.desired.call(ListSchedulingInfos::default()).await?;
-    let mut by_guid: HashMap<String, m::DesiredLrpSchedulingInfo> = HashMap::new();
-    let mut desired = BTreeMap::new();
-    for info in schedulings {
-        let key = info.desired_lrp_key.clone().unwrap_or_default();
-        desired.insert(
-            key.process_guid.clone(),
-            Desired {
-                domain: key.domain,
-                instances: info.instances,
-            },
-        );
-        by_guid.insert(key.process_guid, info);
-    }
+    let desired: BTreeMap<String, Desired> = lrps
+        .desired
+        .call(ConvergenceView)
+        .await?
+        .into_iter()
+        .collect();
     let desired = Arc::new(desired);
     let pruned_domains = domains.call(PruneExpiredDomains).await?;
     let fresh: Arc<HashSet<String>> =
@@ -191,6 +187,9 @@ async fn converge(
             .entry(action_name(action).to_owned())
             .or_default() += 1;
     }
+    let (rep_updates, plans): (Vec<_>, Vec<_>) = plans
+        .into_iter()
+        .partition(|(_, action)| matches!(action, LrpAction::UpdateRep(_)));
     let applying = plans.into_iter().map(|((guid, index), action)| {
         let shard = lrps.actual.shard(&guid).clone();
         let domain = desired
@@ -231,12 +230,17 @@ async fn converge(
             }
         }
     }
-    let requests: Vec<LrpStartRequest> = auctions
-        .into_iter()
-        .filter_map(|(guid, indices)| {
-            by_guid
-                .get(&guid)
-                .map(|info| LrpStartRequest::new(info, indices))
+    let infos = lrps
+        .desired
+        .call(SchedulingInfosOf {
+            process_guids: auctions.keys().cloned().collect(),
+        })
+        .await?;
+    let requests: Vec<LrpStartRequest> = infos
+        .iter()
+        .filter_map(|info| {
+            let guid = &info.desired_lrp_key.as_ref()?.process_guid;
+            Some(LrpStartRequest::new(info, auctions.remove(guid)?))
         })
         .collect();
     report.auctioned = requests.iter().map(|r| r.indices.len()).sum();
@@ -260,6 +264,9 @@ async fn converge(
         }
     }
 
+    report.rep_updates =
+        send_rep_updates(&lrps, &presences, &desired, rep_updates, settings.workers).await;
+
     let mut counts = LrpCounts::default();
     for shard in lrps.actual.shards() {
         let c = shard.call(CountLrps).await?;
@@ -270,7 +277,11 @@ async fn converge(
         counts.suspect_running += c.suspect_running;
         counts.suspect_claimed += c.suspect_claimed;
         counts.crashing.extend(c.crashing);
+        counts.suspect_cells.extend(c.suspect_cells);
     }
+    // Upstream's SuspectCells: the cells whose instances are held as suspects while gone.
+    counts.suspect_cells.retain(|cell| !cells.contains(cell));
+    metrics::gauge!("bbs_suspect_cells").set(counts.suspect_cells.len() as f64);
     // Upstream's metrics (bbs-reference §9) under Prometheus names: docs/metrics.md.
     metrics::gauge!("bbs_lrps_unclaimed").set(counts.unclaimed as f64);
     metrics::gauge!("bbs_lrps_claimed").set(counts.claimed as f64);
@@ -305,6 +316,49 @@ async fn converge(
     metrics::counter!("bbs_convergence_tasks_pruned_total").increment(report.tasks.pruned as u64);
     info!(lrps.log, "convergence-finished"; "seconds" => elapsed.as_secs_f64(), "auctioned" => report.auctioned, "cells" => report.cells);
     Ok(report)
+}
+
+/// The drift updates (§4.4 G), `workers` at a time; failures are logged, as upstream's are.
+async fn send_rep_updates(
+    lrps: &Lrps,
+    presences: &[m::CellPresence],
+    desired: &BTreeMap<String, Desired>,
+    updates: Vec<((String, i32), LrpAction)>,
+    workers: usize,
+) -> usize {
+    let by_cell: HashMap<&str, &m::CellPresence> =
+        presences.iter().map(|c| (c.cell_id.as_str(), c)).collect();
+    let calls = updates.into_iter().filter_map(|((guid, index), action)| {
+        let LrpAction::UpdateRep(update) = action else {
+            return None;
+        };
+        let cell = (*by_cell.get(update.cell_id.as_str())?).clone();
+        let body = LrpInstanceUpdate {
+            instance_guid: update.instance_guid,
+            domain: desired.get(&guid).map(|d| d.domain.clone()).unwrap_or_default(),
+            process_guid: guid,
+            index,
+            internal_routes: update.internal_routes.map(|hosts| {
+                hosts
+                    .into_iter()
+                    .map(|hostname| InternalRoute { hostname })
+                    .collect()
+            }),
+            metric_tags: update.metric_tags,
+        };
+        Some(async move {
+            let result = lrps.rep.update_lrp_instance(&cell, &body).await;
+            if let Err(e) = &result {
+                warn!(lrps.log, "convergence-rep-update-failed"; "process_guid" => &body.process_guid, "cell_id" => &cell.cell_id, "error" => %e);
+            }
+            result.is_ok()
+        })
+    });
+    futures::stream::iter(calls)
+        .buffer_unordered(workers.max(1))
+        .filter(|ok| futures::future::ready(*ok))
+        .count()
+        .await
 }
 
 impl Handler<Converge> for ConvergerActor {

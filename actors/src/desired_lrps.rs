@@ -62,8 +62,23 @@ pub struct ListSchedulingInfos {
     pub filter: DesiredLrpFilter,
 }
 
+/// What convergence needs of every desired LRP: counts, internal routes and metric tags,
+/// not the run infos nor the route bytes.
+#[derive(Message)]
+#[rtype(result = "Vec<(String, crate::rules::convergence::Desired)>")]
+pub struct ConvergenceView;
+
+/// The scheduling infos of the named LRPs (the ones convergence auctions), looked up one by
+/// one; unknown guids are left out.
+#[derive(Message)]
+#[rtype(result = "Vec<m::DesiredLrpSchedulingInfo>")]
+pub struct SchedulingInfosOf {
+    pub process_guids: Vec<String>,
+}
+
 pub struct DesiredLrpActor {
-    lrps: HashMap<String, DesiredEntry>,
+    /// Boxed: a decoded entry is kilobytes inline, and the table holds one slot per bucket.
+    lrps: HashMap<String, Box<DesiredEntry>>,
     locks: KeyedLocks<String>,
     storage: StoragePool,
     codec: Codec,
@@ -94,7 +109,7 @@ impl DesiredLrpActor {
         for record in records {
             match desired_from_record(&codec, &record) {
                 Ok(entry) => {
-                    lrps.insert(record.scheduling.process_guid.clone(), entry);
+                    lrps.insert(record.scheduling.process_guid.clone(), Box::new(entry));
                 }
                 // A key this server lacks: stop start-up rather than serve without it.
                 Err(BbsError::UnknownKeyLabel(label)) => {
@@ -134,7 +149,7 @@ impl OwnsRecords for DesiredLrpActor {
     }
 
     fn record(&self, key: &String) -> Option<&DesiredEntry> {
-        self.lrps.get(key)
+        self.lrps.get(key).map(|e| &**e)
     }
 
     fn persist(
@@ -176,13 +191,13 @@ impl OwnsRecords for DesiredLrpActor {
             Change::Unchanged => None,
             Change::Insert(entry) => {
                 let event = Event::DesiredLrpCreated(full(&entry));
-                self.lrps.insert(key, entry);
+                self.lrps.insert(key, Box::new(entry));
                 Some(event)
             }
             Change::Update(entry) => {
                 let after = full(&entry);
                 self.lrps
-                    .insert(key, entry)
+                    .insert(key, Box::new(entry))
                     .map(|before| Event::DesiredLrpChanged(full(&before), after))
             }
             Change::Delete => self
@@ -238,7 +253,7 @@ impl Handler<GetDesiredLrp> for DesiredLrpActor {
     fn handle(&mut self, msg: GetDesiredLrp, _: &mut Self::Context) -> Self::Result {
         self.lrps
             .get(&msg.process_guid)
-            .cloned()
+            .map(|e| (**e).clone())
             .ok_or(BbsError::NotFound)
     }
 }
@@ -266,7 +281,7 @@ impl Handler<ListDesiredLrps> for DesiredLrpActor {
                         .iter()
                         .any(|a| e.process_guid().starts_with(a.as_str()))
             })
-            .cloned()
+            .map(|e| (**e).clone())
             .collect();
         out.sort_by(|a, b| a.process_guid().cmp(b.process_guid()));
         out
@@ -280,6 +295,7 @@ impl Handler<ListSchedulingInfos> for DesiredLrpActor {
         let mut out: Vec<&DesiredEntry> = self
             .lrps
             .values()
+            .map(|e| &**e)
             .filter(|e| matches(e, &msg.filter))
             .collect();
         out.sort_by(|a, b| a.process_guid().cmp(b.process_guid()));
@@ -287,5 +303,41 @@ impl Handler<ListSchedulingInfos> for DesiredLrpActor {
     }
 }
 
+impl Handler<ConvergenceView> for DesiredLrpActor {
+    type Result = Vec<(String, crate::rules::convergence::Desired)>;
+
+    fn handle(&mut self, _: ConvergenceView, _: &mut Self::Context) -> Self::Result {
+        self.lrps
+            .iter()
+            .map(|(guid, entry)| {
+                let internal_routes = rules::internal_routes(entry.scheduling.routes.as_ref())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|r| r.hostname)
+                    .collect();
+                let desired = crate::rules::convergence::Desired {
+                    domain: entry.domain().to_owned(),
+                    instances: entry.instances(),
+                    internal_routes,
+                    metric_tags: std::sync::Arc::new(entry.metric_tags.clone()),
+                };
+                (guid.clone(), desired)
+            })
+            .collect()
+    }
+}
+
+impl Handler<SchedulingInfosOf> for DesiredLrpActor {
+    type Result = Vec<m::DesiredLrpSchedulingInfo>;
+
+    fn handle(&mut self, msg: SchedulingInfosOf, _: &mut Self::Context) -> Self::Result {
+        msg.process_guids
+            .iter()
+            .filter_map(|guid| self.lrps.get(guid).map(|e| e.scheduling.clone()))
+            .collect()
+    }
+}
+
 crate::metered_handlers!(DesiredLrpActor:
-    DesireLrp, UpdateLrp, RemoveLrp, GetDesiredLrp, ListDesiredLrps, ListSchedulingInfos);
+    DesireLrp, UpdateLrp, RemoveLrp, GetDesiredLrp, ListDesiredLrps, ListSchedulingInfos,
+    ConvergenceView, SchedulingInfosOf);

@@ -12,7 +12,7 @@ use bbs_store::{ActualLrpRecord, DesiredLrpRecord, DesiredLrpSchedulingRecord, P
 use crate::codec::Codec;
 use crate::error::{BbsError, BbsResult};
 use crate::rules::actual_lrps::{presence_of, routable_of};
-use crate::rules::desired_lrps::DesiredEntry;
+use crate::rules::desired_lrps::{DesiredEntry, PackedRunInfo};
 
 /// A metric tag value as upstream's JSON column holds it.
 #[derive(Serialize, Deserialize, Default)]
@@ -100,7 +100,7 @@ pub fn desired_to_record(codec: &Codec, entry: &DesiredEntry) -> BbsResult<Desir
             metric_tags: Some(codec.encode_json(&tags)),
             update_strategy: entry.update_strategy,
         },
-        run_info: codec.encode_model(&entry.run_info),
+        run_info: codec.encode_proto_body(entry.run_info.as_bytes()),
     })
 }
 
@@ -165,7 +165,7 @@ pub fn desired_from_record(codec: &Codec, r: &DesiredLrpRecord) -> BbsResult<Des
     let (scheduling, metric_tags) = scheduling_from_record(codec, &r.scheduling)?;
     Ok(DesiredEntry {
         scheduling,
-        run_info: codec.decode_model(&r.run_info)?,
+        run_info: PackedRunInfo::pack(&codec.decode_model(&r.run_info)?),
         metric_tags,
         update_strategy: r.scheduling.update_strategy,
     })

@@ -14,6 +14,7 @@ use crate::auctioneer::{AuctioneerClient, LrpStartRequest};
 use crate::desired_lrps::{DesireLrp, DesiredLrpActor, GetDesiredLrp, RemoveLrp, UpdateLrp};
 use crate::error::BbsResult;
 use crate::mailbox::Mailbox;
+use crate::rep::{InternalRoute, LrpInstanceUpdate};
 use crate::rules::actual_lrps::{self as rules, Instance};
 use crate::rules::desired_lrps::DesiredEntry;
 
@@ -103,9 +104,9 @@ impl Lrps {
             }
         }
         if updated.internal_routes_changed || updated.metric_tags_changed {
-            // Running instances learn new internal routes and metric tags from their rep; the
-            // cells' reps are reached through the cell registry, which has not landed yet.
-            info!(self.log, "rep-update-skipped-no-cell-registry"; "process_guid" => &process_guid);
+            // Off the request path, as the rep stops are: a slow rep must not hold the API.
+            let (lrps, after) = (self.clone(), updated.after);
+            actix::spawn(async move { lrps.update_running_instances(&after).await });
         }
         Ok(())
     }
@@ -118,6 +119,63 @@ impl Lrps {
             .await??;
         self.stop_instances_from(&process_guid, 0).await;
         Ok(())
+    }
+
+    /// Tells the reps of the claimed and running instances (not evacuating ones) the LRP's
+    /// internal routes and metric tags, after an update changed either. Instances on cells not
+    /// present are skipped; rep failures are logged, as upstream's are.
+    async fn update_running_instances(&self, entry: &DesiredEntry) {
+        let process_guid = entry.process_guid().to_owned();
+        let instances = match self
+            .actual
+            .shard(&process_guid)
+            .call(InstancesOf {
+                process_guid: process_guid.clone(),
+            })
+            .await
+        {
+            Ok(instances) => instances,
+            Err(e) => {
+                warn!(self.log, "rep-update-list-failed"; "process_guid" => &process_guid, "error" => %e);
+                return;
+            }
+        };
+        let internal_routes: Vec<InternalRoute> =
+            crate::rules::desired_lrps::internal_routes(entry.scheduling.routes.as_ref())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|r| InternalRoute {
+                    hostname: r.hostname,
+                })
+                .collect();
+        for (index, instance) in instances {
+            let Some(ordinary) = instance.ordinary.as_ref() else {
+                continue;
+            };
+            if ordinary.state != rules::CLAIMED && ordinary.state != rules::RUNNING {
+                continue;
+            }
+            let instance_key = rules::instance_key_of(ordinary);
+            let Some(cell) = self.cells.cell(&instance_key.cell_id).await else {
+                info!(self.log, "rep-update-cell-unknown"; "process_guid" => &process_guid, "index" => index);
+                continue;
+            };
+            let update = LrpInstanceUpdate {
+                metric_tags: Some(crate::rules::desired_lrps::resolve_metric_tags(
+                    &entry.metric_tags,
+                    index,
+                    &instance_key.instance_guid,
+                )),
+                instance_guid: instance_key.instance_guid,
+                process_guid: process_guid.clone(),
+                index,
+                domain: entry.domain().to_owned(),
+                internal_routes: Some(internal_routes.clone()),
+            };
+            if let Err(e) = self.rep.update_lrp_instance(&cell, &update).await {
+                warn!(self.log, "rep-update-failed"; "process_guid" => &process_guid, "cell_id" => &cell.cell_id, "error" => %e);
+            }
+        }
     }
 
     /// Upstream's "stop instances from N": unstarted instances at or above `from` are deleted;

@@ -1,7 +1,11 @@
-//! The rep client: how the BBS asks a cell to stop an LRP instance or cancel a task
-//! (bbs-reference §11), at the cell's registered `rep_url`.
+//! The rep client: how the BBS asks a cell to stop an LRP instance, update a running one's
+//! internal routes and metric tags, or cancel a task (bbs-reference §11), at the cell's
+//! registered `rep_url`.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
+
+use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepError {
@@ -60,6 +64,49 @@ impl RepClient {
         .await
     }
 
+    /// The rep's UpdateLRPInstance. A field left `None` is sent as null, as upstream does
+    /// when only the other one drifted. Reps older than the v2 route answer 404 and are sent
+    /// the internal routes on the v1 route instead, as upstream's client does.
+    pub async fn update_lrp_instance(
+        &self,
+        presence: &bbs_models::CellPresence,
+        update: &LrpInstanceUpdate,
+    ) -> Result<(), RepError> {
+        if presence.rep_url.is_empty() {
+            return Err(RepError::NoUrl(presence.cell_id.clone()));
+        }
+        let base = presence.rep_url.trim_end_matches('/');
+        let path = format!(
+            "lrps/{}/instances/{}",
+            update.process_guid, update.instance_guid
+        );
+        let status = self.put(&format!("{base}/v2/{path}"), update).await?;
+        let status = if status == 404 {
+            let v1 = LrpInstanceUpdate {
+                metric_tags: None,
+                ..update.clone()
+            };
+            self.put(&format!("{base}/v1/{path}"), &v1).await?
+        } else {
+            status
+        };
+        match status {
+            202 => Ok(()),
+            status => Err(RepError::Status(status)),
+        }
+    }
+
+    async fn put(&self, url: &str, body: &LrpInstanceUpdate) -> Result<u16, RepError> {
+        let response = self
+            .http
+            .put(url)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| RepError::Transport(e.to_string()))?;
+        Ok(response.status().as_u16())
+    }
+
     pub async fn cancel_task(
         &self,
         presence: &bbs_models::CellPresence,
@@ -68,4 +115,20 @@ impl RepClient {
         self.post(presence, &format!("/v1/tasks/{task_guid}/cancel"))
             .await
     }
+}
+
+/// The rep's LRPUpdate body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LrpInstanceUpdate {
+    pub instance_guid: String,
+    pub process_guid: String,
+    pub index: i32,
+    pub domain: String,
+    pub internal_routes: Option<Vec<InternalRoute>>,
+    pub metric_tags: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct InternalRoute {
+    pub hostname: String,
 }

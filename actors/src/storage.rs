@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use actix::{
-    Actor, ActorFutureExt, ArbiterHandle, AtomicResponse, Context, Handler, Message, WrapFuture,
+    Actor, ActorFutureExt, ArbiterHandle, AsyncContext, AtomicResponse, Context, Handler, Message,
+    WrapFuture,
 };
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -35,6 +36,8 @@ impl<R: 'static> Message for StoreOp<R> {
 pub struct StoreActor {
     store: Arc<dyn Store>,
     capacity: usize,
+    /// One actor of the pool exports the connection pool's state.
+    reports_pool: bool,
 }
 
 impl Actor for StoreActor {
@@ -42,6 +45,26 @@ impl Actor for StoreActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.capacity);
+        if self.reports_pool {
+            export_pool_stats(self.store.as_ref());
+            ctx.run_interval(POOL_REPORT_INTERVAL, |actor, _| {
+                export_pool_stats(actor.store.as_ref())
+            });
+        }
+    }
+}
+
+/// How often the connection pool's state is exported (upstream: every 60 s).
+const POOL_REPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Upstream's DBOpenConnections / DBWaitCount / DBWaitDuration, under Prometheus names.
+fn export_pool_stats(store: &dyn Store) {
+    if let Some(stats) = store.pool_stats() {
+        metrics::gauge!("bbs_db_open_connections").set(f64::from(stats.open));
+        metrics::gauge!("bbs_db_idle_connections").set(f64::from(stats.idle));
+        metrics::counter!("bbs_db_wait_count_total").absolute(stats.waited);
+        metrics::gauge!("bbs_db_wait_duration_seconds").set(stats.wait_time.as_secs_f64());
+        metrics::counter!("bbs_db_pool_timeouts_total").absolute(stats.timed_out);
     }
 }
 
@@ -51,7 +74,23 @@ impl<R: Send + 'static> Handler<Metered<StoreOp<R>>> for StoreActor {
     fn handle(&mut self, message: Metered<StoreOp<R>>, _: &mut Self::Context) -> Self::Result {
         let op = message.open();
         // Spawned, so a write that has begun completes even if its caller goes away.
-        let running = tokio::spawn((op.work)(Arc::clone(&self.store)));
+        let work = (op.work)(Arc::clone(&self.store));
+        let running = tokio::spawn(async move {
+            // Upstream's DBQueries* metrics, per store operation (one or a few statements).
+            let in_flight = metrics::gauge!("bbs_db_queries_in_flight");
+            in_flight.increment(1.0);
+            let started = std::time::Instant::now();
+            let result = work.await;
+            in_flight.decrement(1.0);
+            metrics::histogram!("bbs_db_query_seconds").record(started.elapsed().as_secs_f64());
+            let outcome = if result.is_ok() {
+                "succeeded"
+            } else {
+                "failed"
+            };
+            metrics::counter!("bbs_db_queries_total", "result" => outcome).increment(1);
+            result
+        });
         AtomicResponse::new(Box::pin(
             async move {
                 running
@@ -105,7 +144,11 @@ impl StoragePool {
         let shards: Vec<Shard> = (0..size.max(1))
             .map(|i| {
                 let store = Arc::clone(&store);
-                let actor = StoreActor { store, capacity };
+                let actor = StoreActor {
+                    store,
+                    capacity,
+                    reports_pool: i == 0,
+                };
                 let addr = match arbiters.get(i % arbiters.len().max(1)) {
                     Some(arbiter) => StoreActor::start_in_arbiter(arbiter, move |_| actor),
                     None => actor.start(),

@@ -355,12 +355,20 @@ impl Handler<StartTask> for TaskActor {
 
     fn handle(&mut self, msg: StartTask, _: &mut Self::Context) -> Self::Result {
         let now = now_nanos();
-        mutate(self, msg.guid, move |current| {
+        let cell_id = msg.cell_id.clone();
+        let started = mutate(self, msg.guid, move |current| {
             match rules::start(existing(current)?, &msg.cell_id, now)? {
                 rules::Start::AlreadyRunning => Ok((Change::Unchanged, false)),
                 rules::Start::Started(next) => Ok((Change::Update(*next), true)),
             }
-        })
+        });
+        Box::pin(actix::ActorFutureExt::map(started, move |r, _, _| {
+            if let Ok(true) = r {
+                // Upstream's per-cell TasksStarted.
+                metrics::counter!("bbs_tasks_started_total", "cell_id" => cell_id).increment(1);
+            }
+            r
+        }))
     }
 }
 
@@ -444,6 +452,7 @@ impl Handler<CompleteTask> for TaskActor {
 
     fn handle(&mut self, msg: CompleteTask, _: &mut Self::Context) -> Self::Result {
         let now = now_nanos();
+        let cell_id = msg.cell_id.clone();
         let completed = mutate(self, msg.guid, move |current| {
             let next = rules::complete(
                 existing(current)?,
@@ -456,7 +465,16 @@ impl Handler<CompleteTask> for TaskActor {
             Ok((Change::Update(next.clone()), next))
         });
         let completed = then_after(self, completed, TaskActor::queue_callback);
-        Box::pin(actix::ActorFutureExt::map(completed, |r, _, _| {
+        Box::pin(actix::ActorFutureExt::map(completed, move |r, _, _| {
+            // Upstream's per-cell TasksSucceeded / TasksFailed.
+            if let Ok(task) = &r {
+                let name = if task.failed {
+                    "bbs_tasks_failed_total"
+                } else {
+                    "bbs_tasks_succeeded_total"
+                };
+                metrics::counter!(name, "cell_id" => cell_id).increment(1);
+            }
             r.map(|_| ())
         }))
     }

@@ -25,7 +25,7 @@ enum Version {
 fn desired(lrp: &m::DesiredLrp, version: Version) -> m::DesiredLrp {
     match version {
         Version::Current => lrp.clone(),
-        Version::Legacy => desired_lrps::to_v2(lrp.clone()),
+        Version::Legacy => downgrade::desired_v2_to_v0(desired_lrps::to_v2(lrp.clone())),
     }
 }
 

@@ -19,7 +19,7 @@ pub use etcd::connect_etcd;
 pub use migrate::SCHEMA_VERSION;
 pub use records::*;
 pub use sql::{connect_mysql, connect_postgres, connect_sqlite, mysql_url_from_dsn};
-pub use store::{Backend, Mutation, Store};
+pub use store::{Backend, Mutation, PoolStats, Store};
 
 /// What it takes to open a store; built from the server configuration.
 #[derive(Clone, Debug)]

@@ -52,6 +52,17 @@ impl std::fmt::Display for Backend {
 /// retries a lost compare-and-swap), so it must be a pure function of its input.
 pub type Mutation<'a, T> = dyn Fn(T) -> StoreResult<T> + Send + Sync + 'a;
 
+/// A connection pool's state and its cumulative waits since start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    pub open: u32,
+    pub idle: u32,
+    /// Connection checkouts that had to wait for one.
+    pub waited: u64,
+    pub wait_time: std::time::Duration,
+    pub timed_out: u64,
+}
+
 /// Persistence for every BBS record kind.
 ///
 /// Writes are durable when they return. `insert_*` fails with `Exists` on a duplicate key;
@@ -60,6 +71,12 @@ pub type Mutation<'a, T> = dyn Fn(T) -> StoreResult<T> + Send + Sync + 'a;
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> Backend;
+
+    /// The connection pool's state, for upstream's DB metrics; `None` where the backend
+    /// keeps no pool (etcd multiplexes one channel).
+    fn pool_stats(&self) -> Option<PoolStats> {
+        None
+    }
 
     /// Reads a `configurations` value (`version`, `encryption_key_label`, ...).
     async fn configuration(&self, id: &str) -> StoreResult<Option<String>>;

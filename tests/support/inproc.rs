@@ -17,6 +17,7 @@ use prost::Message;
 /// One request a fake collaborator received.
 #[derive(Clone, Debug)]
 pub struct Received {
+    pub method: String,
     pub path: String,
     pub body: serde_json::Value,
 }
@@ -42,6 +43,7 @@ impl FakeServer {
                 async move {
                     let body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
                     r.lock().unwrap().push(Received {
+                        method: req.method().to_string(),
                         path: req.path().to_owned(),
                         body,
                     });

@@ -2,7 +2,8 @@
 //! cells and the time. The ConvergerActor gathers the inputs and the owning actors apply each
 //! decision through their write-through path, re-checking it against the record then.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
 
 use bbs_models as m;
 use bbs_models::task::State;
@@ -100,10 +101,26 @@ pub fn apply_task_action(
 }
 
 /// What the LRP convergence knows of one desired LRP.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Default)]
 pub struct Desired {
     pub domain: String,
     pub instances: i32,
+    /// Hostnames of the `internal-router` routes.
+    pub internal_routes: BTreeSet<String>,
+    /// Shared with the owner's copy: a pass reads every LRP's tags.
+    pub metric_tags: Arc<BTreeMap<String, m::MetricTagValue>>,
+}
+
+/// A running instance's rep is asked to change what drifted (§4.3 #14-15); the BBS records
+/// change when the rep re-asserts the instance with the new values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RepUpdate {
+    pub cell_id: String,
+    pub instance_guid: String,
+    /// The desired hostnames, when the internal routes drifted.
+    pub internal_routes: Option<Vec<String>>,
+    /// The desired tags resolved for the instance, when the metric tags drifted.
+    pub metric_tags: Option<BTreeMap<String, String>>,
 }
 
 /// What convergence does to one instance (process guid, index).
@@ -123,6 +140,45 @@ pub enum LrpAction {
     DeleteSuspect,
     /// A suspect whose cell came back: it is the instance again.
     PromoteSuspect,
+    /// Running with other internal routes or metric tags than desired: tell its rep. One
+    /// action per drift, as upstream sends one rep call for each.
+    UpdateRep(RepUpdate),
+}
+
+/// The drift rules (§4.3 #14-15) for a running instance of a desired LRP.
+fn drift(wanted: &Desired, index: i32, running: &m::ActualLrp) -> Vec<LrpAction> {
+    let instance_key = instance_key_of(running);
+    let mut actions = Vec::new();
+    let actual_routes: BTreeSet<&str> = running
+        .actual_lrp_internal_routes
+        .iter()
+        .map(|r| r.hostname.as_str())
+        .collect();
+    if actual_routes != wanted.internal_routes.iter().map(String::as_str).collect() {
+        actions.push(LrpAction::UpdateRep(RepUpdate {
+            cell_id: instance_key.cell_id.clone(),
+            instance_guid: instance_key.instance_guid.clone(),
+            internal_routes: Some(wanted.internal_routes.iter().cloned().collect()),
+            metric_tags: None,
+        }));
+    }
+    // A row without tags is what a rep that sends none leaves (null upstream): not a drift.
+    if !running.metric_tags.is_empty() {
+        let resolved = crate::rules::desired_lrps::resolve_metric_tags(
+            &wanted.metric_tags,
+            index,
+            &instance_key.instance_guid,
+        );
+        if resolved != running.metric_tags {
+            actions.push(LrpAction::UpdateRep(RepUpdate {
+                cell_id: instance_key.cell_id,
+                instance_guid: instance_key.instance_guid,
+                internal_routes: None,
+                metric_tags: Some(resolved),
+            }));
+        }
+    }
+    actions
 }
 
 fn on_missing_cell(lrp: &m::ActualLrp, cells: &HashSet<String>) -> bool {
@@ -130,16 +186,43 @@ fn on_missing_cell(lrp: &m::ActualLrp, cells: &HashSet<String>) -> bool {
     !cell.is_empty() && !cells.contains(&cell)
 }
 
+/// The instances a convergence pass reads: the owning actor's own table, read in place (a
+/// copy of 250K instances per pass would cost more than the pass), or a map in tests.
+pub trait InstanceTable {
+    fn each(&self) -> Box<dyn Iterator<Item = (&(String, i32), &Instance)> + '_>;
+    fn instance(&self, key: &(String, i32)) -> Option<&Instance>;
+}
+
+impl InstanceTable for BTreeMap<(String, i32), Instance> {
+    fn each(&self) -> Box<dyn Iterator<Item = (&(String, i32), &Instance)> + '_> {
+        Box::new(self.iter())
+    }
+    fn instance(&self, key: &(String, i32)) -> Option<&Instance> {
+        self.get(key)
+    }
+}
+
+impl<S: std::hash::BuildHasher> InstanceTable
+    for std::collections::HashMap<(String, i32), Box<Instance>, S>
+{
+    fn each(&self) -> Box<dyn Iterator<Item = (&(String, i32), &Instance)> + '_> {
+        Box::new(self.iter().map(|(k, v)| (k, &**v)))
+    }
+    fn instance(&self, key: &(String, i32)) -> Option<&Instance> {
+        self.get(key).map(|b| &**b)
+    }
+}
+
 /// Every LRP action, per instance, for one convergence pass.
 pub fn lrp_actions(
     desired: &BTreeMap<String, Desired>,
-    instances: &BTreeMap<(String, i32), Instance>,
+    instances: &impl InstanceTable,
     cells: &HashSet<String>,
     fresh_domains: &HashSet<String>,
     now: Nanos,
 ) -> Vec<((String, i32), LrpAction)> {
     let mut actions = Vec::new();
-    for ((guid, index), instance) in instances {
+    for ((guid, index), instance) in instances.each() {
         let key = (guid.clone(), *index);
         let wanted = desired.get(guid);
         let domain = instance
@@ -191,12 +274,18 @@ pub fn lrp_actions(
             || (state == CRASHED && should_restart(now, ordinary.since, ordinary.crash_count))
         {
             actions.push((key, LrpAction::Restart));
+        } else if state == RUNNING {
+            actions.extend(
+                drift(wanted, *index, ordinary)
+                    .into_iter()
+                    .map(|a| (key.clone(), a)),
+            );
         }
     }
     for (guid, wanted) in desired {
         for index in 0..wanted.instances {
             let present = instances
-                .get(&(guid.clone(), index))
+                .instance(&(guid.clone(), index))
                 .is_some_and(|i| i.ordinary.is_some());
             if !present {
                 actions.push(((guid.clone(), index), LrpAction::CreateMissing));
@@ -362,6 +451,7 @@ mod tests {
                 Desired {
                     domain: "d".into(),
                     instances,
+                    ..Default::default()
                 },
             );
         }
@@ -494,5 +584,88 @@ mod tests {
             ),
             [LrpAction::PromoteSuspect]
         );
+    }
+
+    fn drift_case(desired: Desired, running: m::ActualLrp) -> Vec<LrpAction> {
+        let mut map: BTreeMap<(String, i32), Instance> = BTreeMap::new();
+        map.entry(("web".to_owned(), 0)).or_default().ordinary = Some(running);
+        let desired = BTreeMap::from([("web".to_owned(), desired)]);
+        lrp_actions(&desired, &map, &cells(&["c1"]), &HashSet::new(), NOW)
+            .into_iter()
+            .map(|(_, a)| a)
+            .collect()
+    }
+
+    #[test]
+    fn drift_rules_table() {
+        let o = Presence::Ordinary;
+        let tags = Arc::new(BTreeMap::from([
+            (
+                "source".to_owned(),
+                m::MetricTagValue {
+                    r#static: "s".into(),
+                    dynamic: 0,
+                },
+            ),
+            (
+                "index".to_owned(),
+                m::MetricTagValue {
+                    r#static: String::new(),
+                    dynamic: 1,
+                },
+            ),
+        ]));
+        let wanted = Desired {
+            domain: "d".into(),
+            instances: 1,
+            internal_routes: BTreeSet::from(["a.internal".to_owned()]),
+            metric_tags: tags,
+        };
+        let resolved = BTreeMap::from([
+            ("index".to_owned(), "0".to_owned()),
+            ("source".to_owned(), "s".to_owned()),
+        ]);
+        let mut running = row("web", 0, RUNNING, "c1", NOW, o);
+        running.actual_lrp_internal_routes = vec![m::ActualLrpInternalRoute {
+            hostname: "a.internal".into(),
+        }];
+        running.metric_tags = resolved.clone();
+        // In step: nothing to do.
+        assert!(drift_case(wanted.clone(), running.clone()).is_empty());
+        // Internal routes differ as hostname sets: the rep gets the desired routes only.
+        let mut moved = running.clone();
+        moved.actual_lrp_internal_routes = vec![m::ActualLrpInternalRoute {
+            hostname: "b.internal".into(),
+        }];
+        assert_eq!(
+            drift_case(wanted.clone(), moved),
+            [LrpAction::UpdateRep(RepUpdate {
+                cell_id: "c1".into(),
+                instance_guid: "ig".into(),
+                internal_routes: Some(vec!["a.internal".into()]),
+                metric_tags: None,
+            })]
+        );
+        // A resolved tag differs: the rep gets the resolved tags only.
+        let mut retagged = running.clone();
+        retagged.metric_tags.insert("index".into(), "7".into());
+        assert_eq!(
+            drift_case(wanted.clone(), retagged),
+            [LrpAction::UpdateRep(RepUpdate {
+                cell_id: "c1".into(),
+                instance_guid: "ig".into(),
+                internal_routes: None,
+                metric_tags: Some(resolved),
+            })]
+        );
+        // No tags on the row (a rep that sends none) is not a drift.
+        let mut untagged = running.clone();
+        untagged.metric_tags.clear();
+        assert!(drift_case(wanted.clone(), untagged).is_empty());
+        // Only running instances drift: a claimed one is left to its rep's start.
+        let mut claimed = running;
+        claimed.state = CLAIMED.into();
+        claimed.actual_lrp_internal_routes.clear();
+        assert!(drift_case(wanted, claimed).is_empty());
     }
 }

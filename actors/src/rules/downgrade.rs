@@ -114,6 +114,103 @@ pub fn task_to_v2(mut task: m::Task) -> m::Task {
     task
 }
 
+/// An action tree as upstream's V0 downgrade leaves it: every TimeoutAction also carries its
+/// timeout as `deprecated_timeout_ns`. Upstream's quirks are kept, since V0 clients were built
+/// against them: an EmitProgressAction or TryAction is replaced by its (downgraded) inner
+/// action, and the action inside a TimeoutAction is left as it was.
+pub fn action_to_v0(action: m::Action) -> Option<m::Action> {
+    // Upstream reads the first set field, in field order.
+    if action.download_action.is_some()
+        || action.upload_action.is_some()
+        || action.run_action.is_some()
+    {
+        return Some(action);
+    }
+    if let Some(mut timeout) = action.timeout_action {
+        timeout.deprecated_timeout_ns = timeout.timeout_ms.saturating_mul(1_000_000);
+        return Some(m::Action {
+            timeout_action: Some(timeout),
+            ..Default::default()
+        });
+    }
+    if let Some(progress) = action.emit_progress_action {
+        return progress.action.and_then(|inner| action_to_v0(*inner));
+    }
+    if let Some(attempt) = action.try_action {
+        return attempt.action.and_then(|inner| action_to_v0(*inner));
+    }
+    let each = |actions: Vec<m::Action>| -> Vec<m::Action> {
+        actions.into_iter().filter_map(action_to_v0).collect()
+    };
+    if let Some(mut parallel) = action.parallel_action {
+        parallel.actions = each(parallel.actions);
+        return Some(m::Action {
+            parallel_action: Some(parallel),
+            ..Default::default()
+        });
+    }
+    if let Some(mut serial) = action.serial_action {
+        serial.actions = each(serial.actions);
+        return Some(m::Action {
+            serial_action: Some(serial),
+            ..Default::default()
+        });
+    }
+    if let Some(mut codependent) = action.codependent_action {
+        codependent.actions = each(codependent.actions);
+        return Some(m::Action {
+            codependent_action: Some(codependent),
+            ..Default::default()
+        });
+    }
+    Some(action)
+}
+
+/// A V2 desired LRP as the r0 event streams present it (V1 to V0): timeouts also in their
+/// deprecated units, and cached dependencies as parallel downloads run before `setup`.
+pub fn desired_v2_to_v0(mut lrp: m::DesiredLrp) -> m::DesiredLrp {
+    lrp.action = lrp.action.take().and_then(action_to_v0);
+    lrp.setup = lrp.setup.take().and_then(action_to_v0);
+    lrp.monitor = lrp.monitor.take().and_then(action_to_v0);
+    // Upstream converts through uint32 before dividing.
+    lrp.deprecated_start_timeout_s = (lrp.start_timeout_ms as u32) / 1000;
+    if !lrp.cached_dependencies.is_empty() {
+        let user = lrp.legacy_download_user.clone();
+        let downloads = std::mem::take(&mut lrp.cached_dependencies)
+            .into_iter()
+            .map(|dependency| m::Action {
+                download_action: Some(m::DownloadAction {
+                    artifact: dependency.name,
+                    from: dependency.from,
+                    to: dependency.to,
+                    cache_key: dependency.cache_key,
+                    log_source: dependency.log_source,
+                    user: user.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .collect();
+        let parallel = m::Action {
+            parallel_action: Some(m::ParallelAction {
+                actions: downloads,
+                log_source: String::new(),
+            }),
+            ..Default::default()
+        };
+        let mut actions = vec![parallel];
+        actions.extend(lrp.setup.take());
+        lrp.setup = Some(m::Action {
+            serial_action: Some(m::SerialAction {
+                actions,
+                log_source: String::new(),
+            }),
+            ..Default::default()
+        });
+    }
+    lrp
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,5 +307,106 @@ mod tests {
             ),
             ("e", "vcap", "sha256:d2")
         );
+    }
+
+    fn timeout(ms: i64, inner: m::Action) -> m::Action {
+        m::Action {
+            timeout_action: Some(Box::new(m::TimeoutAction {
+                action: Some(Box::new(inner)),
+                timeout_ms: ms,
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn v0_timeouts_carry_nanoseconds_and_wrappers_unwrap_as_upstream() {
+        let inner_timeout = timeout(5, run());
+        let monitor = m::Action {
+            emit_progress_action: Some(Box::new(m::EmitProgressAction {
+                action: Some(Box::new(m::Action {
+                    try_action: Some(Box::new(m::TryAction {
+                        action: Some(Box::new(m::Action {
+                            serial_action: Some(m::SerialAction {
+                                actions: vec![timeout(10_000, inner_timeout.clone()), run()],
+                                log_source: String::new(),
+                            }),
+                            ..Default::default()
+                        })),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                })),
+                start_message: "s".into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let lrp = desired_v2_to_v0(m::DesiredLrp {
+            monitor: Some(monitor),
+            start_timeout_ms: 61_999,
+            ..Default::default()
+        });
+        assert_eq!(lrp.deprecated_start_timeout_s, 61);
+        let monitor = lrp.monitor.unwrap();
+        // Emit-progress and try are gone; the serial is what is left.
+        assert!(monitor.emit_progress_action.is_none() && monitor.try_action.is_none());
+        let serial = monitor.serial_action.unwrap();
+        let outer = serial.actions[0].timeout_action.as_ref().unwrap();
+        assert_eq!(outer.deprecated_timeout_ns, 10_000_000_000);
+        // The action inside a timeout is left as it was (upstream does not recurse there).
+        let nested = outer
+            .action
+            .as_ref()
+            .unwrap()
+            .timeout_action
+            .as_ref()
+            .unwrap();
+        assert_eq!(nested.deprecated_timeout_ns, 0);
+        assert_eq!(serial.actions[1], run());
+    }
+
+    #[test]
+    fn v0_cached_dependencies_download_before_setup() {
+        let dependency = m::CachedDependency {
+            name: "buildpack".into(),
+            from: "http://x/bp.tgz".into(),
+            to: "/tmp/bp".into(),
+            cache_key: "bp".into(),
+            log_source: "LOG".into(),
+            checksum_algorithm: "sha256".into(),
+            checksum_value: "abc".into(),
+        };
+        let lrp = desired_v2_to_v0(m::DesiredLrp {
+            cached_dependencies: vec![dependency],
+            setup: Some(run()),
+            legacy_download_user: "vcap".into(),
+            ..Default::default()
+        });
+        assert!(lrp.cached_dependencies.is_empty());
+        let serial = lrp.setup.unwrap().serial_action.unwrap();
+        assert_eq!(serial.actions.len(), 2);
+        let download = serial.actions[0].parallel_action.as_ref().unwrap().actions[0]
+            .download_action
+            .clone()
+            .unwrap();
+        assert_eq!(
+            (
+                download.artifact.as_str(),
+                download.user.as_str(),
+                download.cache_key.as_str()
+            ),
+            ("buildpack", "vcap", "bp")
+        );
+        // Upstream's V0 download carries no checksum.
+        assert!(download.checksum_value.is_empty());
+        assert_eq!(serial.actions[1], run());
+        // Without dependencies, setup is untouched.
+        let plain = desired_v2_to_v0(m::DesiredLrp {
+            setup: Some(run()),
+            ..Default::default()
+        });
+        assert_eq!(plain.setup, Some(run()));
     }
 }

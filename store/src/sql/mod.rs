@@ -88,6 +88,17 @@ macro_rules! sql_store {
                 self.backend
             }
 
+            fn pool_stats(&self) -> Option<$crate::store::PoolStats> {
+                let state = self.pool.state();
+                Some($crate::store::PoolStats {
+                    open: state.connections,
+                    idle: state.idle_connections,
+                    waited: state.statistics.get_waited,
+                    wait_time: state.statistics.get_wait_time,
+                    timed_out: state.statistics.get_timed_out,
+                })
+            }
+
             async fn configuration(&self, id: &str) -> StoreResult<Option<String>> {
                 use $crate::sql::schema::configurations::dsl as c;
                 let mut conn = self.conn().await?;

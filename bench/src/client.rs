@@ -1,0 +1,127 @@
+//! A BBS API client as the Go one talks: protobuf bodies POSTed over HTTP/1.1 keep-alive
+//! connections, business errors in each response's `error` field.
+
+use std::time::Duration;
+
+use bbs_models as m;
+use prost::Message;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("transport: {0}")]
+    Transport(#[from] reqwest::Error),
+    #[error("HTTP {status} from {route}")]
+    Status { route: &'static str, status: u16 },
+    #[error("undecodable response from {route}: {source}")]
+    Decode {
+        route: &'static str,
+        source: prost::DecodeError,
+    },
+    #[error("{route}: {kind:?}: {message}")]
+    Bbs {
+        route: &'static str,
+        kind: m::error::Type,
+        message: String,
+    },
+}
+
+impl CallError {
+    pub fn is_resource_exists(&self) -> bool {
+        matches!(
+            self,
+            CallError::Bbs {
+                kind: m::error::Type::ResourceExists,
+                ..
+            }
+        )
+    }
+}
+
+/// Responses whose field 1 is upstream's `Error`.
+pub trait Answer: Message + Default {
+    fn error(&self) -> Option<&m::Error>;
+}
+
+macro_rules! answers {
+    ($($t:ty),+ $(,)?) => { $( impl Answer for $t { fn error(&self) -> Option<&m::Error> { self.error.as_ref() } } )+ };
+}
+
+answers!(
+    m::ActualLrpLifecycleResponse,
+    m::ActualLrpsResponse,
+    m::DesiredLrpLifecycleResponse,
+    m::DesiredLrpSchedulingInfosResponse,
+    m::DesiredLrpSchedulingInfoByProcessGuidResponse,
+    m::CellsResponse,
+    m::RegisterCellResponse,
+    m::TasksResponse,
+    m::UpsertDomainResponse,
+);
+
+#[derive(Clone)]
+pub struct BbsClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl BbsClient {
+    pub fn new(base: &str, timeout: Duration, max_idle: usize) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .pool_max_idle_per_host(max_idle)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .http1_only()
+            .build()?;
+        Ok(BbsClient {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn call<Req: Message, Resp: Answer>(
+        &self,
+        route: &'static str,
+        request: &Req,
+    ) -> Result<Resp, CallError> {
+        let response = self
+            .http
+            .post(self.url(route))
+            .header("Content-Type", "application/x-protobuf")
+            .body(request.encode_to_vec())
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            return Err(CallError::Status { route, status });
+        }
+        let body = response.bytes().await?;
+        let answer = Resp::decode(body).map_err(|source| CallError::Decode { route, source })?;
+        if let Some(e) = answer.error() {
+            return Err(CallError::Bbs {
+                route,
+                kind: e.kind(),
+                message: e.message.clone(),
+            });
+        }
+        Ok(answer)
+    }
+}
+
+pub mod routes {
+    pub const DESIRE_LRP: &str = "/v1/desired_lrp/desire.r2";
+    pub const START: &str = "/v1/actual_lrps/start.r1";
+    pub const CLAIM: &str = "/v1/actual_lrps/claim";
+    pub const ACTUAL_LRPS: &str = "/v1/actual_lrps/list";
+    pub const SCHEDULING_INFOS: &str = "/v1/desired_lrp_scheduling_infos/list";
+    pub const SCHEDULING_INFO: &str = "/v1/desired_lrp_scheduling_infos/get_by_process_guid";
+    pub const TASKS: &str = "/v1/tasks/list.r3";
+    pub const CELLS: &str = "/v1/cells/list.r1";
+    pub const REGISTER_CELL: &str = "/v1/cells/register";
+    pub const UPSERT_DOMAIN: &str = "/v1/domains/upsert";
+    pub const INSTANCE_EVENTS: &str = "/v1/events/lrp_instances.r1";
+}

@@ -1,0 +1,418 @@
+//! `bbs-bench`: upstream benchmarkbbs's workload against a running BBS, over its HTTP API.
+//! See docs/benchmarks.md.
+
+mod client;
+mod events;
+mod plot;
+mod pollers;
+mod probes;
+mod recorder;
+mod rep_loop;
+mod report;
+mod seed;
+mod workload;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use futures::future::join_all;
+
+use crate::client::BbsClient;
+use crate::recorder::Recorder;
+use crate::rep_loop::{LoopSettings, RepContext, TrialCounts};
+use crate::report::{ClientReport, OpReport, Results, ServerReport, TrialReport};
+use crate::workload::World;
+
+#[derive(Parser)]
+#[command(name = "bbs-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Seed (optionally) and run the rep bulk loops, pollers and event subscriber.
+    Run(Box<RunArgs>),
+    /// Merge worker processes' results files into one.
+    Merge(MergeArgs),
+}
+
+#[derive(Args, Clone)]
+struct RunArgs {
+    /// The BBS API.
+    #[arg(long, default_value = "http://127.0.0.1:8889")]
+    bbs_url: String,
+    /// The server's Prometheus endpoint, for convergence durations; "" to skip.
+    #[arg(long, default_value = "http://127.0.0.1:17017/metrics")]
+    metrics_url: String,
+    /// The server's pid, to report its CPU and resident memory.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// A label for the report (sqlite, mysql, postgres, etcd).
+    #[arg(long, default_value = "unknown")]
+    backend: String,
+    /// Single-instance desired LRPs in the world.
+    #[arg(long, default_value_t = 2_000)]
+    lrps: usize,
+    /// Simulated cells (reps).
+    #[arg(long, default_value_t = 20)]
+    cells: usize,
+    /// Seed the world through the API before measuring.
+    #[arg(long)]
+    seed: bool,
+    /// Seed and check, then stop.
+    #[arg(long)]
+    seed_only: bool,
+    /// Concurrent seeding workers.
+    #[arg(long, default_value_t = 64)]
+    populate_workers: usize,
+    #[arg(long, default_value_t = 2)]
+    trials: usize,
+    /// Start trials this far apart (a real rep syncs every 30s); 0 runs them back to back.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    interval: Duration,
+    /// Percent of instances written per trial (half claimed, half started back), as
+    /// upstream's percent_writes.
+    #[arg(long, default_value_t = 2.0)]
+    percent_writes: f64,
+    /// Percent of instances read back one by one per trial.
+    #[arg(long, default_value_t = 2.0)]
+    percent_reads: f64,
+    /// Per-record calls in flight per simulated rep.
+    #[arg(long, default_value_t = 4)]
+    per_cell_concurrency: usize,
+    /// Per-record calls in flight across the whole process.
+    #[arg(long, default_value_t = 1024)]
+    max_in_flight: usize,
+    /// This process's share of the cells, as INDEX/COUNT (cells where id % COUNT == INDEX).
+    /// Worker 0 also runs the global pollers.
+    #[arg(long, default_value = "0/1", value_parser = parse_shard)]
+    shard: (usize, usize),
+    /// Request timeout, as the Go client's.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// How long to wait after the last trial for owed events.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    event_grace: Duration,
+    /// Runtime worker threads (default: one per CPU).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// The results file.
+    #[arg(long, default_value = "bench-results.json")]
+    output: PathBuf,
+    /// An SVG of the latency distributions.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct MergeArgs {
+    /// The merged results file.
+    #[arg(long)]
+    output: PathBuf,
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Worker results files.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+}
+
+fn parse_shard(s: &str) -> Result<(usize, usize), String> {
+    let (index, count) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?} is not INDEX/COUNT"))?;
+    let index: usize = index
+        .parse()
+        .map_err(|_| format!("bad shard index in {s:?}"))?;
+    let count: usize = count
+        .parse()
+        .map_err(|_| format!("bad shard count in {s:?}"))?;
+    if count == 0 || index >= count {
+        return Err(format!("shard {s:?}: INDEX must be below COUNT"));
+    }
+    Ok((index, count))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => {
+            if args.lrps == 0 || args.cells == 0 {
+                eprintln!("bbs-bench: --lrps and --cells must be positive");
+                return ExitCode::from(2);
+            }
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            if let Some(threads) = args.threads {
+                runtime.worker_threads(threads.max(1));
+            }
+            let runtime = match runtime.enable_all().build() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("bbs-bench: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            runtime.block_on(run(*args))
+        }
+        Command::Merge(args) => merge(args),
+    }
+}
+
+fn finish(results: &Results, output: &PathBuf, plot: Option<&PathBuf>) -> ExitCode {
+    match serde_json::to_vec_pretty(results) {
+        Ok(json) => {
+            if let Err(e) = std::fs::write(output, json) {
+                eprintln!("bbs-bench: writing {}: {e}", output.display());
+                return ExitCode::from(2);
+            }
+        }
+        Err(e) => {
+            eprintln!("bbs-bench: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    if let Some(path) = plot {
+        if let Err(e) = plot::write_svg(results, path) {
+            eprintln!("bbs-bench: plotting to {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    print!("{}", report::summary(results));
+    println!("results: {}", output.display());
+    if results.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn merge(args: MergeArgs) -> ExitCode {
+    let mut parts = Vec::new();
+    for path in &args.inputs {
+        let parsed = std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| serde_json::from_slice::<Results>(&bytes).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(r) => parts.push(r),
+            Err(e) => {
+                eprintln!("bbs-bench: reading {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
+    match report::merge(parts) {
+        Ok(merged) => finish(&merged, &args.output, args.plot.as_ref()),
+        Err(e) => {
+            eprintln!("bbs-bench: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> ExitCode {
+    let world = World {
+        lrps: args.lrps,
+        cells: args.cells,
+    };
+    let client = match BbsClient::new(&args.bbs_url, args.timeout, args.max_in_flight * 2) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("bbs-bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let recorder = Arc::new(Recorder::default());
+    let mut ops = std::collections::BTreeMap::new();
+    let mut seed_report = None;
+    if args.seed || args.seed_only {
+        match seed::seed(&client, world, args.populate_workers, &recorder).await {
+            Ok(report) => {
+                let seed_ops = recorder.take_ops();
+                for (name, stats) in seed_ops {
+                    ops.insert(name.to_owned(), OpReport::new(&stats, report.duration_s));
+                }
+                seed_report = Some(report);
+            }
+            Err(e) => {
+                eprintln!("bbs-bench: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        seed::verify(&client, world, &recorder).await;
+    }
+    let (index, count) = args.shard;
+    let owned: Vec<usize> = (0..world.cells).filter(|c| c % count == index).collect();
+
+    let mut trials = Vec::new();
+    let expectations = Arc::new(events::Expectations::default());
+    let mut measure_wall = 0.0;
+    let mut convergence = None;
+    let mut client_report = ClientReport::default();
+    let mut server_report = None;
+    if !args.seed_only {
+        // Renew this worker's presences, so convergence never sees its cells as gone.
+        if let Err(e) = seed::register_cells(&client, owned.iter().copied()).await {
+            eprintln!("bbs-bench: {e}");
+            return ExitCode::FAILURE;
+        }
+        let stream = match events::subscribe(
+            &client,
+            Arc::clone(&expectations),
+            Arc::clone(&recorder),
+        )
+        .await
+        {
+            Ok(handle) => handle,
+            Err(e) => {
+                eprintln!("bbs-bench: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let passes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let watcher = (!args.metrics_url.is_empty()).then(|| {
+            probes::watch_convergence(
+                reqwest::Client::new(),
+                args.metrics_url.clone(),
+                Arc::clone(&recorder),
+                Arc::clone(&passes),
+            )
+        });
+        let all_slots = world.slots_by_cell();
+        let ctx = RepContext {
+            client: client.clone(),
+            recorder: Arc::clone(&recorder),
+            expectations: Arc::clone(&expectations),
+            settings: LoopSettings {
+                percent_writes: args.percent_writes,
+                percent_reads: args.percent_reads,
+                per_cell_concurrency: args.per_cell_concurrency,
+            },
+            in_flight: Arc::new(tokio::sync::Semaphore::new(args.max_in_flight.max(1))),
+        };
+        let meter = probes::CpuMeter::start(args.server_pid);
+        let first = Instant::now();
+        for trial in 1..=args.trials {
+            let due = first + args.interval * (trial as u32 - 1);
+            tokio::time::sleep_until(due.into()).await;
+            let counts = TrialCounts::default();
+            let started = Instant::now();
+            let loops =
+                join_all(owned.iter().map(|&cell| {
+                    rep_loop::sync_cell(&ctx, trial, cell, &all_slots[cell], &counts)
+                }));
+            let polls = async {
+                if index == 0 {
+                    pollers::poll_once(&client, world, &recorder).await;
+                }
+            };
+            let ((), ()) = tokio::join!(
+                async {
+                    loops.await;
+                },
+                polls
+            );
+            let wall = started.elapsed().as_secs_f64();
+            let report = TrialReport {
+                trial,
+                wall_s: wall,
+                cells: owned.len(),
+                starts: counts.starts.load(Ordering::Relaxed),
+                claims: counts.claims.load(Ordering::Relaxed),
+                reads: counts.reads.load(Ordering::Relaxed),
+                errors: counts.errors.load(Ordering::Relaxed),
+            };
+            eprintln!(
+                "trial {trial}/{}: {:.2} s, {} starts, {} claims, {} reads, {} errors",
+                args.trials, wall, report.starts, report.claims, report.reads, report.errors
+            );
+            trials.push(report);
+        }
+        measure_wall = meter.wall();
+        let own_cpu = meter.own_cpu();
+        client_report = ClientReport {
+            cpu_seconds: own_cpu,
+            cores_used: own_cpu / measure_wall.max(1e-9),
+            machine_busy_percent: meter.machine_busy_percent(),
+        };
+        if let Some(pid) = args.server_pid {
+            let cpu = meter.server_cpu().map_or(0.0, |(_, s)| s);
+            let (rss, peak) = probes::process_rss_mib(pid).unwrap_or((0.0, 0.0));
+            server_report = Some(ServerReport {
+                pid,
+                rss_mib: rss,
+                peak_rss_mib: peak,
+                cpu_seconds: cpu,
+                cores_used: cpu / measure_wall.max(1e-9),
+            });
+        }
+        if let Some(watcher) = watcher {
+            watcher.abort();
+            convergence = Some(report::ConvergenceReport {
+                passes: passes.load(Ordering::Relaxed),
+            });
+        }
+        let grace = Instant::now();
+        while expectations.outstanding() > 0 && grace.elapsed() < args.event_grace {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let missing = expectations.outstanding();
+        let expected = expectations.expected.load(Ordering::Relaxed);
+        let received = expectations.received.load(Ordering::Relaxed);
+        if missing > 0 || expected != received {
+            recorder.fail(format!(
+                "{missing} instance changes never showed up on the event stream ({received} of {expected} seen)"
+            ));
+        }
+        stream.abort();
+    }
+
+    let (measured, mut failures) = recorder.take();
+    for (name, stats) in &measured {
+        ops.insert((*name).to_owned(), OpReport::new(stats, measure_wall));
+    }
+    let errors: u64 = ops.values().map(|o| o.errors).sum();
+    if errors > 0 {
+        failures.push(format!("{errors} requests failed"));
+    }
+    let config = serde_json::json!({
+        "lrps": args.lrps,
+        "cells": args.cells,
+        "trials": args.trials,
+        "interval_s": args.interval.as_secs_f64(),
+        "percent_writes": args.percent_writes,
+        "percent_reads": args.percent_reads,
+        "per_cell_concurrency": args.per_cell_concurrency,
+        "max_in_flight": args.max_in_flight,
+        "populate_workers": args.populate_workers,
+        "seeded": seed_report.is_some(),
+        "shard": format!("{}/{}", index, count),
+        "bbs_url": args.bbs_url,
+    });
+    let results = Results {
+        tool: format!("bbs-bench {}", env!("CARGO_PKG_VERSION")),
+        started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        backend: args.backend.clone(),
+        config,
+        machine: probes::machine(),
+        workers: 1,
+        seed: seed_report,
+        measure_wall_s: measure_wall,
+        trials,
+        ops,
+        events: report::EventReport {
+            expected: expectations.expected.load(Ordering::Relaxed),
+            received: expectations.received.load(Ordering::Relaxed),
+        },
+        convergence,
+        client: client_report,
+        server: server_report,
+        passed: failures.is_empty(),
+        failures,
+    };
+    finish(&results, &args.output, args.plot.as_ref())
+}

@@ -1,0 +1,96 @@
+//! Latency and error accounting shared by every simulated component. Histograms keep the full
+//! distribution (µs, 3 significant digits) so worker processes' results merge exactly.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+/// How many distinct error messages are kept per operation, for the report.
+const ERROR_SAMPLES: usize = 5;
+
+pub struct OpStats {
+    pub histogram: Histogram<u64>,
+    pub errors: u64,
+    pub error_samples: Vec<String>,
+}
+
+impl Default for OpStats {
+    fn default() -> Self {
+        OpStats {
+            // 1 µs to 1 hour.
+            histogram: Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                .expect("static histogram bounds are valid"),
+            errors: 0,
+            error_samples: Vec::new(),
+        }
+    }
+}
+
+impl OpStats {
+    pub fn note_error(&mut self, message: String) {
+        self.errors += 1;
+        if self.error_samples.len() < ERROR_SAMPLES && !self.error_samples.contains(&message) {
+            self.error_samples.push(message);
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Recorder {
+    ops: Mutex<BTreeMap<&'static str, OpStats>>,
+    failures: Mutex<Vec<String>>,
+}
+
+impl Recorder {
+    pub fn record(&self, op: &'static str, took: Duration) {
+        let micros = (took.as_micros() as u64).max(1);
+        let mut ops = self.ops.lock().unwrap_or_else(|e| e.into_inner());
+        ops.entry(op)
+            .or_default()
+            .histogram
+            .saturating_record(micros);
+    }
+
+    pub fn error(&self, op: &'static str, message: String) {
+        let mut ops = self.ops.lock().unwrap_or_else(|e| e.into_inner());
+        ops.entry(op).or_default().note_error(message);
+    }
+
+    /// Times `f`; an `Err` counts as an error of `op` (not as a latency sample) and is
+    /// handed back so the caller can decide what it means.
+    pub async fn time<T, E: std::fmt::Display>(
+        &self,
+        op: &'static str,
+        f: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        let started = Instant::now();
+        let result = f.await;
+        match &result {
+            Ok(_) => self.record(op, started.elapsed()),
+            Err(e) => self.error(op, e.to_string()),
+        }
+        result
+    }
+
+    /// A failed check (a wrong count, a missing event): fails the run.
+    pub fn fail(&self, message: String) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if failures.len() < 100 {
+            failures.push(message);
+        }
+    }
+
+    /// The operations so far, leaving the failures for the final report.
+    pub fn take_ops(&self) -> BTreeMap<&'static str, OpStats> {
+        std::mem::take(&mut *self.ops.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub fn take(&self) -> (BTreeMap<&'static str, OpStats>, Vec<String>) {
+        let ops = std::mem::take(&mut *self.ops.lock().unwrap_or_else(|e| e.into_inner()));
+        let failures =
+            std::mem::take(&mut *self.failures.lock().unwrap_or_else(|e| e.into_inner()));
+        (ops, failures)
+    }
+}

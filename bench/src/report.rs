@@ -1,0 +1,305 @@
+//! The results file (JSON, with each operation's full histogram so worker processes' files
+//! merge exactly), the summary table for people, and merging.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use crate::recorder::OpStats;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Results {
+    pub tool: String,
+    pub started_at: String,
+    pub backend: String,
+    pub config: serde_json::Value,
+    pub machine: Machine,
+    pub workers: usize,
+    pub seed: Option<SeedReport>,
+    /// Wall time of the measured phase (all trials), seconds.
+    pub measure_wall_s: f64,
+    pub trials: Vec<TrialReport>,
+    pub ops: BTreeMap<String, OpReport>,
+    pub events: EventReport,
+    pub convergence: Option<ConvergenceReport>,
+    pub client: ClientReport,
+    pub server: Option<ServerReport>,
+    pub failures: Vec<String>,
+    pub passed: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Machine {
+    pub cpus: usize,
+    pub cpu_model: String,
+    pub memory_gib: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeedReport {
+    pub lrps: usize,
+    pub cells: usize,
+    pub duration_s: f64,
+    /// DesireLRP + StartActualLRP pairs per second.
+    pub lrps_per_s: f64,
+    pub desire_errors: u64,
+    pub start_errors: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TrialReport {
+    pub trial: usize,
+    /// From the first bulk fetch to the last cell's last per-record call.
+    pub wall_s: f64,
+    pub cells: usize,
+    pub starts: u64,
+    pub claims: u64,
+    pub reads: u64,
+    pub errors: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EventReport {
+    /// State changes the rep loops caused (claims, and starts of claimed instances).
+    pub expected: u64,
+    /// Of those, how many arrived on the instance event stream.
+    pub received: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConvergenceReport {
+    /// Passes the server finished during the measured phase; their durations are the
+    /// `server_convergence_pass` operation.
+    pub passes: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ClientReport {
+    pub cpu_seconds: f64,
+    /// CPU seconds per wall second: 1.0 is one core busy.
+    pub cores_used: f64,
+    /// Share of all the machine's CPU busy (any process) during the measured phase.
+    pub machine_busy_percent: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServerReport {
+    pub pid: u32,
+    pub rss_mib: f64,
+    pub peak_rss_mib: f64,
+    pub cpu_seconds: f64,
+    pub cores_used: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OpReport {
+    pub count: u64,
+    pub errors: u64,
+    pub error_samples: Vec<String>,
+    pub per_second: f64,
+    pub mean_ms: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// HdrHistogram V2, base64: microseconds.
+    pub histogram: String,
+}
+
+fn ms(micros: u64) -> f64 {
+    micros as f64 / 1000.0
+}
+
+impl OpReport {
+    pub fn new(stats: &OpStats, wall_s: f64) -> OpReport {
+        let h = &stats.histogram;
+        let mut bytes = Vec::new();
+        V2Serializer::new()
+            .serialize(h, &mut bytes)
+            .expect("serializing into a Vec cannot fail");
+        let count = h.len();
+        OpReport {
+            count,
+            errors: stats.errors,
+            error_samples: stats.error_samples.clone(),
+            per_second: if wall_s > 0.0 {
+                count as f64 / wall_s
+            } else {
+                0.0
+            },
+            mean_ms: h.mean() / 1000.0,
+            p50_ms: ms(h.value_at_quantile(0.50)),
+            p90_ms: ms(h.value_at_quantile(0.90)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            max_ms: ms(h.max()),
+            histogram: base64::engine::general_purpose::STANDARD.encode(bytes),
+        }
+    }
+
+    pub fn histogram(&self) -> Result<Histogram<u64>, String> {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&self.histogram)
+            .map_err(|e| e.to_string())?;
+        Deserializer::new()
+            .deserialize(&mut bytes.as_slice())
+            .map_err(|e| format!("{e:?}"))
+    }
+}
+
+/// Merges worker processes' results: histograms add, a trial's wall time is the slowest
+/// worker's, counts add.
+pub fn merge(mut parts: Vec<Results>) -> Result<Results, String> {
+    if parts.is_empty() {
+        return Err("nothing to merge".into());
+    }
+    let mut merged = parts.remove(0);
+    let mut histograms: BTreeMap<String, (OpStats, f64)> = BTreeMap::new();
+    let mut absorb = |r: &Results| -> Result<(), String> {
+        for (name, op) in &r.ops {
+            let entry = histograms
+                .entry(name.clone())
+                .or_insert_with(|| (OpStats::default(), 0.0));
+            entry
+                .0
+                .histogram
+                .add(op.histogram()?)
+                .map_err(|e| format!("{name}: {e:?}"))?;
+            entry.0.errors += op.errors;
+            for sample in &op.error_samples {
+                if entry.0.error_samples.len() < 5 {
+                    entry.0.error_samples.push(sample.clone());
+                }
+            }
+        }
+        Ok(())
+    };
+    absorb(&merged)?;
+    for part in &parts {
+        absorb(part)?;
+        merged.workers += part.workers;
+        merged.measure_wall_s = merged.measure_wall_s.max(part.measure_wall_s);
+        for trial in &part.trials {
+            match merged.trials.iter_mut().find(|t| t.trial == trial.trial) {
+                Some(t) => {
+                    t.wall_s = t.wall_s.max(trial.wall_s);
+                    t.cells += trial.cells;
+                    t.starts += trial.starts;
+                    t.claims += trial.claims;
+                    t.reads += trial.reads;
+                    t.errors += trial.errors;
+                }
+                None => merged.trials.push(trial.clone()),
+            }
+        }
+        merged.events.expected += part.events.expected;
+        merged.events.received += part.events.received;
+        merged.client.cpu_seconds += part.client.cpu_seconds;
+        merged.client.cores_used += part.client.cores_used;
+        merged.client.machine_busy_percent = merged
+            .client
+            .machine_busy_percent
+            .max(part.client.machine_busy_percent);
+        if merged.convergence.is_none() {
+            merged.convergence = part.convergence.clone();
+        }
+        if merged.server.is_none() {
+            merged.server = part.server.clone();
+        }
+        if merged.seed.is_none() {
+            merged.seed = part.seed.clone();
+        }
+        merged.failures.extend(part.failures.iter().cloned());
+        merged.passed &= part.passed;
+    }
+    let wall = merged.measure_wall_s;
+    merged.ops = histograms
+        .iter()
+        .map(|(name, (stats, _))| (name.clone(), OpReport::new(stats, wall)))
+        .collect();
+    Ok(merged)
+}
+
+/// The table for people.
+pub fn summary(r: &Results) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "backend {} | {} workers | {} CPUs ({}) | measured {:.1} s",
+        r.backend, r.workers, r.machine.cpus, r.machine.cpu_model, r.measure_wall_s
+    );
+    if let Some(seed) = &r.seed {
+        let _ = writeln!(
+            out,
+            "seed: {} LRPs on {} cells in {:.1} s ({:.0} LRPs/s, {} desire and {} start errors)",
+            seed.lrps,
+            seed.cells,
+            seed.duration_s,
+            seed.lrps_per_s,
+            seed.desire_errors,
+            seed.start_errors
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{:<38} {:>9} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "operation", "count", "errors", "per s", "p50 ms", "p90 ms", "p99 ms", "max ms"
+    );
+    for (name, op) in &r.ops {
+        let _ = writeln!(
+            out,
+            "{:<38} {:>9} {:>6} {:>9.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+            name, op.count, op.errors, op.per_second, op.p50_ms, op.p90_ms, op.p99_ms, op.max_ms
+        );
+    }
+    for t in &r.trials {
+        let _ = writeln!(
+            out,
+            "trial {:>2}: {:>7.2} s wall, {} cells, {} starts ({:.0}/s), {} claims, {} reads, {} errors",
+            t.trial,
+            t.wall_s,
+            t.cells,
+            t.starts,
+            if t.wall_s > 0.0 { t.starts as f64 / t.wall_s } else { 0.0 },
+            t.claims,
+            t.reads,
+            t.errors
+        );
+    }
+    let _ = writeln!(
+        out,
+        "events: {} of {} expected instance changes seen on the stream",
+        r.events.received, r.events.expected
+    );
+    if let Some(c) = &r.convergence {
+        let _ = writeln!(
+            out,
+            "convergence: {} server passes during the run (durations: server_convergence_pass)",
+            c.passes
+        );
+    }
+    let _ = writeln!(
+        out,
+        "load generator: {:.1} CPU s, {:.2} cores busy of {}; whole machine {:.0}% busy",
+        r.client.cpu_seconds, r.client.cores_used, r.machine.cpus, r.client.machine_busy_percent
+    );
+    if let Some(s) = &r.server {
+        let _ = writeln!(
+            out,
+            "server (pid {}): {:.0} MiB resident (peak {:.0} MiB), {:.1} CPU s, {:.2} cores busy",
+            s.pid, s.rss_mib, s.peak_rss_mib, s.cpu_seconds, s.cores_used
+        );
+    }
+    if r.failures.is_empty() {
+        let _ = writeln!(out, "PASSED: no errors, every count matched");
+    } else {
+        let _ = writeln!(out, "FAILED: {} problems", r.failures.len());
+        for f in r.failures.iter().take(20) {
+            let _ = writeln!(out, "  - {f}");
+        }
+    }
+    out
+}
