@@ -13,6 +13,9 @@ use slog::{error, info, Logger};
 use crate::config::Settings;
 use crate::http::{api_app, debug_app, health_app, ApiState};
 
+/// How long an idle API connection is kept: longer than Go's 90 s client idle timeout.
+const KEEP_ALIVE_SECONDS: u64 = 120;
+
 /// Latency buckets for every `*_seconds` histogram, from 100 µs to 30 s.
 const SECONDS_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -99,6 +102,12 @@ pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>
     let max_body = settings.max_request_body_bytes;
     let api_state = state.clone();
     let api = match HttpServer::new(move || api_app(api_state.clone(), max_body))
+        // Go clients keep idle connections for 90 s; closing them sooner races their next
+        // request on the connection. A loaded server may also take more than actix's 5 s
+        // default to read a request's headers, which must not be answered with a 408.
+        .keep_alive(Duration::from_secs(KEEP_ALIVE_SECONDS))
+        .client_request_timeout(Duration::from_secs(60))
+        .backlog(4096)
         .shutdown_timeout(10)
         .bind(&settings.listen_address)
     {

@@ -293,8 +293,8 @@ impl Handler<StartLrp> for ActualLrpActor {
             self,
             id(&running.key.process_guid, running.key.index),
             move |current| {
-                let instance = current.cloned().unwrap_or_default();
-                let change = rules::start(&instance, &running, now, || {
+                let empty = Instance::default();
+                let change = rules::start(current.unwrap_or(&empty), &running, now, || {
                     uuid::Uuid::new_v4().to_string()
                 })?
                 .map_or(Change::Unchanged, change_to);
@@ -496,19 +496,14 @@ impl Handler<PlanConvergence> for ActualLrpActor {
 
     fn handle(&mut self, msg: PlanConvergence, _: &mut Self::Context) -> Self::Result {
         // Desired LRPs of other shards are not this shard's to create.
-        let shards = self.shard_count.max(1);
-        let desired: std::collections::BTreeMap<String, crate::rules::convergence::Desired> = msg
-            .desired
-            .iter()
-            .filter(|(guid, _)| shard_of(guid, shards) == self.shard_index)
-            .map(|(g, d)| (g.clone(), d.clone()))
-            .collect();
+        let (shards, shard) = (self.shard_count.max(1), self.shard_index);
         crate::rules::convergence::lrp_actions(
-            &desired,
+            &msg.desired,
             &self.instances,
             &msg.cells,
             &msg.fresh_domains,
             now_nanos(),
+            &|guid| shard_of(guid, shards) == shard,
         )
     }
 }

@@ -4,7 +4,7 @@
 //! them through their write-through paths with `convergence_workers` at a time, then sends one
 //! batched auction request and the rep stops (bbs-reference §4).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,7 @@ use bbs_models as m;
 
 use crate::actual_lrps::{ApplyLrpAction, CountLrps, LrpCounts, PlanConvergence};
 use crate::auctioneer::LrpStartRequest;
-use crate::desired_lrps::{ConvergenceView, SchedulingInfosOf};
+use crate::desired_lrps::{ConvergenceView, DesiredInstances, SchedulingInfosOf};
 use crate::domains::{DomainActor, FreshDomains, PruneExpiredDomains};
 use crate::error::BbsResult;
 use crate::lrps::Lrps;
@@ -180,6 +180,28 @@ async fn converge(
             })
             .await?;
         plans.extend(plan);
+    }
+    // The desired view was read before the shards planned, so an LRP desired or scaled up
+    // in between has instances the view does not cover. Read those LRPs again before
+    // retiring: an instance that existed when its shard planned had its desired LRP written
+    // first, so this read sees it.
+    let retiring: BTreeSet<String> = plans
+        .iter()
+        .filter(|(_, action)| *action == LrpAction::Retire)
+        .map(|((guid, _), _)| guid.clone())
+        .collect();
+    if !retiring.is_empty() {
+        let current: HashMap<String, i32> = lrps
+            .desired
+            .call(DesiredInstances {
+                process_guids: retiring.into_iter().collect(),
+            })
+            .await?
+            .into_iter()
+            .collect();
+        plans.retain(|((guid, index), action)| {
+            *action != LrpAction::Retire || current.get(guid).is_none_or(|n| index >= n)
+        });
     }
     for (_, action) in &plans {
         *report

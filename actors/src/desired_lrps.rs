@@ -55,9 +55,9 @@ pub struct ListDesiredLrps {
     pub app_guids: Vec<String>,
 }
 
-/// Scheduling infos only (no run info is cloned).
+/// Scheduling infos only (shared, not copied).
 #[derive(Message, Default)]
-#[rtype(result = "Vec<m::DesiredLrpSchedulingInfo>")]
+#[rtype(result = "Vec<std::sync::Arc<m::DesiredLrpSchedulingInfo>>")]
 pub struct ListSchedulingInfos {
     pub filter: DesiredLrpFilter,
 }
@@ -71,8 +71,15 @@ pub struct ConvergenceView;
 /// The scheduling infos of the named LRPs (the ones convergence auctions), looked up one by
 /// one; unknown guids are left out.
 #[derive(Message)]
-#[rtype(result = "Vec<m::DesiredLrpSchedulingInfo>")]
+#[rtype(result = "Vec<std::sync::Arc<m::DesiredLrpSchedulingInfo>>")]
 pub struct SchedulingInfosOf {
+    pub process_guids: Vec<String>,
+}
+
+/// The desired instance counts of the named LRPs, now; unknown guids are left out.
+#[derive(Message)]
+#[rtype(result = "Vec<(String, i32)>")]
+pub struct DesiredInstances {
     pub process_guids: Vec<String>,
 }
 
@@ -289,7 +296,7 @@ impl Handler<ListDesiredLrps> for DesiredLrpActor {
 }
 
 impl Handler<ListSchedulingInfos> for DesiredLrpActor {
-    type Result = Vec<m::DesiredLrpSchedulingInfo>;
+    type Result = Vec<std::sync::Arc<m::DesiredLrpSchedulingInfo>>;
 
     fn handle(&mut self, msg: ListSchedulingInfos, _: &mut Self::Context) -> Self::Result {
         let mut out: Vec<&DesiredEntry> = self
@@ -328,7 +335,7 @@ impl Handler<ConvergenceView> for DesiredLrpActor {
 }
 
 impl Handler<SchedulingInfosOf> for DesiredLrpActor {
-    type Result = Vec<m::DesiredLrpSchedulingInfo>;
+    type Result = Vec<std::sync::Arc<m::DesiredLrpSchedulingInfo>>;
 
     fn handle(&mut self, msg: SchedulingInfosOf, _: &mut Self::Context) -> Self::Result {
         msg.process_guids
@@ -338,6 +345,20 @@ impl Handler<SchedulingInfosOf> for DesiredLrpActor {
     }
 }
 
+impl Handler<DesiredInstances> for DesiredLrpActor {
+    type Result = Vec<(String, i32)>;
+
+    fn handle(&mut self, msg: DesiredInstances, _: &mut Self::Context) -> Self::Result {
+        msg.process_guids
+            .into_iter()
+            .filter_map(|guid| {
+                let instances = self.lrps.get(&guid)?.instances();
+                Some((guid, instances))
+            })
+            .collect()
+    }
+}
+
 crate::metered_handlers!(DesiredLrpActor:
     DesireLrp, UpdateLrp, RemoveLrp, GetDesiredLrp, ListDesiredLrps, ListSchedulingInfos,
-    ConvergenceView, SchedulingInfosOf);
+    ConvergenceView, SchedulingInfosOf, DesiredInstances);

@@ -164,7 +164,7 @@ pub fn scheduling_from_record(
 pub fn desired_from_record(codec: &Codec, r: &DesiredLrpRecord) -> BbsResult<DesiredEntry> {
     let (scheduling, metric_tags) = scheduling_from_record(codec, &r.scheduling)?;
     Ok(DesiredEntry {
-        scheduling,
+        scheduling: std::sync::Arc::new(scheduling),
         run_info: PackedRunInfo::pack(&codec.decode_model(&r.run_info)?),
         metric_tags,
         update_strategy: r.scheduling.update_strategy,

@@ -69,7 +69,9 @@ impl BbsClient {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .pool_max_idle_per_host(max_idle)
-            .pool_idle_timeout(Duration::from_secs(90))
+            // Below the server's keep-alive, so an idle connection is never reused just as
+            // the server closes it.
+            .pool_idle_timeout(Duration::from_secs(50))
             .tcp_nodelay(true)
             .http1_only()
             .build()?;

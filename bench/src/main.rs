@@ -73,7 +73,9 @@ struct RunArgs {
     populate_workers: usize,
     #[arg(long, default_value_t = 2)]
     trials: usize,
-    /// Start trials this far apart (a real rep syncs every 30s); 0 runs them back to back.
+    /// Start trials this far apart (a real rep syncs every 30s); 0 runs them back to back,
+    /// every rep at once. With an interval each rep starts at its own fixed offset within it,
+    /// as real reps (and upstream's benchmark, with its random first sleep) spread out.
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     interval: Duration,
     /// Percent of instances written per trial (half claimed, half started back), as
@@ -301,10 +303,13 @@ async fn run(args: RunArgs) -> ExitCode {
             tokio::time::sleep_until(due.into()).await;
             let counts = TrialCounts::default();
             let started = Instant::now();
-            let loops =
-                join_all(owned.iter().map(|&cell| {
-                    rep_loop::sync_cell(&ctx, trial, cell, &all_slots[cell], &counts)
-                }));
+            let (ctx, counts, all_slots) = (&ctx, &counts, &all_slots);
+            let loops = join_all(owned.iter().map(|&cell| async move {
+                let offset =
+                    workload::mix(cell as u64 ^ 0x5eed) % args.interval.as_millis().max(1) as u64;
+                tokio::time::sleep_until((started + Duration::from_millis(offset)).into()).await;
+                rep_loop::sync_cell(ctx, trial, cell, &all_slots[cell], counts).await
+            }));
             let polls = async {
                 if index == 0 {
                     pollers::poll_once(&client, world, &recorder).await;

@@ -11,7 +11,7 @@ use bbs_actors::{BbsError, BbsResult};
 use bbs_models as m;
 use bbs_store::{ActualLrpFilter, DesiredLrpFilter};
 
-use super::proto::{decode, reply, trace_id};
+use super::proto::{decode, reply, respond_error, respond_list, trace_id};
 use super::ApiState;
 
 fn desired_lifecycle(result: BbsResult<()>) -> HttpResponse {
@@ -158,7 +158,7 @@ pub async fn get_r2(state: web::Data<ApiState>, body: web::Bytes) -> HttpRespons
 }
 
 pub async fn scheduling_infos(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse {
-    let result: BbsResult<Vec<m::DesiredLrpSchedulingInfo>> = async {
+    let result: BbsResult<Vec<std::sync::Arc<m::DesiredLrpSchedulingInfo>>> = async {
         let request: m::DesiredLrpsRequest = decode(&body)?;
         let message = ListSchedulingInfos {
             filter: DesiredLrpFilter {
@@ -169,17 +169,18 @@ pub async fn scheduling_infos(state: web::Data<ApiState>, body: web::Bytes) -> H
         state.bbs()?.lrps.desired.call(message).await
     }
     .await;
-    reply(result.map(|infos| m::DesiredLrpSchedulingInfosResponse {
-        error: None,
-        desired_lrp_scheduling_infos: infos,
-    }))
+    match result {
+        // Field 2: DesiredLRPSchedulingInfosResponse.desired_lrp_scheduling_infos.
+        Ok(infos) => respond_list::<m::DesiredLrpSchedulingInfo, _>(2, infos),
+        Err(e) => respond_error::<m::DesiredLrpSchedulingInfosResponse>(&e),
+    }
 }
 
 pub async fn scheduling_info(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse {
     reply(get_entry(&state, &body).await.map(|e| {
         m::DesiredLrpSchedulingInfoByProcessGuidResponse {
             error: None,
-            desired_lrp_scheduling_info: Some(e.scheduling),
+            desired_lrp_scheduling_info: Some((*e.scheduling).clone()),
         }
     }))
 }
@@ -220,10 +221,11 @@ pub async fn list_actual(state: web::Data<ApiState>, body: web::Bytes) -> HttpRe
         state.bbs()?.lrps.actual.list(filter).await
     }
     .await;
-    reply(result.map(|actual_lrps| m::ActualLrpsResponse {
-        error: None,
-        actual_lrps,
-    }))
+    match result {
+        // Field 2: ActualLRPsResponse.actual_lrps.
+        Ok(lrps) => respond_list::<m::ActualLrp, _>(2, lrps),
+        Err(e) => respond_error::<m::ActualLrpsResponse>(&e),
+    }
 }
 
 pub async fn list_actual_by_process_guids(

@@ -24,6 +24,40 @@ pub fn respond<M: Message>(message: &M) -> HttpResponse {
         .body(message.encode_to_vec())
 }
 
+/// Records per chunk of a streamed list answer.
+const LIST_CHUNK: usize = 512;
+
+/// A list answer whose only set field is the repeated `field` of records, as the bulk reads
+/// (nsync, route emitters) get it. Large lists are encoded as the socket drains, a chunk at
+/// a time, so 250,000 records never sit in memory encoded whole next to their copies; a
+/// protobuf message is the concatenation of its fields, so the client sees the same bytes.
+pub fn respond_list<T, I>(field: u32, items: Vec<I>) -> HttpResponse
+where
+    T: Message + 'static,
+    I: std::borrow::Borrow<T> + 'static,
+{
+    let encode = move |chunk: &mut dyn Iterator<Item = I>| {
+        let mut buffer = Vec::new();
+        for item in chunk {
+            prost::encoding::message::encode(field, item.borrow(), &mut buffer);
+        }
+        buffer
+    };
+    if items.len() <= LIST_CHUNK {
+        return HttpResponse::Ok()
+            .content_type(CONTENT_TYPE)
+            .body(encode(&mut items.into_iter()));
+    }
+    let mut items = items.into_iter();
+    let chunks = std::iter::from_fn(move || {
+        let buffer = encode(&mut items.by_ref().take(LIST_CHUNK));
+        (!buffer.is_empty()).then(|| Ok::<_, std::convert::Infallible>(bytes::Bytes::from(buffer)))
+    });
+    HttpResponse::Ok()
+        .content_type(CONTENT_TYPE)
+        .streaming(futures::stream::iter(chunks))
+}
+
 /// The route's response type carrying `error`. An Unrecoverable error also marks the
 /// response, so the server shuts down after sending it.
 pub fn respond_error<R: WithError>(error: &BbsError) -> HttpResponse {

@@ -192,10 +192,16 @@ pub fn start(
             row
         }
         Some(current) => {
+            // Compared in place: most starts are a rep's re-assertions, which change nothing.
             let unchanged = current.state == RUNNING
-                && key_of(current) == running.key
-                && instance_key_of(current) == running.instance_key
-                && current.actual_lrp_net_info.clone().unwrap_or_default() == running.net_info
+                && current.actual_lrp_key.as_ref() == Some(&running.key)
+                && current.actual_lrp_instance_key.as_ref() == Some(&running.instance_key)
+                && current
+                    .actual_lrp_net_info
+                    .as_ref()
+                    .map_or(running.net_info == m::ActualLrpNetInfo::default(), |n| {
+                        *n == running.net_info
+                    })
                 && current.actual_lrp_internal_routes == running.internal_routes
                 && current.metric_tags == running.metric_tags
                 && routable_of(current) == running.routable

@@ -147,14 +147,25 @@ pub enum LrpAction {
 
 /// The drift rules (§4.3 #14-15) for a running instance of a desired LRP.
 fn drift(wanted: &Desired, index: i32, running: &m::ActualLrp) -> Vec<LrpAction> {
-    let instance_key = instance_key_of(running);
     let mut actions = Vec::new();
-    let actual_routes: BTreeSet<&str> = running
-        .actual_lrp_internal_routes
-        .iter()
-        .map(|r| r.hostname.as_str())
-        .collect();
-    if actual_routes != wanted.internal_routes.iter().map(String::as_str).collect() {
+    if running.actual_lrp_internal_routes.is_empty()
+        && wanted.internal_routes.is_empty()
+        && running.metric_tags.is_empty()
+    {
+        return actions;
+    }
+    let instance_key = instance_key_of(running);
+    let routes_drifted = if running.actual_lrp_internal_routes.is_empty() {
+        !wanted.internal_routes.is_empty()
+    } else {
+        let actual: BTreeSet<&str> = running
+            .actual_lrp_internal_routes
+            .iter()
+            .map(|r| r.hostname.as_str())
+            .collect();
+        actual != wanted.internal_routes.iter().map(String::as_str).collect()
+    };
+    if routes_drifted {
         actions.push(LrpAction::UpdateRep(RepUpdate {
             cell_id: instance_key.cell_id.clone(),
             instance_guid: instance_key.instance_guid.clone(),
@@ -181,9 +192,15 @@ fn drift(wanted: &Desired, index: i32, running: &m::ActualLrp) -> Vec<LrpAction>
     actions
 }
 
+fn cell_of(lrp: &m::ActualLrp) -> &str {
+    lrp.actual_lrp_instance_key
+        .as_ref()
+        .map_or("", |k| k.cell_id.as_str())
+}
+
 fn on_missing_cell(lrp: &m::ActualLrp, cells: &HashSet<String>) -> bool {
-    let cell = instance_key_of(lrp).cell_id;
-    !cell.is_empty() && !cells.contains(&cell)
+    let cell = cell_of(lrp);
+    !cell.is_empty() && !cells.contains(cell)
 }
 
 /// The instances a convergence pass reads: the owning actor's own table, read in place (a
@@ -220,20 +237,23 @@ pub fn lrp_actions(
     cells: &HashSet<String>,
     fresh_domains: &HashSet<String>,
     now: Nanos,
+    owns: &dyn Fn(&str) -> bool,
 ) -> Vec<((String, i32), LrpAction)> {
+    // A pass reads every instance: the checks below borrow rather than copy, and a key is
+    // only copied for an instance that gets an action.
     let mut actions = Vec::new();
     for ((guid, index), instance) in instances.each() {
-        let key = (guid.clone(), *index);
+        let key = || (guid.clone(), *index);
         let wanted = desired.get(guid);
         let domain = instance
             .rows()
             .next()
-            .map(|r| r.actual_lrp_key.clone().unwrap_or_default().domain)
-            .unwrap_or_default();
-        let fresh = fresh_domains.contains(&domain);
+            .and_then(|r| r.actual_lrp_key.as_ref())
+            .map_or("", |k| k.domain.as_str());
+        let fresh = fresh_domains.contains(domain);
         if let Some(evacuating) = &instance.evacuating {
             if cells.is_empty() || on_missing_cell(evacuating, cells) {
-                actions.push((key.clone(), LrpAction::PruneEvacuating));
+                actions.push((key(), LrpAction::PruneEvacuating));
             }
         }
         if let Some(suspect) = &instance.suspect {
@@ -243,9 +263,9 @@ pub fn lrp_actions(
                 .is_some_and(|o| o.state == RUNNING)
                 && suspect.state == RUNNING;
             if (wanted.is_none() && fresh) || replacement_running {
-                actions.push((key.clone(), LrpAction::DeleteSuspect));
+                actions.push((key(), LrpAction::DeleteSuspect));
             } else if !cells.is_empty() && !on_missing_cell(suspect, cells) {
-                actions.push((key.clone(), LrpAction::PromoteSuspect));
+                actions.push((key(), LrpAction::PromoteSuspect));
             }
         }
         let Some(ordinary) = &instance.ordinary else {
@@ -253,13 +273,13 @@ pub fn lrp_actions(
         };
         let Some(wanted) = wanted else {
             if fresh {
-                actions.push((key, LrpAction::Retire));
+                actions.push((key(), LrpAction::Retire));
             }
             continue;
         };
         if *index >= wanted.instances {
             if fresh {
-                actions.push((key, LrpAction::Retire));
+                actions.push((key(), LrpAction::Retire));
             }
             continue;
         }
@@ -268,21 +288,22 @@ pub fn lrp_actions(
             && (cells.is_empty() || on_missing_cell(ordinary, cells))
         {
             if instance.suspect.is_none() {
-                actions.push((key, LrpAction::SuspectAndReplace));
+                actions.push((key(), LrpAction::SuspectAndReplace));
             }
         } else if (state == UNCLAIMED && ordinary.since < now.saturating_sub(STALE_UNCLAIMED_NANOS))
             || (state == CRASHED && should_restart(now, ordinary.since, ordinary.crash_count))
         {
-            actions.push((key, LrpAction::Restart));
+            actions.push((key(), LrpAction::Restart));
         } else if state == RUNNING {
             actions.extend(
                 drift(wanted, *index, ordinary)
                     .into_iter()
-                    .map(|a| (key.clone(), a)),
+                    .map(|a| (key(), a)),
             );
         }
     }
-    for (guid, wanted) in desired {
+    // Missing instances: only the caller's own (a shard creates its process guids' only).
+    for (guid, wanted) in desired.iter().filter(|(guid, _)| owns(guid)) {
         for index in 0..wanted.instances {
             let present = instances
                 .instance(&(guid.clone(), index))
@@ -460,7 +481,7 @@ mod tests {
         } else {
             HashSet::new()
         };
-        lrp_actions(&desired, &map, &cells(cell_set), &domains, NOW)
+        lrp_actions(&desired, &map, &cells(cell_set), &domains, NOW, &|_| true)
             .into_iter()
             .map(|(_, a)| a)
             .collect()
@@ -590,10 +611,17 @@ mod tests {
         let mut map: BTreeMap<(String, i32), Instance> = BTreeMap::new();
         map.entry(("web".to_owned(), 0)).or_default().ordinary = Some(running);
         let desired = BTreeMap::from([("web".to_owned(), desired)]);
-        lrp_actions(&desired, &map, &cells(&["c1"]), &HashSet::new(), NOW)
-            .into_iter()
-            .map(|(_, a)| a)
-            .collect()
+        lrp_actions(
+            &desired,
+            &map,
+            &cells(&["c1"]),
+            &HashSet::new(),
+            NOW,
+            &|_| true,
+        )
+        .into_iter()
+        .map(|(_, a)| a)
+        .collect()
     }
 
     #[test]

@@ -19,7 +19,9 @@ use crate::rules::downgrade;
 /// want it), the run info as protobuf bytes (decoded only for full reads).
 #[derive(Clone, Debug, PartialEq)]
 pub struct DesiredEntry {
-    pub scheduling: m::DesiredLrpSchedulingInfo,
+    /// Shared: the bulk reads (nsync, route emitters, convergence) hand out every LRP's
+    /// scheduling info, and a shared one costs them a pointer rather than a deep copy.
+    pub scheduling: Arc<m::DesiredLrpSchedulingInfo>,
     pub run_info: PackedRunInfo,
     pub metric_tags: BTreeMap<String, m::MetricTagValue>,
     pub update_strategy: i32,
@@ -133,7 +135,7 @@ pub fn split(lrp: &m::DesiredLrp, epoch: String, now: Nanos) -> DesiredEntry {
         volume_mounted_files: lrp.volume_mounted_files.clone(),
     };
     DesiredEntry {
-        scheduling,
+        scheduling: Arc::new(scheduling),
         run_info: PackedRunInfo::pack(&run_info),
         metric_tags: lrp.metric_tags.clone(),
         update_strategy: lrp.update_strategy,
@@ -258,7 +260,7 @@ pub const INTERNAL_ROUTER: &str = "internal-router";
 /// index always moves on.
 pub fn update(entry: &DesiredEntry, update: &m::DesiredLrpUpdate) -> Updated {
     let mut after = entry.clone();
-    let s = &mut after.scheduling;
+    let s = Arc::make_mut(&mut after.scheduling);
     let tag = s.modification_tag.get_or_insert_with(Default::default);
     tag.index = tag.index.wrapping_add(1);
     if let Some(upd::OptionalAnnotation::Annotation(annotation)) = &update.optional_annotation {
