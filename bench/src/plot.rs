@@ -7,7 +7,13 @@ use plotters::prelude::*;
 
 use crate::report::Results;
 
-const PALETTE: [RGBColor; 10] = [
+const PALETTE: [RGBColor; 16] = [
+    RGBColor(0, 0, 0),
+    RGBColor(0, 0, 128),
+    RGBColor(128, 0, 0),
+    RGBColor(0, 128, 128),
+    RGBColor(255, 0, 255),
+    RGBColor(128, 128, 0),
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
