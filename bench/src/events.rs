@@ -132,3 +132,70 @@ fn handle_frame(frame: &[u8], expectations: &Expectations, recorder: &Recorder) 
     let state = changed.after.as_ref().map_or("", |a| a.state.as_str());
     expectations.seen(guid, state, recorder);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(guid: &str, state: &str) -> Vec<u8> {
+        let event = m::ActualLrpInstanceChangedEvent {
+            actual_lrp_instance_key: Some(m::ActualLrpInstanceKey {
+                instance_guid: guid.into(),
+                cell_id: "cell-0".into(),
+            }),
+            after: Some(m::ActualLrpInfo {
+                state: state.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let data = base64::engine::general_purpose::STANDARD.encode(event.encode_to_vec());
+        format!("id: 1\nevent: actual_lrp_instance_changed\ndata: {data}\n\n").into_bytes()
+    }
+
+    #[test]
+    fn an_expected_change_is_matched_once_and_its_lag_recorded() {
+        let (expectations, recorder) = (Expectations::default(), Recorder::default());
+        expectations.expect("g-i", "CLAIMED");
+        // Another state of the same instance does not count.
+        handle_frame(&frame("g-i", "RUNNING"), &expectations, &recorder);
+        assert_eq!(expectations.outstanding(), 1);
+        handle_frame(&frame("g-i", "CLAIMED"), &expectations, &recorder);
+        handle_frame(&frame("g-i", "CLAIMED"), &expectations, &recorder);
+        assert_eq!(expectations.received.load(Ordering::Relaxed), 1);
+        assert_eq!(expectations.outstanding(), 0);
+        let (ops, failures) = recorder.take();
+        assert_eq!(ops["event_lag"].histogram.len(), 1);
+        assert!(failures.is_empty());
+    }
+
+    #[test]
+    fn a_cancelled_expectation_is_no_longer_owed() {
+        let expectations = Expectations::default();
+        expectations.expect("g-i", "RUNNING");
+        expectations.cancel("g-i", "RUNNING");
+        expectations.cancel("g-i", "RUNNING");
+        assert_eq!(expectations.expected.load(Ordering::Relaxed), 0);
+        assert_eq!(expectations.outstanding(), 0);
+    }
+
+    #[test]
+    fn an_undecodable_event_fails_the_run_and_others_are_ignored() {
+        let (expectations, recorder) = (Expectations::default(), Recorder::default());
+        handle_frame(
+            b"event: actual_lrp_instance_changed\ndata: !!!\n\n",
+            &expectations,
+            &recorder,
+        );
+        handle_frame(
+            b"event: desired_lrp_created\ndata: xx\n\n",
+            &expectations,
+            &recorder,
+        );
+        let (_, failures) = recorder.take();
+        assert_eq!(
+            failures,
+            ["an undecodable actual_lrp_instance_changed event"]
+        );
+    }
+}

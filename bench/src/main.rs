@@ -421,3 +421,26 @@ async fn run(args: RunArgs) -> ExitCode {
     };
     finish(&results, &args.output, args.plot.as_ref())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_are_index_over_count() {
+        assert_eq!(parse_shard("1/4"), Ok((1, 4)));
+        for bad in ["4/4", "0/0", "1", "a/2", "1/b"] {
+            assert!(parse_shard(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_command_line_parses_and_refuses_nonsense() {
+        assert!(
+            Cli::try_parse_from(["bbs-bench", "run", "--lrps", "10", "--interval", "30s"]).is_ok()
+        );
+        assert!(Cli::try_parse_from(["bbs-bench", "run", "--shard", "3/2"]).is_err());
+        assert!(Cli::try_parse_from(["bbs-bench", "run", "--interval", "soon"]).is_err());
+        assert!(Cli::try_parse_from(["bbs-bench", "merge", "--output", "m.json"]).is_err());
+    }
+}

@@ -163,16 +163,21 @@ pub async fn scrape_convergence(
         .text()
         .await
         .map_err(|e| e.to_string())?;
+    Ok(parse_convergence(&text))
+}
+
+/// Reads the LRP convergence counter and the last pass's duration from Prometheus text.
+pub fn parse_convergence(text: &str) -> ConvergenceSample {
     let value = |name: &str| -> Option<f64> {
         text.lines()
             .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
     };
-    Ok(ConvergenceSample {
+    ConvergenceSample {
         runs: value("bbs_convergence_lrp_runs_total").unwrap_or(0.0) as u64,
         last_duration_s: value("bbs_convergence_lrp_duration_seconds").unwrap_or(0.0),
-    })
+    }
 }
 
 /// Polls the server every second during the measured phase and records each new pass's
@@ -207,4 +212,31 @@ pub fn watch_convergence(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn convergence_figures_are_read_from_prometheus_text() {
+        let text = "# TYPE bbs_convergence_lrp_runs_total counter\n\
+            bbs_convergence_lrp_runs_total 7\n\
+            bbs_convergence_lrp_duration_seconds_other 9\n\
+            bbs_convergence_lrp_duration_seconds 1.25\n";
+        let sample = parse_convergence(text);
+        assert_eq!((sample.runs, sample.last_duration_s), (7, 1.25));
+        let none = parse_convergence("");
+        assert_eq!((none.runs, none.last_duration_s), (0, 0.0));
+    }
+
+    #[test]
+    fn this_process_and_the_machine_are_measured() {
+        assert!(own_cpu_seconds() >= 0.0);
+        assert!(process_cpu_seconds(std::process::id()).is_some());
+        let (rss, peak) = process_rss_mib(std::process::id()).unwrap();
+        assert!(rss > 0.0 && peak >= rss);
+        assert!(process_rss_mib(u32::MAX).is_none());
+        assert!(machine().cpus >= 1);
+    }
 }

@@ -94,3 +94,28 @@ impl Recorder {
         (ops, failures)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_counted_and_a_few_distinct_ones_kept() {
+        let recorder = Recorder::default();
+        for i in 0..20 {
+            recorder.error("op", format!("e{}", i % 7));
+        }
+        let (ops, _) = recorder.take();
+        assert_eq!(ops["op"].errors, 20);
+        assert_eq!(ops["op"].error_samples, ["e0", "e1", "e2", "e3", "e4"]);
+    }
+
+    #[test]
+    fn failures_are_capped() {
+        let recorder = Recorder::default();
+        for i in 0..150 {
+            recorder.fail(format!("f{i}"));
+        }
+        assert_eq!(recorder.take().1.len(), 100);
+    }
+}

@@ -303,3 +303,87 @@ pub fn summary(r: &Results) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn results(latency_ms: u64, wall: f64, failures: Vec<String>) -> Results {
+        let recorder = crate::recorder::Recorder::default();
+        recorder.record("rep_start_actual_lrp", Duration::from_millis(latency_ms));
+        recorder.error("rep_start_actual_lrp", "boom".into());
+        let (ops, _) = recorder.take();
+        Results {
+            tool: "t".into(),
+            started_at: "now".into(),
+            backend: "sqlite".into(),
+            config: serde_json::json!({"lrps": 2, "cells": 1}),
+            machine: Machine {
+                cpus: 2,
+                cpu_model: "x".into(),
+                memory_gib: 1.0,
+            },
+            workers: 1,
+            seed: None,
+            measure_wall_s: wall,
+            trials: vec![TrialReport {
+                trial: 1,
+                wall_s: wall,
+                cells: 1,
+                starts: 1,
+                ..Default::default()
+            }],
+            ops: ops
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), OpReport::new(v, wall)))
+                .collect(),
+            events: EventReport {
+                expected: 1,
+                received: 1,
+            },
+            convergence: None,
+            client: ClientReport::default(),
+            server: None,
+            passed: failures.is_empty(),
+            failures,
+        }
+    }
+
+    #[test]
+    fn workers_merge_exactly() {
+        let merged = merge(vec![
+            results(10, 2.0, vec![]),
+            results(30, 3.0, vec!["cell-1 short".into()]),
+        ])
+        .unwrap();
+        let op = &merged.ops["rep_start_actual_lrp"];
+        assert_eq!((op.count, op.errors), (2, 2));
+        assert!((op.max_ms - 30.0).abs() < 0.1 && (op.p50_ms - 10.0).abs() < 0.1);
+        assert_eq!(merged.workers, 2);
+        assert_eq!(merged.trials.len(), 1);
+        assert_eq!((merged.trials[0].wall_s, merged.trials[0].starts), (3.0, 2));
+        assert_eq!((merged.events.expected, merged.events.received), (2, 2));
+        assert!(!merged.passed);
+        assert!(summary(&merged).contains("FAILED: 1 problems"));
+    }
+
+    #[test]
+    fn merging_nothing_or_a_bad_histogram_is_refused() {
+        assert!(merge(vec![]).is_err());
+        let mut bad = results(1, 1.0, vec![]);
+        bad.ops.get_mut("rep_start_actual_lrp").unwrap().histogram = "not base64!".into();
+        assert!(merge(vec![results(1, 1.0, vec![]), bad]).is_err());
+    }
+
+    #[test]
+    fn a_results_file_round_trips() {
+        let r = results(5, 1.0, vec![]);
+        let back: Results = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(
+            back.ops["rep_start_actual_lrp"].histogram().unwrap().len(),
+            1
+        );
+        assert!(summary(&back).contains("PASSED"));
+    }
+}
