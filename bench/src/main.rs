@@ -217,6 +217,7 @@ fn merge(args: MergeArgs) -> ExitCode {
 }
 
 async fn run(args: RunArgs) -> ExitCode {
+    let started_at = std::time::SystemTime::now();
     let world = World {
         lrps: args.lrps,
         cells: args.cells,
@@ -400,7 +401,7 @@ async fn run(args: RunArgs) -> ExitCode {
     });
     let results = Results {
         tool: format!("bbs-bench {}", env!("CARGO_PKG_VERSION")),
-        started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        started_at: humantime::format_rfc3339_seconds(started_at).to_string(),
         backend: args.backend.clone(),
         config,
         machine: probes::machine(),
