@@ -457,8 +457,7 @@ fn an_unreachable_store_stops_start_up() {
         max_connections: 1,
         etcd_root: String::new(),
     };
-    let mut config = config_json(&store, serde_json::json!({ "debug_address": "" }));
-    config["database_connection_string"] = serde_json::json!(store.connection_string);
+    let config = config_json(&store, serde_json::json!({ "debug_address": "" }));
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bbs.json");
     std::fs::write(&path, config.to_string()).unwrap();

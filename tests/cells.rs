@@ -207,22 +207,7 @@ async fn cancelling_a_running_task_tells_its_rep(backend: Backend) {
         return;
     };
     assert_eq!(register(&b, presence("cell-1", &rep.url), 60).await, None);
-    let desire = m::DesireTaskRequest {
-        task_guid: "t1".into(),
-        domain: "d".into(),
-        task_definition: Some(m::TaskDefinition {
-            root_fs: "docker:///busybox".into(),
-            action: Some(m::Action {
-                run_action: Some(m::RunAction {
-                    path: "/bin/true".into(),
-                    user: "root".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    };
+    let desire = support::fixtures::desire_task("t1");
     let _: m::TaskLifecycleResponse = b.call("/v1/tasks/desire.r2", &desire).await;
     let started: m::StartTaskResponse = b
         .call(

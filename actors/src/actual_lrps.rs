@@ -541,10 +541,7 @@ impl Handler<ApplyLrpAction> for ActualLrpActor {
                         rules::CRASHED => {
                             ordinary.state = rules::UNCLAIMED.into();
                             ordinary.since = now;
-                            let tag = ordinary
-                                .modification_tag
-                                .get_or_insert_with(Default::default);
-                            tag.index = tag.index.wrapping_add(1);
+                            rules::bump(ordinary);
                             applied.auction = true;
                         }
                         _ => return Ok((Change::Unchanged, applied)),
@@ -691,14 +688,17 @@ impl Handler<Evacuate> for ActualLrpActor {
     fn handle(&mut self, msg: Evacuate, _: &mut Self::Context) -> Self::Result {
         use crate::rules::evacuation::{self as evac, DesiredForEvacuation, Evacuated};
         let now = now_nanos();
+        // The LRP's own instances, through the per-guid index rather than a shard scan.
         let running_count = self
-            .instances
-            .iter()
-            .filter(|((guid, _), i)| {
-                *guid == msg.process_guid
-                    && i.ordinary
-                        .as_ref()
-                        .is_some_and(|o| o.state == rules::RUNNING)
+            .by_guid
+            .get(&msg.process_guid)
+            .into_iter()
+            .flatten()
+            .filter(|index| {
+                self.instances
+                    .get(&(msg.process_guid.clone(), **index))
+                    .and_then(|i| i.ordinary.as_ref())
+                    .is_some_and(|o| o.state == rules::RUNNING)
             })
             .count() as i32;
         let request = msg.request;

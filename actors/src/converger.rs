@@ -170,16 +170,17 @@ async fn converge(
     let fresh: Arc<HashSet<String>> =
         Arc::new(domains.call(FreshDomains).await?.into_iter().collect());
 
+    // The shards run on their own arbiters: they plan at once.
+    let planning = lrps.actual.shards().iter().map(|shard| {
+        shard.call(PlanConvergence {
+            desired: desired.clone(),
+            cells: cells.clone(),
+            fresh_domains: fresh.clone(),
+        })
+    });
     let mut plans = Vec::new();
-    for shard in lrps.actual.shards() {
-        let plan = shard
-            .call(PlanConvergence {
-                desired: desired.clone(),
-                cells: cells.clone(),
-                fresh_domains: fresh.clone(),
-            })
-            .await?;
-        plans.extend(plan);
+    for plan in futures::future::join_all(planning).await {
+        plans.extend(plan?);
     }
     // The desired view was read before the shards planned, so an LRP desired or scaled up
     // in between has instances the view does not cover. Read those LRPs again before
@@ -290,8 +291,13 @@ async fn converge(
         send_rep_updates(&lrps, &presences, &desired, rep_updates, settings.workers).await;
 
     let mut counts = LrpCounts::default();
-    for shard in lrps.actual.shards() {
-        let c = shard.call(CountLrps).await?;
+    let counting = lrps
+        .actual
+        .shards()
+        .iter()
+        .map(|shard| shard.call(CountLrps));
+    for c in futures::future::join_all(counting).await {
+        let c = c?;
         counts.unclaimed += c.unclaimed;
         counts.claimed += c.claimed;
         counts.running += c.running;

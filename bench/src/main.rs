@@ -346,7 +346,7 @@ async fn run(args: RunArgs) -> ExitCode {
             machine_busy_percent: meter.machine_busy_percent(),
         };
         if let Some(pid) = args.server_pid {
-            let cpu = meter.server_cpu().map_or(0.0, |(_, s)| s);
+            let cpu = meter.server_cpu().unwrap_or(0.0);
             let (rss, peak) = probes::process_rss_mib(pid).unwrap_or((0.0, 0.0));
             server_report = Some(ServerReport {
                 pid,

@@ -130,9 +130,9 @@ impl CpuMeter {
         own_cpu_seconds() - self.own
     }
 
-    pub fn server_cpu(&self) -> Option<(u32, f64)> {
+    pub fn server_cpu(&self) -> Option<f64> {
         let (pid, before) = self.server?;
-        Some((pid, process_cpu_seconds(pid)? - before))
+        Some(process_cpu_seconds(pid)? - before)
     }
 
     pub fn machine_busy_percent(&self) -> f64 {

@@ -31,8 +31,15 @@ impl Default for OpStats {
 impl OpStats {
     pub fn note_error(&mut self, message: String) {
         self.errors += 1;
-        if self.error_samples.len() < ERROR_SAMPLES && !self.error_samples.contains(&message) {
-            self.error_samples.push(message);
+        self.note_sample(&message);
+    }
+
+    /// Keeps `message` if it is new and there is room.
+    pub fn note_sample(&mut self, message: &str) {
+        if self.error_samples.len() < ERROR_SAMPLES
+            && !self.error_samples.iter().any(|m| m == message)
+        {
+            self.error_samples.push(message.to_owned());
         }
     }
 }

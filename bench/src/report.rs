@@ -156,22 +156,17 @@ pub fn merge(mut parts: Vec<Results>) -> Result<Results, String> {
         return Err("nothing to merge".into());
     }
     let mut merged = parts.remove(0);
-    let mut histograms: BTreeMap<String, (OpStats, f64)> = BTreeMap::new();
+    let mut histograms: BTreeMap<String, OpStats> = BTreeMap::new();
     let mut absorb = |r: &Results| -> Result<(), String> {
         for (name, op) in &r.ops {
-            let entry = histograms
-                .entry(name.clone())
-                .or_insert_with(|| (OpStats::default(), 0.0));
+            let entry = histograms.entry(name.clone()).or_default();
             entry
-                .0
                 .histogram
                 .add(op.histogram()?)
                 .map_err(|e| format!("{name}: {e:?}"))?;
-            entry.0.errors += op.errors;
+            entry.errors += op.errors;
             for sample in &op.error_samples {
-                if entry.0.error_samples.len() < 5 {
-                    entry.0.error_samples.push(sample.clone());
-                }
+                entry.note_sample(sample);
             }
         }
         Ok(())
@@ -217,7 +212,7 @@ pub fn merge(mut parts: Vec<Results>) -> Result<Results, String> {
     let wall = merged.measure_wall_s;
     merged.ops = histograms
         .iter()
-        .map(|(name, (stats, _))| (name.clone(), OpReport::new(stats, wall)))
+        .map(|(name, stats)| (name.clone(), OpReport::new(stats, wall)))
         .collect();
     Ok(merged)
 }

@@ -161,7 +161,6 @@ fn subscribe(
     let Ok(bbs) = state.bbs() else {
         return HttpResponse::InternalServerError().finish();
     };
-    metrics::counter!("bbs_requests_total", "route" => "events").increment(0);
     let receiver = bbs.events.subscribe(stream, cell, last_event_id(request));
     let body = futures::stream::unfold(receiver, move |mut receiver| async move {
         let delivery = receiver.recv().await?;

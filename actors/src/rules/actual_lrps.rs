@@ -55,8 +55,14 @@ impl Instance {
 
     /// The row whose instance key matches, searching ordinary, evacuating, suspect.
     pub fn matching(&self, instance_key: &m::ActualLrpInstanceKey) -> Option<&m::ActualLrp> {
-        self.rows()
-            .find(|row| instance_key_of(row) == *instance_key)
+        // Borrowed: every start and claim looks its row up here.
+        self.rows().find(|row| {
+            row.actual_lrp_instance_key
+                .as_ref()
+                .map_or(*instance_key == m::ActualLrpInstanceKey::default(), |k| {
+                    k == instance_key
+                })
+        })
     }
 }
 
@@ -83,7 +89,7 @@ fn is_empty_instance_key(key: &m::ActualLrpInstanceKey) -> bool {
     key.instance_guid.is_empty() && key.cell_id.is_empty()
 }
 
-fn bump(lrp: &mut m::ActualLrp) {
+pub(crate) fn bump(lrp: &mut m::ActualLrp) {
     let tag = lrp.modification_tag.get_or_insert_with(Default::default);
     tag.index = tag.index.wrapping_add(1);
 }

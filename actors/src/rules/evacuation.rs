@@ -9,7 +9,8 @@ use bbs_models::actual_lrp::{OptionalRoutable, Presence};
 use crate::clock::Nanos;
 use crate::error::BbsError;
 use crate::rules::actual_lrps::{
-    crash, instance_key_of, presence_of, Instance, Running, CLAIMED, CRASHED, RUNNING, UNCLAIMED,
+    bump, crash, instance_key_of, presence_of, Instance, Running, CLAIMED, CRASHED, RUNNING,
+    UNCLAIMED,
 };
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -17,11 +18,6 @@ pub struct Evacuated {
     pub after: Option<Instance>,
     pub keep_container: bool,
     pub auction: bool,
-}
-
-fn bump(lrp: &mut m::ActualLrp) {
-    let tag = lrp.modification_tag.get_or_insert_with(Default::default);
-    tag.index = tag.index.wrapping_add(1);
 }
 
 fn without(instance: &Instance, presence: Presence) -> Instance {
