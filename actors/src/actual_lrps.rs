@@ -25,8 +25,9 @@ use crate::keyed_lock::KeyedLocks;
 use crate::lrp_records::{actual_from_record, actual_to_record};
 use crate::mailbox::Mailbox;
 use crate::rules::actual_lrps::{self as rules, key_of, presence_of, Instance, Retire, Running};
+use crate::rules::lrp_events::{self, Direct, Emitter};
 use crate::storage::StoragePool;
-use crate::write_through::{mutate, Change, OwnsRecords};
+use crate::write_through::{mutate, mutate_reported, Change, OwnsRecords};
 
 /// (process guid, index): one instance and its lock.
 pub type InstanceId = (String, i32);
@@ -35,6 +36,8 @@ pub type InstanceId = (String, i32);
 #[rtype(result = "BbsResult<()>")]
 pub struct CreateUnclaimed {
     pub key: m::ActualLrpKey,
+    /// The desire or update request's `X-Vcap-Request-Id`, for the events.
+    pub trace_id: String,
 }
 
 #[derive(Message)]
@@ -80,6 +83,8 @@ pub struct RemoveLrpInstance {
 #[rtype(result = "BbsResult<Option<(String, m::ActualLrpInstanceKey)>>")]
 pub struct RetireLrp {
     pub key: m::ActualLrpKey,
+    /// The request's `X-Vcap-Request-Id` (empty from convergence), for the events.
+    pub trace_id: String,
 }
 
 /// Deletes the ordinary row of an instance that is not running (scale-down, removal).
@@ -88,6 +93,8 @@ pub struct RetireLrp {
 pub struct DeleteUnstarted {
     pub process_guid: String,
     pub index: i32,
+    /// The update or remove request's `X-Vcap-Request-Id`, for the events.
+    pub trace_id: String,
 }
 
 #[derive(Message, Clone, Default)]
@@ -185,6 +192,7 @@ fn writes(codec: &Codec, before: Option<&Instance>, after: &Instance) -> Vec<Act
 impl OwnsRecords for ActualLrpActor {
     type Key = InstanceId;
     type Record = Instance;
+    type Report = Report;
 
     fn locks(&self) -> &KeyedLocks<InstanceId> {
         &self.locks
@@ -216,7 +224,7 @@ impl OwnsRecords for ActualLrpActor {
         .boxed()
     }
 
-    fn apply(&mut self, key: InstanceId, change: Change<Instance>) {
+    fn apply(&mut self, key: InstanceId, change: Change<Instance>, report: Report) {
         let old = self.instances.remove(&key).map(|i| *i);
         self.reindex(&key, old.as_ref(), false);
         let empty = Instance::default();
@@ -224,13 +232,34 @@ impl OwnsRecords for ActualLrpActor {
             Change::Insert(instance) | Change::Update(instance) => instance,
             Change::Delete | Change::Unchanged => Instance::default(),
         };
-        self.events.publish(crate::rules::lrp_events::events(
-            old.as_ref().unwrap_or(&empty),
-            &new,
-        ));
+        self.events.publish_traced(
+            &report.trace_id,
+            lrp_events::events(old.as_ref().unwrap_or(&empty), &new, report.emitter),
+        );
         if !new.is_empty() {
             self.reindex(&key, Some(&new), true);
             self.instances.insert(key, Box::new(new));
+        }
+    }
+}
+
+/// How a change is reported: upstream's emitter for it and the trace id of the request that
+/// caused it (empty where upstream sends none).
+#[derive(Debug, Default)]
+pub struct Report {
+    pub emitter: Emitter,
+    pub trace_id: String,
+}
+
+impl Report {
+    fn traced(emitter: Emitter, trace_id: String) -> Report {
+        Report { emitter, trace_id }
+    }
+
+    fn by(emitter: Emitter) -> Report {
+        Report {
+            emitter,
+            trace_id: String::new(),
         }
     }
 }
@@ -253,8 +282,8 @@ impl Handler<CreateUnclaimed> for ActualLrpActor {
 
     fn handle(&mut self, msg: CreateUnclaimed, _: &mut Self::Context) -> Self::Result {
         let now = now_nanos();
-        let key = msg.key;
-        mutate(self, id(&key.process_guid, key.index), move |current| {
+        let (key, trace_id) = (msg.key, msg.trace_id);
+        mutate_reported(self, id(&key.process_guid, key.index), move |current| {
             let mut next = current.cloned().unwrap_or_default();
             if next.ordinary.is_some() {
                 return Err(BbsError::Exists);
@@ -264,7 +293,8 @@ impl Handler<CreateUnclaimed> for ActualLrpActor {
                 now,
                 uuid::Uuid::new_v4().to_string(),
             ));
-            Ok((Change::Update(next), ()))
+            let report = Report::traced(Emitter::Lifecycle, trace_id);
+            Ok((Change::Update(next), report, ()))
         })
     }
 }
@@ -309,14 +339,23 @@ impl Handler<CrashLrp> for ActualLrpActor {
 
     fn handle(&mut self, msg: CrashLrp, _: &mut Self::Context) -> Self::Result {
         let now = now_nanos();
-        mutate(
+        mutate_reported(
             self,
             id(&msg.key.process_guid, msg.key.index),
             move |current| {
                 let instance = current.ok_or(BbsError::NotFound)?;
+                // A suspect's crash only removes it, which upstream reports as any removal.
+                let emitter = match instance.matching(&msg.instance_key).map(presence_of) {
+                    Some(Presence::Suspect) => Emitter::Lifecycle,
+                    _ => Emitter::Crash,
+                };
                 match rules::crash(instance, &msg.key, &msg.instance_key, &msg.reason, now)? {
-                    None => Ok((Change::Unchanged, false)),
-                    Some(crash) => Ok((change_to(crash.after), crash.restart_now)),
+                    None => Ok((Change::Unchanged, Report::default(), false)),
+                    Some(crash) => Ok((
+                        change_to(crash.after),
+                        Report::by(emitter),
+                        crash.restart_now,
+                    )),
                 }
             },
         )
@@ -362,17 +401,19 @@ impl Handler<RetireLrp> for ActualLrpActor {
     type Result = ResponseActFuture<Self, BbsResult<Option<(String, m::ActualLrpInstanceKey)>>>;
 
     fn handle(&mut self, msg: RetireLrp, _: &mut Self::Context) -> Self::Result {
-        mutate(
+        let trace_id = msg.trace_id;
+        mutate_reported(
             self,
             id(&msg.key.process_guid, msg.key.index),
             move |current| {
                 let instance = current.ok_or(BbsError::NotFound)?;
+                let report = Report::traced(Emitter::Lifecycle, trace_id);
                 match rules::retire(instance)? {
-                    Retire::Delete(after) => Ok((change_to(*after), None)),
+                    Retire::Delete(after) => Ok((change_to(*after), report, None)),
                     Retire::StopOnCell {
                         cell_id,
                         instance_key,
-                    } => Ok((Change::Unchanged, Some((cell_id, instance_key)))),
+                    } => Ok((Change::Unchanged, report, Some((cell_id, instance_key)))),
                 }
             },
         )
@@ -383,18 +424,20 @@ impl Handler<DeleteUnstarted> for ActualLrpActor {
     type Result = ResponseActFuture<Self, BbsResult<()>>;
 
     fn handle(&mut self, msg: DeleteUnstarted, _: &mut Self::Context) -> Self::Result {
-        mutate(self, id(&msg.process_guid, msg.index), move |current| {
+        let trace_id = msg.trace_id;
+        mutate_reported(self, id(&msg.process_guid, msg.index), move |current| {
             let instance = current.ok_or(BbsError::NotFound)?;
             let running = instance
                 .ordinary
                 .as_ref()
                 .is_some_and(|o| o.state == rules::CLAIMED || o.state == rules::RUNNING);
+            let report = Report::traced(Emitter::Direct(Direct::Removed), trace_id);
             if instance.ordinary.is_none() || running {
-                return Ok((Change::Unchanged, ()));
+                return Ok((Change::Unchanged, report, ()));
             }
             let mut next = instance.clone();
             next.ordinary = None;
-            Ok((change_to(next), ()))
+            Ok((change_to(next), report, ()))
         })
     }
 }
@@ -520,21 +563,33 @@ impl Handler<ApplyLrpAction> for ActualLrpActor {
             index: msg.index,
             domain: msg.domain.clone(),
         };
-        mutate(self, id(&msg.process_guid, msg.index), move |current| {
+        mutate_reported(self, id(&msg.process_guid, msg.index), move |current| {
             let instance = current.cloned().unwrap_or_default();
             let mut next = instance.clone();
             let mut applied = Applied::default();
+            let unchanged = |applied| Ok((Change::Unchanged, Report::default(), applied));
+            // Convergence's events carry no trace id upstream.
+            let emitter = match msg.action {
+                LrpAction::CreateMissing => Emitter::Direct(Direct::Created),
+                LrpAction::Restart => Emitter::Direct(Direct::Unclaimed),
+                LrpAction::SuspectAndReplace => Emitter::Direct(Direct::Suspected),
+                LrpAction::PromoteSuspect => Emitter::Direct(Direct::Promoted),
+                LrpAction::PruneEvacuating | LrpAction::DeleteSuspect => {
+                    Emitter::Direct(Direct::Removed)
+                }
+                LrpAction::Retire | LrpAction::UpdateRep(_) => Emitter::Lifecycle,
+            };
             match msg.action {
                 LrpAction::CreateMissing => {
                     if next.ordinary.is_some() {
-                        return Ok((Change::Unchanged, applied));
+                        return unchanged(applied);
                     }
                     next.ordinary = Some(rules::new_unclaimed(key, now, epoch));
                     applied.auction = true;
                 }
                 LrpAction::Restart => {
                     let Some(ordinary) = next.ordinary.as_mut() else {
-                        return Ok((Change::Unchanged, applied));
+                        return unchanged(applied);
                     };
                     match ordinary.state.as_str() {
                         rules::UNCLAIMED => applied.auction = true,
@@ -544,17 +599,17 @@ impl Handler<ApplyLrpAction> for ActualLrpActor {
                             rules::bump(ordinary);
                             applied.auction = true;
                         }
-                        _ => return Ok((Change::Unchanged, applied)),
+                        _ => return unchanged(applied),
                     }
                 }
                 LrpAction::SuspectAndReplace => {
                     let Some(ordinary) = next.ordinary.take() else {
-                        return Ok((Change::Unchanged, applied));
+                        return unchanged(applied);
                     };
                     if next.suspect.is_some()
                         || !(ordinary.state == rules::RUNNING || ordinary.state == rules::CLAIMED)
                     {
-                        return Ok((Change::Unchanged, applied));
+                        return unchanged(applied);
                     }
                     let mut suspect = ordinary.clone();
                     suspect.presence = Presence::Suspect as i32;
@@ -565,14 +620,14 @@ impl Handler<ApplyLrpAction> for ActualLrpActor {
                 }
                 LrpAction::Retire => {
                     let Some(ordinary) = next.ordinary.as_ref() else {
-                        return Ok((Change::Unchanged, applied));
+                        return unchanged(applied);
                     };
                     let ik = rules::instance_key_of(ordinary);
                     let running =
                         ordinary.state == rules::RUNNING || ordinary.state == rules::CLAIMED;
                     if running && msg.cells.contains(&ik.cell_id) {
                         applied.stop = Some((ik.cell_id, ik.instance_guid));
-                        return Ok((Change::Unchanged, applied));
+                        return unchanged(applied);
                     }
                     next.ordinary = None;
                 }
@@ -580,18 +635,18 @@ impl Handler<ApplyLrpAction> for ActualLrpActor {
                 LrpAction::DeleteSuspect => next.suspect = None,
                 LrpAction::PromoteSuspect => {
                     let Some(mut suspect) = next.suspect.take() else {
-                        return Ok((Change::Unchanged, applied));
+                        return unchanged(applied);
                     };
                     suspect.presence = Presence::Ordinary as i32;
                     next.ordinary = Some(suspect);
                 }
                 // The converger sends these to the rep itself; no record changes here.
-                LrpAction::UpdateRep(_) => return Ok((Change::Unchanged, applied)),
+                LrpAction::UpdateRep(_) => return unchanged(applied),
             }
             if next == instance {
-                return Ok((Change::Unchanged, applied));
+                return unchanged(applied);
             }
-            Ok((change_to(next), applied))
+            Ok((change_to(next), Report::by(emitter), applied))
         })
     }
 }
@@ -702,12 +757,13 @@ impl Handler<Evacuate> for ActualLrpActor {
             })
             .count() as i32;
         let request = msg.request;
-        mutate(self, id(&msg.process_guid, msg.index), move |current| {
+        mutate_reported(self, id(&msg.process_guid, msg.index), move |current| {
             let instance = current.cloned().unwrap_or_default();
             let answer = |e: Evacuated| {
                 let change = e.after.map_or(Change::Unchanged, change_to);
                 (
                     change,
+                    Report::by(e.emitter),
                     EvacuationAnswer {
                         keep_container: e.keep_container,
                         auction: e.auction,
@@ -718,6 +774,7 @@ impl Handler<Evacuate> for ActualLrpActor {
             Ok(match request {
                 EvacuationRequest::RemoveEvacuating(ik) => (
                     change_to(evac::remove_evacuating(&instance, &ik)?),
+                    Report::default(),
                     EvacuationAnswer::default(),
                 ),
                 EvacuationRequest::Claimed(ik) => match evac::evacuate_claimed(&instance, &ik, now)
@@ -725,6 +782,7 @@ impl Handler<Evacuate> for ActualLrpActor {
                     Ok(e) => answer(e),
                     Err((keep_container, error)) => (
                         Change::Unchanged,
+                        Report::default(),
                         EvacuationAnswer {
                             keep_container,
                             auction: false,

@@ -188,6 +188,7 @@ impl CellActor {
 impl OwnsRecords for CellActor {
     type Key = String;
     type Record = Registered;
+    type Report = ();
 
     fn locks(&self) -> &KeyedLocks<String> {
         &self.locks
@@ -227,7 +228,7 @@ impl OwnsRecords for CellActor {
         .boxed()
     }
 
-    fn apply(&mut self, key: String, change: Change<Registered>) {
+    fn apply(&mut self, key: String, change: Change<Registered>, _: ()) {
         match change {
             Change::Insert(r) | Change::Update(r) => {
                 self.cells.insert(key, r);

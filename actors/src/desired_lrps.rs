@@ -20,12 +20,14 @@ use crate::lrp_records::{desired_from_record, desired_to_record};
 use crate::mailbox::Mailbox;
 use crate::rules::desired_lrps::{self as rules, DesiredEntry, Updated};
 use crate::storage::StoragePool;
-use crate::write_through::{mutate, Change, OwnsRecords};
+use crate::write_through::{mutate_reported, Change, OwnsRecords};
 
 #[derive(Message)]
 #[rtype(result = "BbsResult<DesiredEntry>")]
 pub struct DesireLrp {
     pub lrp: Box<m::DesiredLrp>,
+    /// The request's `X-Vcap-Request-Id`, carried by the event.
+    pub trace_id: String,
 }
 
 #[derive(Message)]
@@ -33,12 +35,14 @@ pub struct DesireLrp {
 pub struct UpdateLrp {
     pub process_guid: String,
     pub update: m::DesiredLrpUpdate,
+    pub trace_id: String,
 }
 
 #[derive(Message)]
 #[rtype(result = "BbsResult<DesiredEntry>")]
 pub struct RemoveLrp {
     pub process_guid: String,
+    pub trace_id: String,
 }
 
 #[derive(Message)]
@@ -150,6 +154,8 @@ enum DesiredWrite {
 impl OwnsRecords for DesiredLrpActor {
     type Key = String;
     type Record = DesiredEntry;
+    /// The trace id of the request that made the change.
+    type Report = String;
 
     fn locks(&self) -> &KeyedLocks<String> {
         &self.locks
@@ -191,9 +197,11 @@ impl OwnsRecords for DesiredLrpActor {
         .boxed()
     }
 
-    fn apply(&mut self, key: String, change: Change<DesiredEntry>) {
+    fn apply(&mut self, key: String, change: Change<DesiredEntry>, trace_id: String) {
         use crate::events::Event;
-        let full = |e: &DesiredEntry| Box::new(rules::populate_metrics_guid(rules::rebuild(e)));
+        // Events carry the desired LRP as stored: upstream fills `metrics_guid` from the
+        // `source_id` tag in its read routes only.
+        let full = |e: &DesiredEntry| Box::new(rules::rebuild(e));
         let event = match change {
             Change::Unchanged => None,
             Change::Insert(entry) => {
@@ -212,7 +220,8 @@ impl OwnsRecords for DesiredLrpActor {
                 .remove(&key)
                 .map(|e| Event::DesiredLrpRemoved(full(&e))),
         };
-        self.events.publish(event.into_iter().collect());
+        self.events
+            .publish_traced(&trace_id, event.into_iter().collect());
     }
 }
 
@@ -221,12 +230,13 @@ impl Handler<DesireLrp> for DesiredLrpActor {
 
     fn handle(&mut self, msg: DesireLrp, _: &mut Self::Context) -> Self::Result {
         let entry = rules::split(&msg.lrp, uuid::Uuid::new_v4().to_string(), now_nanos());
-        mutate(
+        let trace_id = msg.trace_id;
+        mutate_reported(
             self,
             msg.lrp.process_guid.clone(),
             move |current| match current {
                 Some(_) => Err(BbsError::Exists),
-                None => Ok((Change::Insert(entry.clone()), entry)),
+                None => Ok((Change::Insert(entry.clone()), trace_id, entry)),
             },
         )
     }
@@ -236,9 +246,10 @@ impl Handler<UpdateLrp> for DesiredLrpActor {
     type Result = ResponseActFuture<Self, BbsResult<Updated>>;
 
     fn handle(&mut self, msg: UpdateLrp, _: &mut Self::Context) -> Self::Result {
-        mutate(self, msg.process_guid, move |current| {
-            let updated = rules::update(current.ok_or(BbsError::NotFound)?, &msg.update);
-            Ok((Change::Update(updated.after.clone()), updated))
+        let (update, trace_id) = (msg.update, msg.trace_id);
+        mutate_reported(self, msg.process_guid, move |current| {
+            let updated = rules::update(current.ok_or(BbsError::NotFound)?, &update);
+            Ok((Change::Update(updated.after.clone()), trace_id, updated))
         })
     }
 }
@@ -247,9 +258,10 @@ impl Handler<RemoveLrp> for DesiredLrpActor {
     type Result = ResponseActFuture<Self, BbsResult<DesiredEntry>>;
 
     fn handle(&mut self, msg: RemoveLrp, _: &mut Self::Context) -> Self::Result {
-        mutate(self, msg.process_guid, |current| {
+        let trace_id = msg.trace_id;
+        mutate_reported(self, msg.process_guid, move |current| {
             let before = current.ok_or(BbsError::NotFound)?.clone();
-            Ok((Change::Delete, before))
+            Ok((Change::Delete, trace_id, before))
         })
     }
 }

@@ -67,6 +67,7 @@ impl DomainActor {
 impl OwnsRecords for DomainActor {
     type Key = String;
     type Record = Nanos;
+    type Report = ();
 
     fn locks(&self) -> &KeyedLocks<String> {
         &self.locks
@@ -105,7 +106,7 @@ impl OwnsRecords for DomainActor {
         .boxed()
     }
 
-    fn apply(&mut self, key: String, change: Change<Nanos>) {
+    fn apply(&mut self, key: String, change: Change<Nanos>, _: ()) {
         match change {
             Change::Insert(expiry) | Change::Update(expiry) => {
                 self.expiries.insert(key, expiry);

@@ -26,7 +26,11 @@ pub enum Event {
     ActualLrpInstanceCreated(Box<m::ActualLrp>),
     ActualLrpInstanceChanged(Box<m::ActualLrpInstanceChangedEvent>),
     ActualLrpInstanceRemoved(Box<m::ActualLrp>),
+    /// A crash as the instance stream reports it.
     ActualLrpCrashed(Box<m::ActualLrpCrashedEvent>),
+    /// A crash as the deprecated group stream reports it: upstream computes the two streams'
+    /// crash events separately, and they differ when a suspect or evacuating row is involved.
+    ActualLrpGroupCrashed(Box<m::ActualLrpCrashedEvent>),
     ActualLrpGroupCreated(Box<m::ActualLrpGroup>),
     ActualLrpGroupChanged(Box<m::ActualLrpGroup>, Box<m::ActualLrpGroup>),
     ActualLrpGroupRemoved(Box<m::ActualLrpGroup>),
@@ -76,7 +80,8 @@ impl Event {
             (Stream::Tasks, TaskCreated(_) | TaskChanged(..) | TaskRemoved(_)) => true,
             (Stream::Tasks, _) | (_, TaskCreated(_) | TaskChanged(..) | TaskRemoved(_)) => false,
             (_, DesiredLrpCreated(_) | DesiredLrpChanged(..) | DesiredLrpRemoved(_)) => true,
-            (_, ActualLrpCrashed(e)) => {
+            (Stream::LrpInstances, ActualLrpCrashed(e))
+            | (Stream::LrpGroups, ActualLrpGroupCrashed(e)) => {
                 cell.is_empty()
                     || e.actual_lrp_instance_key
                         .as_ref()
@@ -102,10 +107,12 @@ impl Event {
     }
 }
 
-/// An event with its BBS-wide number.
+/// An event with its BBS-wide number and the trace id (`X-Vcap-Request-Id`) of the request
+/// that caused it, empty where upstream sends none.
 #[derive(Clone, Debug)]
 pub struct Numbered {
     pub id: u64,
+    pub trace_id: Arc<str>,
     pub event: Arc<Event>,
 }
 
@@ -173,17 +180,24 @@ impl EventHub {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Numbers, retains and fans out `events`, in order. Never waits: a subscriber whose
-    /// queue is full is disconnected.
+    /// Numbers, retains and fans out `events`, in order, with no trace id. Never waits: a
+    /// subscriber whose queue is full is disconnected.
     pub fn publish(&self, events: Vec<Event>) {
+        self.publish_traced("", events)
+    }
+
+    /// As `publish`, the events carrying the trace id of the request that caused them.
+    pub fn publish_traced(&self, trace_id: &str, events: Vec<Event>) {
         if events.is_empty() {
             return;
         }
+        let trace_id: Arc<str> = Arc::from(trace_id);
         let now = Instant::now();
         let mut state = self.lock();
         for event in events {
             let numbered = Numbered {
                 id: state.next_id,
+                trace_id: trace_id.clone(),
                 event: Arc::new(event),
             };
             state.next_id += 1;

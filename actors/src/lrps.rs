@@ -46,7 +46,8 @@ impl Lrps {
                 index,
                 domain: key.domain.clone(),
             };
-            async move { (index, shard.call(CreateUnclaimed { key }).await) }
+            let trace_id = trace_id.to_owned();
+            async move { (index, shard.call(CreateUnclaimed { key, trace_id }).await) }
         });
         let mut created = Vec::new();
         for (index, result) in futures::future::join_all(creations).await {
@@ -74,7 +75,10 @@ impl Lrps {
     pub async fn desire(&self, lrp: m::DesiredLrp, trace_id: &str) -> BbsResult<()> {
         let entry = self
             .desired
-            .call(DesireLrp { lrp: Box::new(lrp) })
+            .call(DesireLrp {
+                lrp: Box::new(lrp),
+                trace_id: trace_id.to_owned(),
+            })
             .await??;
         self.create_and_auction(&entry, 0..entry.instances(), trace_id)
             .await;
@@ -92,6 +96,7 @@ impl Lrps {
             .call(UpdateLrp {
                 process_guid: process_guid.clone(),
                 update,
+                trace_id: trace_id.to_owned(),
             })
             .await??;
         if updated.instances_changed {
@@ -100,7 +105,7 @@ impl Lrps {
                 self.create_and_auction(&updated.after, old..new, trace_id)
                     .await;
             } else if new < old {
-                self.stop_instances_from(&process_guid, new).await;
+                self.stop_instances_from(&process_guid, new, trace_id).await;
             }
         }
         if updated.internal_routes_changed || updated.metric_tags_changed {
@@ -111,13 +116,14 @@ impl Lrps {
         Ok(())
     }
 
-    pub async fn remove(&self, process_guid: String) -> BbsResult<()> {
+    pub async fn remove(&self, process_guid: String, trace_id: &str) -> BbsResult<()> {
         self.desired
             .call(RemoveLrp {
                 process_guid: process_guid.clone(),
+                trace_id: trace_id.to_owned(),
             })
             .await??;
-        self.stop_instances_from(&process_guid, 0).await;
+        self.stop_instances_from(&process_guid, 0, trace_id).await;
         Ok(())
     }
 
@@ -181,7 +187,7 @@ impl Lrps {
     /// Upstream's "stop instances from N": unstarted instances at or above `from` are deleted;
     /// claimed or running ones are stopped through their cell's rep (the row stays until the
     /// rep removes it). Cells not known are skipped, as upstream skips them.
-    async fn stop_instances_from(&self, process_guid: &str, from: i32) {
+    async fn stop_instances_from(&self, process_guid: &str, from: i32, trace_id: &str) {
         let shard = self.actual.shard(process_guid);
         let instances = match shard
             .call(InstancesOf {
@@ -200,6 +206,7 @@ impl Lrps {
                 let delete = DeleteUnstarted {
                     process_guid: process_guid.to_owned(),
                     index,
+                    trace_id: trace_id.to_owned(),
                 };
                 if let Ok(Err(e)) | Err(e) = shard.call(delete).await {
                     warn!(self.log, "stop-instance-delete-failed"; "process_guid" => process_guid, "index" => index, "error" => %e);
@@ -247,9 +254,13 @@ impl Lrps {
 
     /// RetireActualLRP: a running instance's cell is asked to stop it (the rep then removes
     /// it); when the cell is not present the instance is deleted, as upstream does.
-    pub async fn retire(&self, key: m::ActualLrpKey) -> BbsResult<()> {
+    pub async fn retire(&self, key: m::ActualLrpKey, trace_id: &str) -> BbsResult<()> {
         let shard = self.actual.shard(&key.process_guid);
-        let outcome = shard.call(RetireLrp { key: key.clone() }).await??;
+        let retire = RetireLrp {
+            key: key.clone(),
+            trace_id: trace_id.to_owned(),
+        };
+        let outcome = shard.call(retire).await??;
         let Some((cell_id, instance_key)) = outcome else {
             return Ok(());
         };

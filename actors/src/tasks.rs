@@ -233,6 +233,7 @@ impl TaskActor {
 impl OwnsRecords for TaskActor {
     type Key = String;
     type Record = Task;
+    type Report = ();
 
     fn locks(&self) -> &KeyedLocks<String> {
         &self.locks
@@ -270,7 +271,7 @@ impl OwnsRecords for TaskActor {
         .boxed()
     }
 
-    fn apply(&mut self, key: String, change: Change<Task>) {
+    fn apply(&mut self, key: String, change: Change<Task>, _: ()) {
         use crate::events::Event;
         let event = match change {
             Change::Unchanged => None,

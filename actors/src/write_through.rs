@@ -25,6 +25,10 @@ pub enum Change<R> {
 pub trait OwnsRecords: Actor<Context = Context<Self>> {
     type Key: Eq + Hash + Clone + Send + Unpin + 'static;
     type Record: Clone + Unpin + 'static;
+    /// What a decision hands to `apply` beside the record: how to report the change to
+    /// subscribers (which upstream emitter, which request caused it). `()` where the record's
+    /// events follow from the record alone.
+    type Report: Default + Unpin + 'static;
 
     fn locks(&self) -> &KeyedLocks<Self::Key>;
     fn record(&self, key: &Self::Key) -> Option<&Self::Record>;
@@ -36,16 +40,34 @@ pub trait OwnsRecords: Actor<Context = Context<Self>> {
         before: Option<&Self::Record>,
         change: &Change<Self::Record>,
     ) -> BoxFuture<'static, BbsResult<()>>;
-    /// Applies a persisted change to memory.
-    fn apply(&mut self, key: Self::Key, change: Change<Self::Record>);
+    /// Applies a persisted change to memory and publishes its events.
+    fn apply(&mut self, key: Self::Key, change: Change<Self::Record>, report: Self::Report);
 }
 
-/// Runs `decide` on the record under `key` and writes its decision through.
+/// Runs `decide` on the record under `key` and writes its decision through, reported the
+/// default way.
 pub fn mutate<A, R, F>(actor: &mut A, key: A::Key, decide: F) -> ResponseActFuture<A, BbsResult<R>>
 where
     A: OwnsRecords,
     R: Unpin + 'static,
     F: FnOnce(Option<&A::Record>) -> BbsResult<(Change<A::Record>, R)> + Unpin + 'static,
+{
+    mutate_reported(actor, key, move |current| {
+        decide(current).map(|(change, outcome)| (change, A::Report::default(), outcome))
+    })
+}
+
+/// Runs `decide` on the record under `key` and writes its decision through; the decision's
+/// report reaches `apply` with it.
+pub fn mutate_reported<A, R, F>(
+    actor: &mut A,
+    key: A::Key,
+    decide: F,
+) -> ResponseActFuture<A, BbsResult<R>>
+where
+    A: OwnsRecords,
+    R: Unpin + 'static,
+    F: FnOnce(Option<&A::Record>) -> BbsResult<(Change<A::Record>, A::Report, R)> + Unpin + 'static,
 {
     let locks = actor.locks().clone();
     let lock_key = key.clone();
@@ -54,7 +76,7 @@ where
             .into_actor(actor)
             .then(
                 move |guard, actor, _| -> LocalBoxActorFuture<A, BbsResult<R>> {
-                    let (change, outcome) = match decide(actor.record(&key)) {
+                    let (change, report, outcome) = match decide(actor.record(&key)) {
                         Ok(decision) => decision,
                         Err(e) => return Box::pin(ready(Err(e))),
                     };
@@ -64,7 +86,7 @@ where
                     let persisting = actor.persist(&key, actor.record(&key), &change);
                     Box::pin(persisting.into_actor(actor).map(move |result, actor, _| {
                         if result.is_ok() {
-                            actor.apply(key, change);
+                            actor.apply(key, change, report);
                         }
                         drop(guard);
                         result.map(|()| outcome)

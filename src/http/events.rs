@@ -36,14 +36,16 @@ fn task(task: &m::Task, version: Version) -> m::Task {
     }
 }
 
-/// The SSE event type and protobuf payload of an event.
-fn encode(event: &Event, version: Version) -> (&'static str, Vec<u8>) {
+/// The SSE event type and protobuf payload of an event; `trace_id` goes into the payloads
+/// that have the field.
+fn encode(event: &Event, trace_id: &str, version: Version) -> (&'static str, Vec<u8>) {
+    let trace_id = trace_id.to_owned();
     match event {
         Event::DesiredLrpCreated(l) => (
             "desired_lrp_created",
             m::DesiredLrpCreatedEvent {
                 desired_lrp: Some(desired(l, version)),
-                trace_id: String::new(),
+                trace_id: trace_id.clone(),
             }
             .encode_to_vec(),
         ),
@@ -52,7 +54,7 @@ fn encode(event: &Event, version: Version) -> (&'static str, Vec<u8>) {
             m::DesiredLrpChangedEvent {
                 before: Some(desired(b, version)),
                 after: Some(desired(a, version)),
-                trace_id: String::new(),
+                trace_id: trace_id.clone(),
             }
             .encode_to_vec(),
         ),
@@ -60,7 +62,7 @@ fn encode(event: &Event, version: Version) -> (&'static str, Vec<u8>) {
             "desired_lrp_removed",
             m::DesiredLrpRemovedEvent {
                 desired_lrp: Some(desired(l, version)),
-                trace_id: String::new(),
+                trace_id: trace_id.clone(),
             }
             .encode_to_vec(),
         ),
@@ -68,20 +70,29 @@ fn encode(event: &Event, version: Version) -> (&'static str, Vec<u8>) {
             "actual_lrp_instance_created",
             m::ActualLrpInstanceCreatedEvent {
                 actual_lrp: Some((**l).clone()),
-                trace_id: String::new(),
+                trace_id: trace_id.clone(),
             }
             .encode_to_vec(),
         ),
-        Event::ActualLrpInstanceChanged(e) => ("actual_lrp_instance_changed", e.encode_to_vec()),
+        Event::ActualLrpInstanceChanged(e) => (
+            "actual_lrp_instance_changed",
+            m::ActualLrpInstanceChangedEvent {
+                trace_id,
+                ..(**e).clone()
+            }
+            .encode_to_vec(),
+        ),
         Event::ActualLrpInstanceRemoved(l) => (
             "actual_lrp_instance_removed",
             m::ActualLrpInstanceRemovedEvent {
                 actual_lrp: Some((**l).clone()),
-                trace_id: String::new(),
+                trace_id: trace_id.clone(),
             }
             .encode_to_vec(),
         ),
-        Event::ActualLrpCrashed(e) => ("actual_lrp_crashed", e.encode_to_vec()),
+        Event::ActualLrpCrashed(e) | Event::ActualLrpGroupCrashed(e) => {
+            ("actual_lrp_crashed", e.encode_to_vec())
+        }
         Event::ActualLrpGroupCreated(g) => (
             "actual_lrp_created",
             m::ActualLrpCreatedEvent {
@@ -132,7 +143,7 @@ fn encode(event: &Event, version: Version) -> (&'static str, Vec<u8>) {
 fn frame(delivery: &Delivery, version: Version) -> Bytes {
     match delivery {
         Delivery::Event(numbered) => {
-            let (name, payload) = encode(&numbered.event, version);
+            let (name, payload) = encode(&numbered.event, &numbered.trace_id, version);
             Bytes::from(format!(
                 "id: {}\nevent: {name}\ndata: {}\n\n",
                 numbered.id,

@@ -68,12 +68,21 @@ pub async fn update(
     )
 }
 
-pub async fn remove(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse {
+pub async fn remove(
+    state: web::Data<ApiState>,
+    http: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
     desired_lifecycle(
         async {
             let request: m::RemoveDesiredLrpRequest = decode(&body)?;
             validation::process_guid_present(&request.process_guid)?;
-            state.bbs()?.lrps.remove(request.process_guid).await
+            let trace_id = trace_id(&http);
+            state
+                .bbs()?
+                .lrps
+                .remove(request.process_guid, &trace_id)
+                .await
         }
         .await,
     )
@@ -424,7 +433,11 @@ pub async fn remove_actual(state: web::Data<ApiState>, body: web::Bytes) -> Http
     )
 }
 
-pub async fn retire(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse {
+pub async fn retire(
+    state: web::Data<ApiState>,
+    http: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
     actual_lifecycle(
         async {
             let request: m::RetireActualLrpRequest = decode(&body)?;
@@ -432,7 +445,7 @@ pub async fn retire(state: web::Data<ApiState>, body: web::Bytes) -> HttpRespons
             state
                 .bbs()?
                 .lrps
-                .retire(request.actual_lrp_key.unwrap_or_default())
+                .retire(request.actual_lrp_key.unwrap_or_default(), &trace_id(&http))
                 .await
         }
         .await,

@@ -12,12 +12,15 @@ use crate::rules::actual_lrps::{
     bump, crash, instance_key_of, presence_of, Instance, Running, CLAIMED, CRASHED, RUNNING,
     UNCLAIMED,
 };
+use crate::rules::lrp_events::Emitter;
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Evacuated {
     pub after: Option<Instance>,
     pub keep_container: bool,
     pub auction: bool,
+    /// How upstream reports the change (its general emitter unless said otherwise).
+    pub emitter: Emitter,
 }
 
 fn without(instance: &Instance, presence: Presence) -> Instance {
@@ -71,6 +74,7 @@ pub fn evacuate_claimed(
                 after: Some(after),
                 keep_container: false,
                 auction: true,
+                ..Default::default()
             })
         }
         Some((presence, _)) => Ok(Evacuated {
@@ -189,6 +193,7 @@ pub fn evacuate_running(
                             after: Some(after),
                             keep_container: false,
                             auction: true,
+                            ..Default::default()
                         }
                     }
                     Err(_) => keep(false),
@@ -232,6 +237,7 @@ pub fn evacuate_running(
                 after: Some(after),
                 keep_container: true,
                 auction: false,
+                emitter: Emitter::EvacuatingRecorded,
             }
         }
         Some((presence, row)) if row.state == RUNNING || row.state == CLAIMED => {
@@ -243,6 +249,7 @@ pub fn evacuate_running(
                     after: Some(after),
                     keep_container: true,
                     auction: false,
+                    emitter: Emitter::Evacuated(Presence::Suspect),
                 };
             }
             match unclaim(&row, now) {
@@ -252,6 +259,7 @@ pub fn evacuate_running(
                         after: Some(after),
                         keep_container: true,
                         auction: true,
+                        emitter: Emitter::Evacuated(Presence::Ordinary),
                     }
                 }
                 Err(_) => keep(false),

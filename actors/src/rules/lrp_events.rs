@@ -1,11 +1,67 @@
 //! Which events an LRP change emits (bbs-reference §5.4), as pure functions of the rows before
-//! and after it.
+//! and after it. Upstream's event calculator is followed step for step, because clients key
+//! off exact event kinds (the route emitter drops an app's routes on a removal):
+//!
+//! * the rows before and after are paired position by position, as upstream's controllers
+//!   record them (`Emitter` says how a change pairs them);
+//! * the instance stream reports each pair by the after-row's state;
+//! * the deprecated group stream compares the resolved instance slot and the evacuating slot
+//!   separately, each reported as a one-slot group;
+//! * within one change, crashes come first, then events that leave an instance RUNNING, then
+//!   the rest, so routes stay available while an instance is replaced.
 
 use bbs_models as m;
 use bbs_models::actual_lrp::Presence;
 
 use crate::events::Event;
-use crate::rules::actual_lrps::{group, instance_key_of, key_of, Instance, RUNNING};
+use crate::rules::actual_lrps::{
+    group, instance_key_of, presence_of, Instance, CLAIMED, CRASHED, RUNNING, UNCLAIMED,
+};
+
+/// How upstream reports a change: which of its emitters runs, and how the rows before and
+/// after pair up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Emitter {
+    /// Upstream's general emitter, rows paired by presence: claim, start, fail, remove,
+    /// retire, and the evacuation routes other than the two below.
+    #[default]
+    Lifecycle,
+    /// CrashActualLRP's emitter: every changed row is reported as a crash.
+    Crash,
+    /// The evacuation of a running instance: the row of this presence became the evacuating
+    /// row (one instance, changed), and a new ordinary row, if any, was created.
+    Evacuated(Presence),
+    /// Evacuate-running created or rewrote the evacuating row; upstream records it as a new
+    /// row, so it is reported as created even when it replaced an evacuating row.
+    EvacuatingRecorded,
+    /// Events upstream emits by hand rather than through its calculator (convergence, the
+    /// removal of unstarted instances on scale-down).
+    Direct(Direct),
+}
+
+/// The changes whose events upstream emits by hand, each its own way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direct {
+    /// A missing instance created: group and instance created.
+    Created,
+    /// A stale claimed instance (or crashed one past its back-off) back to UNCLAIMED: group
+    /// changed, instance created and removed.
+    Unclaimed,
+    /// An instance on a missing cell kept as SUSPECT and replaced: on the instance stream
+    /// the ordinary row changed to suspect and the replacement created; nothing on the group
+    /// stream.
+    Suspected,
+    /// A suspect promoted back to ordinary: the replacement (if any) removed on both streams,
+    /// the suspect changed to ordinary on the instance stream.
+    Promoted,
+    /// Rows removed (an unstarted instance on scale-down, a suspect retired): group and
+    /// instance removed, row by row.
+    Removed,
+}
+
+type Row<'a> = Option<&'a m::ActualLrp>;
+
+const PRESENCES: [Presence; 3] = [Presence::Ordinary, Presence::Evacuating, Presence::Suspect];
 
 /// The mutable part of an instance, as instance-changed events carry it.
 pub fn info(lrp: &m::ActualLrp) -> m::ActualLrpInfo {
@@ -31,220 +87,320 @@ fn is_empty_key(key: &m::ActualLrpInstanceKey) -> bool {
     key.instance_guid.is_empty() && key.cell_id.is_empty()
 }
 
-fn resulting_state(event: &Event) -> Option<&str> {
-    match event {
-        Event::ActualLrpInstanceCreated(l) => Some(&l.state),
-        Event::ActualLrpInstanceChanged(e) => e.after.as_ref().map(|a| a.state.as_str()),
-        Event::ActualLrpGroupCreated(g) | Event::ActualLrpGroupChanged(_, g) => {
-            g.instance.as_ref().map(|i| i.state.as_str())
+/// The rows before and after, position by position: the rows that existed first (in
+/// presence order), then the rows the change added, as upstream's RecordChange lays them out.
+fn paired<'a>(
+    before: &'a Instance,
+    after: &'a Instance,
+    emitter: Emitter,
+) -> Vec<(Row<'a>, Row<'a>)> {
+    let mut pairs: Vec<(Row<'a>, Row<'a>)> = Vec::new();
+    let mut added: Vec<Row<'a>> = Vec::new();
+    for presence in PRESENCES {
+        let b = before.slot(presence).as_ref();
+        let a = after.slot(presence).as_ref();
+        let a = match emitter {
+            // The evacuated row's position now holds the evacuating copy; a new ordinary row
+            // is added below, as a creation.
+            Emitter::Evacuated(from) if presence == from => after.evacuating.as_ref(),
+            // Any other evacuating row stays as upstream's set had it.
+            Emitter::Evacuated(_) | Emitter::EvacuatingRecorded
+                if presence == Presence::Evacuating =>
+            {
+                b
+            }
+            _ => a,
+        };
+        match b {
+            Some(_) => pairs.push((b, a)),
+            None => added.push(a),
         }
-        _ => None,
+    }
+    match emitter {
+        Emitter::Evacuated(Presence::Ordinary) => added.push(after.ordinary.as_ref()),
+        Emitter::EvacuatingRecorded => added.push(after.evacuating.as_ref()),
+        _ => {}
+    }
+    pairs.extend(added.into_iter().flatten().map(|a| (None, Some(a))));
+    pairs
+}
+
+fn crashed_event(before: &m::ActualLrp, after: &m::ActualLrp) -> m::ActualLrpCrashedEvent {
+    m::ActualLrpCrashedEvent {
+        actual_lrp_key: after.actual_lrp_key.clone(),
+        actual_lrp_instance_key: before.actual_lrp_instance_key.clone(),
+        crash_count: after.crash_count,
+        crash_reason: after.crash_reason.clone(),
+        since: after.since,
     }
 }
 
-/// Crashes first, then changes that leave an instance running, then the rest: routes stay
-/// available while an instance is replaced.
+fn instance_crashed(before: &m::ActualLrp, after: &m::ActualLrp) -> Event {
+    Event::ActualLrpCrashed(Box::new(crashed_event(before, after)))
+}
+
+fn group_crashed(before: &m::ActualLrp, after: &m::ActualLrp) -> Event {
+    Event::ActualLrpGroupCrashed(Box::new(crashed_event(before, after)))
+}
+
+/// Upstream's instance-changed event: the keys from the after-row unless empty.
+pub fn changed(before: &m::ActualLrp, after: &m::ActualLrp) -> Event {
+    let pick = |b: &Option<m::ActualLrpKey>, a: &Option<m::ActualLrpKey>| {
+        a.clone()
+            .filter(|k| *k != m::ActualLrpKey::default())
+            .or_else(|| b.clone())
+    };
+    let instance_key = {
+        let ak = instance_key_of(after);
+        if is_empty_key(&ak) {
+            instance_key_of(before)
+        } else {
+            ak
+        }
+    };
+    Event::ActualLrpInstanceChanged(Box::new(m::ActualLrpInstanceChangedEvent {
+        actual_lrp_key: pick(&before.actual_lrp_key, &after.actual_lrp_key),
+        actual_lrp_instance_key: Some(instance_key),
+        before: Some(info(before)),
+        after: Some(info(after)),
+        trace_id: String::new(),
+    }))
+}
+
+fn created(lrp: &m::ActualLrp) -> Event {
+    Event::ActualLrpInstanceCreated(Box::new(lrp.clone()))
+}
+
+fn removed(lrp: &m::ActualLrp) -> Event {
+    Event::ActualLrpInstanceRemoved(Box::new(lrp.clone()))
+}
+
+/// A row as a group of its own: evacuating rows in the evacuating slot, others in the
+/// instance slot.
+pub fn one_slot_group(lrp: &m::ActualLrp) -> m::ActualLrpGroup {
+    if presence_of(lrp) == Presence::Evacuating {
+        m::ActualLrpGroup {
+            instance: None,
+            evacuating: Some(lrp.clone()),
+        }
+    } else {
+        m::ActualLrpGroup {
+            instance: Some(lrp.clone()),
+            evacuating: None,
+        }
+    }
+}
+
+fn group_created(lrp: &m::ActualLrp) -> Event {
+    Event::ActualLrpGroupCreated(Box::new(one_slot_group(lrp)))
+}
+
+fn group_removed(lrp: &m::ActualLrp) -> Event {
+    Event::ActualLrpGroupRemoved(Box::new(one_slot_group(lrp)))
+}
+
+fn group_changed(before: &m::ActualLrp, after: &m::ActualLrp) -> Event {
+    Event::ActualLrpGroupChanged(
+        Box::new(one_slot_group(before)),
+        Box::new(one_slot_group(after)),
+    )
+}
+
+/// Upstream's resolution of a group to one LRP: the instance when running or crashed, else
+/// the evacuating copy if any.
+pub fn resolve(group: &m::ActualLrpGroup) -> Option<&m::ActualLrp> {
+    match (&group.instance, &group.evacuating) {
+        (Some(i), None) => Some(i),
+        (None, Some(e)) => Some(e),
+        (Some(i), Some(_)) if i.state == RUNNING || i.state == CRASHED => Some(i),
+        (Some(_), Some(e)) => Some(e),
+        (None, None) => None,
+    }
+}
+
+/// Crashes first, then events that leave an instance RUNNING, then the rest.
+fn score(event: &Event) -> u8 {
+    let running = |lrp: Option<&m::ActualLrp>| lrp.is_some_and(|l| l.state == RUNNING);
+    match event {
+        Event::ActualLrpCrashed(_) | Event::ActualLrpGroupCrashed(_) => 2,
+        Event::ActualLrpInstanceCreated(l) if l.state == RUNNING => 1,
+        Event::ActualLrpInstanceChanged(e)
+            if e.after.as_ref().is_some_and(|a| a.state == RUNNING) =>
+        {
+            1
+        }
+        Event::ActualLrpGroupCreated(g) | Event::ActualLrpGroupChanged(_, g)
+            if running(resolve(g)) =>
+        {
+            1
+        }
+        _ => 0,
+    }
+}
+
+/// Orders one change's events by score; the sort is stable, as upstream's is for so few.
 fn order(mut events: Vec<Event>) -> Vec<Event> {
-    events.sort_by_key(|e| match e {
-        Event::ActualLrpCrashed(_) => 0,
-        _ if resulting_state(e) == Some(RUNNING) => 1,
-        _ => 2,
-    });
+    events.sort_by_key(|e| std::cmp::Reverse(score(e)));
     events
 }
 
-fn crashed(before: &Instance, after: &Instance) -> Option<Event> {
-    let (b, a) = (before.ordinary.as_ref()?, after.ordinary.as_ref()?);
-    (a.crash_count > b.crash_count).then(|| {
-        Event::ActualLrpCrashed(Box::new(m::ActualLrpCrashedEvent {
-            actual_lrp_key: Some(key_of(a)),
-            actual_lrp_instance_key: Some(instance_key_of(b)),
-            crash_count: a.crash_count,
-            crash_reason: a.crash_reason.clone(),
-            since: a.since,
-        }))
-    })
+/// One pair's instance events under the general emitter.
+fn lifecycle_instance(before: Row, after: Row) -> Vec<Event> {
+    match (before, after) {
+        (b, a) if b == a => vec![],
+        (Some(b), None) => vec![removed(b)],
+        (None, Some(a)) => vec![created(a)],
+        (Some(b), Some(a)) => match a.state.as_str() {
+            // A placement failure leaves the instance UNCLAIMED: still the same instance.
+            UNCLAIMED if b.state == UNCLAIMED => vec![changed(b, a)],
+            UNCLAIMED => vec![created(a), removed(b)],
+            CLAIMED | RUNNING => vec![changed(b, a)],
+            CRASHED => vec![instance_crashed(b, a), changed(b, a)],
+            _ => vec![],
+        },
+        (None, None) => vec![],
+    }
 }
 
-/// The instance-stream events for one instance's change.
-pub fn instance_events(before: &Instance, after: &Instance) -> Vec<Event> {
-    let mut events: Vec<Event> = crashed(before, after).into_iter().collect();
-    for presence in [Presence::Ordinary, Presence::Evacuating, Presence::Suspect] {
-        match (before.slot(presence), after.slot(presence)) {
-            (None, Some(a)) => events.push(Event::ActualLrpInstanceCreated(Box::new(a.clone()))),
-            (Some(b), None) => events.push(Event::ActualLrpInstanceRemoved(Box::new(b.clone()))),
-            (Some(b), Some(a)) if b != a => {
+/// One pair's instance events under CrashActualLRP's emitter.
+fn crash_instance(before: Row, after: Row) -> Vec<Event> {
+    match (before, after) {
+        (b, a) if b == a => vec![],
+        (Some(b), None) => vec![removed(b)],
+        (None, Some(a)) => vec![created(a)],
+        (Some(b), Some(a)) if a.state == CRASHED => vec![instance_crashed(b, a), changed(b, a)],
+        (Some(b), Some(a)) => vec![instance_crashed(b, a), created(a), removed(b)],
+        (None, None) => vec![],
+    }
+}
+
+/// One slot's group events under the general emitter.
+fn lifecycle_group(before: Option<&m::ActualLrp>, after: Option<&m::ActualLrp>) -> Vec<Event> {
+    match (before, after) {
+        (b, a) if b == a => vec![],
+        (Some(b), None) => vec![group_removed(b)],
+        (None, Some(a)) => vec![group_created(a)],
+        (Some(b), Some(a)) => match a.state.as_str() {
+            UNCLAIMED => vec![group_changed(b, a)],
+            CLAIMED | RUNNING => {
                 let (bk, ak) = (instance_key_of(b), instance_key_of(a));
-                if bk == ak || is_empty_key(&bk) {
-                    let key = if is_empty_key(&ak) { bk } else { ak };
-                    events.push(Event::ActualLrpInstanceChanged(Box::new(
-                        m::ActualLrpInstanceChangedEvent {
-                            actual_lrp_key: Some(key_of(a)),
-                            actual_lrp_instance_key: Some(key),
-                            before: Some(info(b)),
-                            after: Some(info(a)),
-                            trace_id: String::new(),
-                        },
-                    )));
+                if !is_empty_key(&bk) && ak != bk {
+                    vec![group_created(a), group_removed(b)]
                 } else {
-                    events.push(Event::ActualLrpInstanceCreated(Box::new(a.clone())));
-                    events.push(Event::ActualLrpInstanceRemoved(Box::new(b.clone())));
+                    vec![group_changed(b, a)]
                 }
             }
-            _ => {}
-        }
+            CRASHED => vec![group_crashed(b, a), group_changed(b, a)],
+            _ => vec![],
+        },
+        (None, None) => vec![],
     }
-    order(events)
 }
 
-/// The deprecated group-stream events for one instance's change.
-pub fn group_events(before: &Instance, after: &Instance) -> Vec<Event> {
-    let rows = |i: &Instance| i.rows().cloned().collect::<Vec<_>>();
-    let before_group = group(&rows(before)).into_iter().next();
-    let after_group = group(&rows(after)).into_iter().next();
-    let mut events: Vec<Event> = crashed(before, after).into_iter().collect();
-    match (before_group, after_group) {
-        (None, Some(a)) => events.push(Event::ActualLrpGroupCreated(Box::new(a))),
-        (Some(b), None) => events.push(Event::ActualLrpGroupRemoved(Box::new(b))),
-        (Some(b), Some(a)) if b != a => {
-            let key = |g: &m::ActualLrpGroup| {
-                g.instance.as_ref().map(instance_key_of).unwrap_or_default()
-            };
-            let (bk, ak) = (key(&b), key(&a));
-            if !is_empty_key(&bk) && !is_empty_key(&ak) && bk != ak {
-                events.push(Event::ActualLrpGroupCreated(Box::new(a)));
-                events.push(Event::ActualLrpGroupRemoved(Box::new(b)));
-            } else {
-                events.push(Event::ActualLrpGroupChanged(Box::new(b), Box::new(a)));
+/// The instance and evacuating slots of the group the rows resolve to.
+fn resolved_group(instance: &Instance) -> m::ActualLrpGroup {
+    let rows: Vec<m::ActualLrp> = instance.rows().cloned().collect();
+    group(&rows).into_iter().next().unwrap_or_default()
+}
+
+/// Both streams' events for one change of one instance, reported as `emitter` says.
+pub fn events(before: &Instance, after: &Instance, emitter: Emitter) -> Vec<Event> {
+    if let Emitter::Direct(action) = emitter {
+        return direct(before, after, action);
+    }
+    let (bg, ag) = (resolved_group(before), resolved_group(after));
+    let mut group_events = Vec::new();
+    let mut instance_events = Vec::new();
+    let pairs = paired(before, after, emitter);
+    if emitter == Emitter::Crash {
+        for (b, a) in [
+            (bg.instance.as_ref(), ag.instance.as_ref()),
+            (bg.evacuating.as_ref(), ag.evacuating.as_ref()),
+        ] {
+            match (b, a) {
+                (b, a) if b == a => {}
+                (Some(b), None) => group_events.push(group_removed(b)),
+                (None, Some(a)) => group_events.push(group_created(a)),
+                (Some(b), Some(a)) => {
+                    // Upstream reports a crash's group change with both slots resolved.
+                    group_events.push(group_crashed(b, a));
+                    group_events.push(Event::ActualLrpGroupChanged(
+                        Box::new(bg.clone()),
+                        Box::new(ag.clone()),
+                    ));
+                }
+                (None, None) => {}
             }
         }
-        _ => {}
-    }
-    order(events)
-}
-
-/// Both streams' events for one instance's change (subscribers pick theirs).
-pub fn events(before: &Instance, after: &Instance) -> Vec<Event> {
-    let mut all = instance_events(before, after);
-    for event in group_events(before, after) {
-        if !matches!(event, Event::ActualLrpCrashed(_)) {
-            all.push(event);
+        for (b, a) in pairs {
+            instance_events.extend(crash_instance(b, a));
+        }
+    } else {
+        group_events.extend(lifecycle_group(bg.instance.as_ref(), ag.instance.as_ref()));
+        group_events.extend(lifecycle_group(
+            bg.evacuating.as_ref(),
+            ag.evacuating.as_ref(),
+        ));
+        for (b, a) in pairs {
+            instance_events.extend(lifecycle_instance(b, a));
         }
     }
+    let mut all = order(group_events);
+    all.extend(order(instance_events));
     all
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::rules::actual_lrps::{claim, crash, new_unclaimed, start, Running};
-
-    fn key() -> m::ActualLrpKey {
-        m::ActualLrpKey {
-            process_guid: "web".into(),
-            index: 0,
-            domain: "d".into(),
+/// The events upstream emits by hand, in the order it sends them (it does not sort them).
+fn direct(before: &Instance, after: &Instance, action: Direct) -> Vec<Event> {
+    let mut events = Vec::new();
+    match action {
+        Direct::Created => {
+            if let Some(a) = after
+                .ordinary
+                .as_ref()
+                .filter(|_| before.ordinary.is_none())
+            {
+                events.push(group_created(a));
+                events.push(created(a));
+            }
+        }
+        Direct::Unclaimed => {
+            if let (Some(b), Some(a)) = (before.ordinary.as_ref(), after.ordinary.as_ref()) {
+                if b != a {
+                    events.push(group_changed(b, a));
+                    events.push(created(a));
+                    events.push(removed(b));
+                }
+            }
+        }
+        Direct::Suspected => {
+            if let (Some(b), Some(s)) = (before.ordinary.as_ref(), after.suspect.as_ref()) {
+                events.push(changed(b, s));
+            }
+            if let Some(a) = after.ordinary.as_ref() {
+                events.push(created(a));
+            }
+        }
+        Direct::Promoted => {
+            if let Some(replacement) = before.ordinary.as_ref() {
+                events.push(group_removed(replacement));
+                events.push(removed(replacement));
+            }
+            if let (Some(b), Some(a)) = (before.suspect.as_ref(), after.ordinary.as_ref()) {
+                events.push(changed(b, a));
+            }
+        }
+        Direct::Removed => {
+            for presence in PRESENCES {
+                if let (Some(b), None) = (before.slot(presence), after.slot(presence)) {
+                    events.push(group_removed(b));
+                    events.push(removed(b));
+                }
+            }
         }
     }
-
-    fn ik(g: &str, c: &str) -> m::ActualLrpInstanceKey {
-        m::ActualLrpInstanceKey {
-            instance_guid: g.into(),
-            cell_id: c.into(),
-        }
-    }
-
-    fn unclaimed() -> Instance {
-        Instance {
-            ordinary: Some(new_unclaimed(key(), 1, "e".into())),
-            ..Default::default()
-        }
-    }
-
-    fn names(events: &[Event]) -> Vec<&'static str> {
-        events
-            .iter()
-            .map(|e| match e {
-                Event::ActualLrpInstanceCreated(_) => "created",
-                Event::ActualLrpInstanceChanged(_) => "changed",
-                Event::ActualLrpInstanceRemoved(_) => "removed",
-                Event::ActualLrpCrashed(_) => "crashed",
-                Event::ActualLrpGroupCreated(_) => "group_created",
-                Event::ActualLrpGroupChanged(..) => "group_changed",
-                Event::ActualLrpGroupRemoved(_) => "group_removed",
-                _ => "other",
-            })
-            .collect()
-    }
-
-    #[test]
-    fn creation_claim_and_start() {
-        assert_eq!(
-            names(&instance_events(&Instance::default(), &unclaimed())),
-            ["created"]
-        );
-        let claimed = claim(&unclaimed(), &ik("a", "c"), 2).unwrap().unwrap();
-        let events = instance_events(&unclaimed(), &claimed);
-        assert_eq!(names(&events), ["changed"]);
-        let Event::ActualLrpInstanceChanged(e) = &events[0] else {
-            unreachable!()
-        };
-        assert_eq!(e.actual_lrp_instance_key, Some(ik("a", "c")));
-        let running = Running {
-            key: key(),
-            instance_key: ik("a", "c"),
-            net_info: m::ActualLrpNetInfo {
-                address: "x".into(),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let started = start(&claimed, &running, 3, || unreachable!())
-            .unwrap()
-            .unwrap();
-        assert_eq!(names(&instance_events(&claimed, &started)), ["changed"]);
-        assert_eq!(names(&group_events(&claimed, &started)), ["group_changed"]);
-    }
-
-    #[test]
-    fn a_crash_with_restart_is_crashed_then_created_and_removed() {
-        let running = Running {
-            key: key(),
-            instance_key: ik("a", "c"),
-            net_info: m::ActualLrpNetInfo {
-                address: "x".into(),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let started = start(&unclaimed(), &running, 3, || unreachable!())
-            .unwrap()
-            .unwrap();
-        let crashed = crash(&started, &key(), &ik("a", "c"), "oom", 4)
-            .unwrap()
-            .unwrap()
-            .after;
-        let events = instance_events(&started, &crashed);
-        assert_eq!(names(&events), ["crashed", "created", "removed"]);
-        let Event::ActualLrpCrashed(c) = &events[0] else {
-            unreachable!()
-        };
-        assert_eq!(
-            c.actual_lrp_instance_key,
-            Some(ik("a", "c")),
-            "the instance that crashed"
-        );
-    }
-
-    #[test]
-    fn removal() {
-        assert_eq!(
-            names(&instance_events(&unclaimed(), &Instance::default())),
-            ["removed"]
-        );
-        assert_eq!(
-            names(&group_events(&unclaimed(), &Instance::default())),
-            ["group_removed"]
-        );
-    }
+    events
 }
+
+#[cfg(test)]
+mod tests;
