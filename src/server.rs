@@ -16,6 +16,39 @@ use crate::http::{api_app, debug_app, health_app, ApiState};
 /// How long an idle API connection is kept: longer than Go's 90 s client idle timeout.
 const KEEP_ALIVE_SECONDS: u64 = 120;
 
+/// How long a stopping server waits for requests in flight before it drops them.
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
+
+/// Resolves on SIGTERM or SIGINT, naming it.
+async fn termination() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        },
+        // Without signal handlers the default action ends the process anyway.
+        _ => std::future::pending().await,
+    }
+}
+
+/// Stops the API: event streams end at once, requests in flight finish (for at most
+/// `SHUTDOWN_DRAIN`), then every connection, idle keep-alive ones included, is closed.
+async fn stop_api(state: &ApiState, handle: &actix_web::dev::ServerHandle, log: &Logger) {
+    if let Ok(bbs) = state.bbs() {
+        bbs.events.close_all();
+    }
+    // The streams' final chunks go out before their connections are dropped.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    if !state.drained(SHUTDOWN_DRAIN).await {
+        slog::warn!(log, "shutdown-drain-timed-out"; "seconds" => SHUTDOWN_DRAIN.as_secs());
+    }
+    handle.stop(false).await;
+}
+
 /// Latency buckets for every `*_seconds` histogram, from 100 µs to 30 s.
 const SECONDS_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -108,7 +141,10 @@ pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>
         .keep_alive(Duration::from_secs(KEEP_ALIVE_SECONDS))
         .client_request_timeout(Duration::from_secs(60))
         .backlog(4096)
-        .shutdown_timeout(10)
+        // Signals are ours (stop_api): actix's graceful stop would wait out idle keep-alive
+        // connections and open event streams.
+        .disable_signals()
+        .shutdown_timeout(1)
         .bind(&settings.listen_address)
     {
         Ok(server) => server.run(),
@@ -119,10 +155,18 @@ pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>
     };
     let api_handle = api.handle();
     let api_task = actix_rt::spawn(api);
+    let mut terminated = Box::pin(termination());
     info!(log, "listening"; "address" => &settings.listen_address, "health" => &settings.health_address, "debug" => &settings.debug_address);
 
     let started = std::time::Instant::now();
-    let code = match bbs_store::connect(&store_config).await {
+    let connected = tokio::select! {
+        connected = bbs_store::connect(&store_config) => connected,
+        signal = &mut terminated => {
+            info!(log, "signalled-while-starting"; "signal" => signal);
+            return stop_everything(0, &api_handle, &health_handle, debug_handle.as_ref(), &log).await;
+        }
+    };
+    let code = match connected {
         Err(e) => {
             error!(log, "store-open-failed"; "backend" => store_config.backend.name(), "error" => %e);
             1
@@ -154,12 +198,20 @@ pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>
                 expire_completed_task_duration: settings.expire_completed_task_duration,
                 convergence_workers: settings.convergence_workers as usize,
             };
-            match Bbs::start(store, &actor_settings, &handles, &log).await {
-                Err(e) => {
+            let started = tokio::select! {
+                started = Bbs::start(store, &actor_settings, &handles, &log) => Some(started),
+                signal = &mut terminated => {
+                    info!(log, "signalled-while-starting"; "signal" => signal);
+                    None
+                }
+            };
+            match started {
+                None => 0,
+                Some(Err(e)) => {
                     error!(log, "actors-start-failed"; "error" => %e);
                     1
                 }
-                Ok(bbs) => {
+                Some(Ok(bbs)) => {
                     let encryptor = bbs.encryptor.clone();
                     let encryptor_log = log.clone();
                     actix_rt::spawn(async move {
@@ -176,9 +228,14 @@ pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>
                     info!(log, "started");
                     let code = tokio::select! {
                         _ = api_task => 0,
+                        signal = &mut terminated => {
+                            info!(log, "stopping"; "signal" => signal);
+                            stop_api(&state, &api_handle, &log).await;
+                            0
+                        }
                         _ = state.unrecoverable() => {
                             error!(log, "unrecoverable-error-shutting-down");
-                            api_handle.stop(true).await;
+                            stop_api(&state, &api_handle, &log).await;
                             1
                         }
                     };
@@ -191,12 +248,21 @@ pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>
             }
         }
     };
-    if code != 0 {
-        api_handle.stop(true).await;
-    }
-    health_handle.stop(true).await;
-    if let Some(handle) = debug_handle {
-        handle.stop(true).await;
+    stop_everything(code, &api_handle, &health_handle, debug_handle.as_ref(), &log).await
+}
+
+/// Closes the remaining servers at once and answers `code`.
+async fn stop_everything(
+    code: i32,
+    api: &actix_web::dev::ServerHandle,
+    health: &actix_web::dev::ServerHandle,
+    debug: Option<&actix_web::dev::ServerHandle>,
+    log: &Logger,
+) -> i32 {
+    api.stop(false).await;
+    health.stop(false).await;
+    if let Some(handle) = debug {
+        handle.stop(false).await;
     }
     info!(log, "exited"; "code" => code);
     code

@@ -695,9 +695,58 @@ async fn a_503_answer_is_retried(backend: Backend) {
     assert_eq!(receiver.received().len(), 3, "503, 504, then 200");
 }
 
+async fn a_callback_failing_every_attempt_leaves_the_task_resolving(backend: Backend) {
+    // Upstream: three 503/504 answers and the task stays Resolving (no task_changed back to
+    // Completed); task convergence demotes it once kick_task_duration has passed.
+    let receiver = FakeServer::start(503).await;
+    let slow_kick = ActorSettings {
+        kick_task_duration: Duration::from_secs(3600),
+        ..settings(None)
+    };
+    let Some(b) = TestBbs::start(backend, slow_kick).await else {
+        return;
+    };
+    let mut events =
+        b.bbs
+            .events
+            .subscribe(bbs_actors::events::Stream::Tasks, String::new(), None);
+    complete_with_callback(&b, "t1", &receiver).await;
+    assert!(
+        eventually(Duration::from_secs(10), || receiver.received().len() == 3).await,
+        "three attempts"
+    );
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.received().len(), 3, "no fourth attempt");
+    let stored = b.store.store.task("t1").await.unwrap().expect("kept");
+    assert_eq!(stored.state, State::Resolving as i32);
+    assert_eq!(state_of(&task(&b, "t1").await), State::Resolving);
+    let mut transitions = Vec::new();
+    while let Ok(bbs_actors::events::Delivery::Event(n)) = events.try_recv() {
+        match &*n.event {
+            bbs_actors::events::Event::TaskCreated(_) => transitions.push("created".to_owned()),
+            bbs_actors::events::Event::TaskChanged(before, after) => transitions.push(format!(
+                "{:?}->{:?}",
+                State::try_from(before.state).unwrap(),
+                State::try_from(after.state).unwrap()
+            )),
+            other => transitions.push(format!("{other:?}")),
+        }
+    }
+    assert_eq!(
+        transitions,
+        [
+            "created",
+            "Pending->Running",
+            "Running->Completed",
+            "Completed->Resolving"
+        ]
+    );
+}
+
 async fn an_unreachable_receiver_is_retried_until_it_answers(backend: Backend) {
-    // Every attempt fails while the receiver is down; the task goes back to Completed and is
-    // tried again after kick_task_duration, until the receiver is up.
+    // Every attempt fails while the receiver is down; the task stays Resolving until it has
+    // been so for kick_task_duration, then goes back to Completed and is tried again, until
+    // the receiver is up.
     let port = support::free_port();
     let url = format!("http://127.0.0.1:{port}/done");
     let Some(b) = bbs(backend).await else { return };
@@ -866,6 +915,7 @@ on_every_backend!(
     a_delivered_callback_deletes_the_task,
     a_4xx_or_500_answer_still_deletes_the_task,
     a_503_answer_is_retried,
+    a_callback_failing_every_attempt_leaves_the_task_resolving,
     an_unreachable_receiver_is_retried_until_it_answers,
     an_undelivered_callback_is_delivered_after_a_restart,
     a_thousand_tasks_leave_nothing_behind,

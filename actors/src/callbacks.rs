@@ -1,8 +1,10 @@
 //! Task completion callbacks (bbs-reference §3.2): a bounded pool of workers claims each
 //! finished task (Completed -> Resolving), POSTs it as JSON to its completion_callback_url,
 //! and deletes it once the receiver has answered with anything but 503/504. Transport errors,
-//! 503 and 504 are retried; a task still undelivered after the attempts goes back to
-//! Completed and is queued again later, so a callback is never lost, only repeated.
+//! 503 and 504 are retried (upstream retries only timeouts among transport errors: retrying
+//! the others is our addition); a task still undelivered after the attempts stays Resolving,
+//! as upstream leaves it, until task convergence returns it to Completed and it is delivered
+//! again, so a callback is never lost, only repeated.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +16,7 @@ use tokio::sync::{mpsc, Semaphore};
 use bbs_models::Task;
 
 use crate::mailbox::Mailbox;
-use crate::tasks::{CallbackUndelivered, DeleteTask, ResolvingTask, TaskActor};
+use crate::tasks::{DeleteTask, ResolvingTask, TaskActor};
 
 /// Attempts per delivery before the task is put back for later.
 pub const ATTEMPTS: usize = 3;
@@ -160,15 +162,9 @@ async fn deliver(guid: &str, tasks: &Mailbox<TaskActor>, http: &reqwest::Client,
         }
     }
     metrics::counter!("bbs_task_callbacks_failed_total").increment(1);
+    // Upstream leaves the task Resolving; task convergence puts it back to Completed once it
+    // has been Resolving for kick_task_duration, and the callback is tried again then.
     warn!(log, "task-callback-failed"; "task_guid" => guid, "url" => &url, "error" => &last_error, "attempts" => ATTEMPTS);
-    if let Ok(Err(e)) | Err(e) = tasks
-        .call(CallbackUndelivered {
-            guid: guid.to_owned(),
-        })
-        .await
-    {
-        warn!(log, "task-callback-requeue-failed"; "task_guid" => guid, "error" => %e);
-    }
 }
 
 #[cfg(test)]

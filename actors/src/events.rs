@@ -279,6 +279,13 @@ impl EventHub {
         receiver
     }
 
+    /// Ends every subscription, so the streams finish at once (shutdown: an event stream is
+    /// never an in-flight request to wait for).
+    pub fn close_all(&self) {
+        self.lock().subscribers.clear();
+        metrics::gauge!("bbs_event_subscribers").set(0.0);
+    }
+
     pub fn subscriber_count(&self) -> usize {
         let mut state = self.lock();
         state.subscribers.retain(|s| !s.sender.is_closed());

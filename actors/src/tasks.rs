@@ -89,12 +89,6 @@ pub struct DeleteTask {
 /// A callback could not be delivered: put the task back to Completed so it is delivered
 /// again after `redelivery_delay`.
 #[derive(Message)]
-#[rtype(result = "BbsResult<()>")]
-pub struct CallbackUndelivered {
-    pub guid: String,
-}
-
-#[derive(Message)]
 #[rtype(result = "Vec<Task>")]
 pub struct ListTasks {
     pub filter: TaskFilter,
@@ -504,20 +498,6 @@ impl Handler<DeleteTask> for TaskActor {
     }
 }
 
-impl Handler<CallbackUndelivered> for TaskActor {
-    type Result = ResponseActFuture<Self, BbsResult<()>>;
-
-    fn handle(&mut self, msg: CallbackUndelivered, _: &mut Self::Context) -> Self::Result {
-        mutate(self, msg.guid, move |current| {
-            Ok((
-                rules::demote_resolving(existing(current)?)
-                    .map_or(Change::Unchanged, Change::Update),
-                (),
-            ))
-        })
-    }
-}
-
 /// Hands owed callbacks to the pool: periodically those untouched for `kick_task_duration`,
 /// and at start-up all of them (no delivery survives a restart).
 #[derive(Message)]
@@ -697,5 +677,5 @@ use actix::ActorFutureExt as _;
 
 crate::metered_handlers!(TaskActor:
     DesireTask, StartTask, CancelTask, FailTask, RejectTask, CompleteTask, ResolvingTask,
-    DeleteTask, CallbackUndelivered, ListTasks, GetTask, SweepCallbacks, ConvergeTasks,
+    DeleteTask, ListTasks, GetTask, SweepCallbacks, ConvergeTasks,
     ApplyTaskAction);

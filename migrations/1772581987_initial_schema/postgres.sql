@@ -16,7 +16,7 @@ CREATE TABLE desired_lrps (
   instances INT NOT NULL,
   memory_mb INT NOT NULL,
   disk_mb INT NOT NULL,
-  rootfs VARCHAR(1024) NOT NULL DEFAULT '',
+  rootfs VARCHAR(1024) NOT NULL,
   routes TEXT NOT NULL,
   volume_placement TEXT NOT NULL,
   modification_tag_epoch VARCHAR(255) NOT NULL,
@@ -31,7 +31,7 @@ CREATE INDEX desired_lrps_domain_idx ON desired_lrps (domain);
 CREATE TABLE actual_lrps (
   process_guid VARCHAR(255),
   instance_index INT,
-  evacuating BOOL DEFAULT false,
+  evacuating BOOL NOT NULL DEFAULT false,
   domain VARCHAR(255) NOT NULL,
   state VARCHAR(255) NOT NULL,
   instance_guid VARCHAR(255) NOT NULL DEFAULT '',

@@ -31,7 +31,7 @@ CREATE INDEX desired_lrps_domain_idx ON desired_lrps (domain);
 CREATE TABLE actual_lrps (
   process_guid VARCHAR(255),
   instance_index INT,
-  evacuating BOOL DEFAULT false,
+  evacuating BOOL NOT NULL DEFAULT false,
   domain VARCHAR(255) NOT NULL,
   state VARCHAR(255) NOT NULL,
   instance_guid VARCHAR(255) NOT NULL DEFAULT '',

@@ -10,7 +10,8 @@ pub mod proto;
 pub mod routes;
 mod tasks;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 use std::sync::{Arc, OnceLock};
 
 use actix_web::body::MessageBody;
@@ -28,6 +29,24 @@ pub struct ApiState {
     bbs: OnceLock<Bbs>,
     ready: AtomicBool,
     unrecoverable: tokio::sync::Notify,
+    /// Requests whose handler has not finished (event streams count only while subscribing).
+    in_flight: AtomicUsize,
+}
+
+/// Counts one request as in flight for as long as it lives.
+struct InFlight(web::Data<ApiState>);
+
+impl InFlight {
+    fn new(state: web::Data<ApiState>) -> InFlight {
+        state.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(state)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl ApiState {
@@ -52,6 +71,18 @@ impl ApiState {
     pub async fn unrecoverable(&self) {
         self.unrecoverable.notified().await
     }
+
+    /// Waits until no request is being handled, at most `timeout`; answers whether none is.
+    pub async fn drained(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.in_flight.load(Ordering::Acquire) > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
 }
 
 /// Marks a response that carried an Unrecoverable error.
@@ -71,7 +102,9 @@ async fn gate(
     }
     metrics::counter!("bbs_requests_total").increment(1);
     let state = request.app_data::<web::Data<ApiState>>().cloned();
+    let in_flight = state.clone().map(InFlight::new);
     let response = next.call(request).await?;
+    drop(in_flight);
     if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
         // Go clients parse protobuf whatever the status, and every response but Ping carries
         // `error` as field 1: answer as upstream answers a request it cannot accept.

@@ -99,10 +99,48 @@ impl TestStore {
         }
     }
 
+    /// Runs a query of five text columns (the last nullable) on this test's MySQL or
+    /// PostgreSQL database, for reading its live schema.
+    pub async fn text_rows(&self, sql: &str) -> Vec<[Option<String>; 5]> {
+        use diesel_async::RunQueryDsl;
+        let rows: Vec<TextRow> = match self.config.backend {
+            Backend::Mysql => {
+                let mut c = AsyncMysqlConnection::establish(&self.config.connection_string)
+                    .await
+                    .expect("connect");
+                diesel::sql_query(sql).load(&mut c).await.expect("query")
+            }
+            Backend::Postgres => {
+                let mut c = AsyncPgConnection::establish(&self.config.connection_string)
+                    .await
+                    .expect("connect");
+                diesel::sql_query(sql).load(&mut c).await.expect("query")
+            }
+            other => panic!("{other} has no information_schema"),
+        };
+        rows.into_iter()
+            .map(|r| [Some(r.a), Some(r.b), Some(r.c), Some(r.d), r.e])
+            .collect()
+    }
+
     /// Opens the same database again, as a restarted server would.
     pub async fn reopen(&self) -> StoreResult<Arc<dyn Store>> {
         connect(&self.config).await
     }
+}
+
+#[derive(diesel::QueryableByName)]
+struct TextRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    a: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    b: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    c: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    d: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    e: Option<String>,
 }
 
 fn unique_name() -> String {

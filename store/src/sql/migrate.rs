@@ -18,6 +18,30 @@ const CONFIGURATIONS_DDL: &str =
 const CELL_PRESENCES_DDL: &str = "CREATE TABLE IF NOT EXISTS cell_presences \
      (cell_id VARCHAR(255) PRIMARY KEY, presence TEXT NOT NULL, expire_time BIGINT NOT NULL)";
 
+/// Brings a database that earlier versions of this BBS created to upstream's exact final
+/// schema (a Go BBS must be able to take it back as it is): `actual_lrps.evacuating` is NOT
+/// NULL upstream (a primary-key column until upstream re-keyed the table), and PostgreSQL's
+/// `desired_lrps.rootfs` has no default. Each statement changes nothing on a database already
+/// in upstream's shape, so it runs at every start; nothing here ever wrote a NULL there.
+fn conform_statements(backend: Backend) -> &'static [&'static str] {
+    match backend {
+        Backend::Mysql => &[
+            "SET @bbs_conform = IF((SELECT IS_NULLABLE FROM information_schema.COLUMNS \
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'actual_lrps' \
+             AND COLUMN_NAME = 'evacuating') = 'YES', \
+             'ALTER TABLE actual_lrps MODIFY evacuating BOOL NOT NULL DEFAULT false', 'DO 0')",
+            "PREPARE bbs_conform FROM @bbs_conform",
+            "EXECUTE bbs_conform",
+            "DEALLOCATE PREPARE bbs_conform",
+        ],
+        Backend::Postgres => &[
+            "ALTER TABLE actual_lrps ALTER COLUMN evacuating SET NOT NULL",
+            "ALTER TABLE desired_lrps ALTER COLUMN rootfs DROP DEFAULT",
+        ],
+        _ => &[],
+    }
+}
+
 fn initial_schema(backend: Backend) -> &'static str {
     match backend {
         Backend::Mysql => include_str!("../../../migrations/1772581987_initial_schema/mysql.sql"),
@@ -58,7 +82,15 @@ where
             .map_err(StoreError::from)?;
         drop(conn);
         match plan(recorded_version(self).await?)? {
-            MigrationPlan::UpToDate => Ok(()),
+            MigrationPlan::UpToDate => {
+                let mut conn = self.conn().await?;
+                for statement in conform_statements(self.backend) {
+                    conn.batch_execute(statement)
+                        .await
+                        .map_err(StoreError::from)?;
+                }
+                Ok(())
+            }
             MigrationPlan::CreateSchema => {
                 let mut conn = self.conn().await?;
                 for statement in statements(initial_schema(self.backend)) {

@@ -59,7 +59,7 @@ diesel::table! {
     actual_lrps (process_guid, instance_index, presence) {
         process_guid -> Text,
         instance_index -> Integer,
-        evacuating -> Nullable<Bool>,
+        evacuating -> Bool,
         domain -> Text,
         state -> Text,
         instance_guid -> Text,
