@@ -248,7 +248,14 @@ pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>
             }
         }
     };
-    stop_everything(code, &api_handle, &health_handle, debug_handle.as_ref(), &log).await
+    stop_everything(
+        code,
+        &api_handle,
+        &health_handle,
+        debug_handle.as_ref(),
+        &log,
+    )
+    .await
 }
 
 /// Closes the remaining servers at once and answers `code`.

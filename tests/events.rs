@@ -1,5 +1,6 @@
 //! The event streams end to end: the real binary, real SSE over HTTP.
 
+#[macro_use]
 mod support;
 
 use std::time::Duration;
@@ -556,3 +557,621 @@ async fn a_hundred_subscribers_receive_every_event_of_ten_thousand_changes() {
         );
     }
 }
+
+// ---- upstream's event sequences, on every backend ------------------------------------------
+//
+// Each change's events as upstream's event calculator emits them (bbs-reference §5.4),
+// written `kind shape` so that a list reads like the stream. docs/events.md lists the rules.
+
+/// A server on a fresh store of `backend`.
+async fn on(backend: bbs_store::Backend) -> Option<(bbs_store::testing::TestStore, Server)> {
+    let store = support::test_store(backend).await?;
+    let server = Server::start(config_json(&store.config, serde_json::json!({}))).await;
+    Some((store, server))
+}
+
+fn presence_name(presence: i32) -> &'static str {
+    match m::actual_lrp::Presence::try_from(presence) {
+        Ok(m::actual_lrp::Presence::Evacuating) => "EVACUATING",
+        Ok(m::actual_lrp::Presence::Suspect) => "SUSPECT",
+        _ => "ORDINARY",
+    }
+}
+
+fn row(lrp: &m::ActualLrp) -> String {
+    let guid = lrp
+        .actual_lrp_instance_key
+        .as_ref()
+        .map(|k| k.instance_guid.as_str())
+        .unwrap_or_default();
+    let shape = format!("{}/{}", presence_name(lrp.presence), lrp.state);
+    if guid.is_empty() {
+        shape
+    } else {
+        format!("{shape}({guid})")
+    }
+}
+
+fn group(g: &Option<m::ActualLrpGroup>) -> String {
+    let g = g.as_ref().expect("a group");
+    let slot = |l: &Option<m::ActualLrp>| l.as_ref().map_or("-".to_owned(), row);
+    format!("{{{},{}}}", slot(&g.instance), slot(&g.evacuating))
+}
+
+fn info(i: &Option<m::ActualLrpInfo>) -> String {
+    let i = i.as_ref().expect("info");
+    format!("{}/{}", presence_name(i.presence), i.state)
+}
+
+/// One event as `kind shape`, with `[trace]` where the payload carries a trace id.
+fn describe(e: &Sse) -> String {
+    let data = e.data.as_slice();
+    let traced = |text: String, trace: &str| {
+        if trace.is_empty() {
+            text
+        } else {
+            format!("{text} [{trace}]")
+        }
+    };
+    match e.kind.as_str() {
+        "actual_lrp_instance_created" => {
+            let ev = m::ActualLrpInstanceCreatedEvent::decode(data).unwrap();
+            traced(
+                format!("instance_created {}", row(ev.actual_lrp.as_ref().unwrap())),
+                &ev.trace_id,
+            )
+        }
+        "actual_lrp_instance_removed" => {
+            let ev = m::ActualLrpInstanceRemovedEvent::decode(data).unwrap();
+            traced(
+                format!("instance_removed {}", row(ev.actual_lrp.as_ref().unwrap())),
+                &ev.trace_id,
+            )
+        }
+        "actual_lrp_instance_changed" => {
+            let ev = m::ActualLrpInstanceChangedEvent::decode(data).unwrap();
+            traced(
+                format!(
+                    "instance_changed({}) {} -> {}",
+                    ev.actual_lrp_instance_key.unwrap().instance_guid,
+                    info(&ev.before),
+                    info(&ev.after)
+                ),
+                &ev.trace_id,
+            )
+        }
+        "actual_lrp_crashed" => {
+            let ev = m::ActualLrpCrashedEvent::decode(data).unwrap();
+            format!(
+                "crashed({}) count {} {}",
+                ev.actual_lrp_instance_key.unwrap().instance_guid,
+                ev.crash_count,
+                ev.crash_reason
+            )
+        }
+        "actual_lrp_created" => {
+            let ev = m::ActualLrpCreatedEvent::decode(data).unwrap();
+            format!("group_created {}", group(&ev.actual_lrp_group))
+        }
+        "actual_lrp_removed" => {
+            let ev = m::ActualLrpRemovedEvent::decode(data).unwrap();
+            format!("group_removed {}", group(&ev.actual_lrp_group))
+        }
+        "actual_lrp_changed" => {
+            let ev = m::ActualLrpChangedEvent::decode(data).unwrap();
+            format!(
+                "group_changed {} -> {}",
+                group(&ev.before),
+                group(&ev.after)
+            )
+        }
+        "desired_lrp_created" => {
+            let ev = m::DesiredLrpCreatedEvent::decode(data).unwrap();
+            traced("desired_lrp_created".into(), &ev.trace_id)
+        }
+        "desired_lrp_changed" => {
+            let ev = m::DesiredLrpChangedEvent::decode(data).unwrap();
+            traced("desired_lrp_changed".into(), &ev.trace_id)
+        }
+        "desired_lrp_removed" => {
+            let ev = m::DesiredLrpRemovedEvent::decode(data).unwrap();
+            traced("desired_lrp_removed".into(), &ev.trace_id)
+        }
+        other => other.to_owned(),
+    }
+}
+
+/// The events a change produced: they are all published before its request is answered, so
+/// they are the ones that arrive before the stream goes quiet.
+async fn change(reader: &mut SseReader) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Some(e) = reader.next(Duration::from_millis(400)).await {
+        out.push(describe(&e));
+    }
+    out
+}
+
+/// The instance stream and both deprecated group routes.
+struct Streams {
+    instances: SseReader,
+    groups: SseReader,
+    groups_r0: SseReader,
+}
+
+impl Streams {
+    async fn open(server: &Server) -> Streams {
+        let post = reqwest::Method::POST;
+        Streams {
+            instances: open(server, post, "/v1/events/lrp_instances.r1", vec![], None).await,
+            groups: open(server, reqwest::Method::GET, "/v1/events.r1", vec![], None).await,
+            groups_r0: open(server, reqwest::Method::GET, "/v1/events", vec![], None).await,
+        }
+    }
+
+    /// One change as (instance stream, group stream); both group routes must agree.
+    async fn change(&mut self) -> (Vec<String>, Vec<String>) {
+        let instances = change(&mut self.instances).await;
+        let groups = change(&mut self.groups).await;
+        let groups_r0 = change(&mut self.groups_r0).await;
+        assert_eq!(groups, groups_r0, "the r0 group stream reports the same");
+        (instances, groups)
+    }
+}
+
+fn lrp_key(index: i32) -> m::ActualLrpKey {
+    m::ActualLrpKey {
+        process_guid: "web".into(),
+        index,
+        domain: "cf-apps".into(),
+    }
+}
+
+fn instance_key(guid: &str, cell: &str) -> m::ActualLrpInstanceKey {
+    m::ActualLrpInstanceKey {
+        instance_guid: guid.into(),
+        cell_id: cell.into(),
+    }
+}
+
+async fn desire_web(server: &Server, instances: i32) {
+    let reply: m::DesiredLrpLifecycleResponse = server
+        .call(
+            "/v1/desired_lrp/desire.r2",
+            &m::DesireLrpRequest {
+                desired_lrp: Some(lrp("web", instances)),
+            },
+        )
+        .await;
+    assert_eq!(reply.error, None);
+}
+
+async fn start_as(server: &Server, guid: &str, cell: &str) {
+    let reply: m::ActualLrpLifecycleResponse = server
+        .call(
+            "/v1/actual_lrps/start.r1",
+            &m::StartActualLrpRequest {
+                actual_lrp_key: Some(lrp_key(0)),
+                actual_lrp_instance_key: Some(instance_key(guid, cell)),
+                actual_lrp_net_info: Some(m::ActualLrpNetInfo {
+                    address: format!("{cell}.addr"),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(reply.error, None);
+}
+
+async fn evacuate_running(server: &Server, guid: &str, cell: &str) {
+    let reply: m::EvacuationResponse = server
+        .call(
+            "/v1/actual_lrps/evacuate_running.r1",
+            &m::EvacuateRunningActualLrpRequest {
+                actual_lrp_key: Some(lrp_key(0)),
+                actual_lrp_instance_key: Some(instance_key(guid, cell)),
+                actual_lrp_net_info: Some(m::ActualLrpNetInfo {
+                    address: format!("{cell}.addr"),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(reply.error, None);
+    assert!(reply.keep_container);
+}
+
+/// One web instance RUNNING as `i0` on `draining`, with the three streams open after it.
+async fn running_web(server: &Server) -> Streams {
+    desire_web(server, 1).await;
+    start_as(server, "i0", "draining").await;
+    Streams::open(server).await
+}
+
+async fn evacuation_is_reported_as_upstream_reports_it(backend: bbs_store::Backend) {
+    let Some((_store, server)) = on(backend).await else {
+        return;
+    };
+    let mut streams = running_web(&server).await;
+    evacuate_running(&server, "i0", "draining").await;
+    assert_eq!(
+        streams.change().await,
+        (
+            vec![
+                "instance_changed(i0) ORDINARY/RUNNING -> EVACUATING/RUNNING".to_owned(),
+                "instance_created ORDINARY/UNCLAIMED".to_owned(),
+            ],
+            vec![
+                "group_created {-,EVACUATING/RUNNING(i0)}".to_owned(),
+                "group_changed {ORDINARY/RUNNING(i0),-} -> {ORDINARY/UNCLAIMED,-}".to_owned(),
+            ]
+        )
+    );
+    // The replacement is claimed and starts elsewhere: the evacuating copy goes with it.
+    let claimed: m::ActualLrpLifecycleResponse = server
+        .call(
+            "/v1/actual_lrps/claim",
+            &m::ClaimActualLrpRequest {
+                process_guid: "web".into(),
+                index: 0,
+                actual_lrp_instance_key: Some(instance_key("i1", "fresh")),
+            },
+        )
+        .await;
+    assert_eq!(claimed.error, None);
+    assert_eq!(
+        streams.change().await,
+        (
+            vec!["instance_changed(i1) ORDINARY/UNCLAIMED -> ORDINARY/CLAIMED".to_owned()],
+            vec!["group_changed {ORDINARY/UNCLAIMED,-} -> {ORDINARY/CLAIMED(i1),-}".to_owned()]
+        )
+    );
+    start_as(&server, "i1", "fresh").await;
+    assert_eq!(
+        streams.change().await,
+        (
+            vec![
+                "instance_changed(i1) ORDINARY/CLAIMED -> ORDINARY/RUNNING".to_owned(),
+                "instance_removed EVACUATING/RUNNING(i0)".to_owned(),
+            ],
+            vec![
+                "group_changed {ORDINARY/CLAIMED(i1),-} -> {ORDINARY/RUNNING(i1),-}".to_owned(),
+                "group_removed {-,EVACUATING/RUNNING(i0)}".to_owned(),
+            ]
+        )
+    );
+}
+
+async fn removing_an_evacuating_instance_is_one_removal(backend: bbs_store::Backend) {
+    let Some((_store, server)) = on(backend).await else {
+        return;
+    };
+    let mut streams = running_web(&server).await;
+    evacuate_running(&server, "i0", "draining").await;
+    streams.change().await;
+    let reply: m::RemoveEvacuatingActualLrpResponse = server
+        .call(
+            "/v1/actual_lrps/remove_evacuating",
+            &m::RemoveEvacuatingActualLrpRequest {
+                actual_lrp_key: Some(lrp_key(0)),
+                actual_lrp_instance_key: Some(instance_key("i0", "draining")),
+            },
+        )
+        .await;
+    assert_eq!(reply.error, None);
+    assert_eq!(
+        streams.change().await,
+        (
+            vec!["instance_removed EVACUATING/RUNNING(i0)".to_owned()],
+            vec!["group_removed {-,EVACUATING/RUNNING(i0)}".to_owned()]
+        )
+    );
+}
+
+async fn an_evacuated_crash_emits_no_crash_event(backend: bbs_store::Backend) {
+    let Some((_store, server)) = on(backend).await else {
+        return;
+    };
+    let mut streams = running_web(&server).await;
+    let reply: m::EvacuationResponse = server
+        .call(
+            "/v1/actual_lrps/evacuate_crashed",
+            &m::EvacuateCrashedActualLrpRequest {
+                actual_lrp_key: Some(lrp_key(0)),
+                actual_lrp_instance_key: Some(instance_key("i0", "draining")),
+                error_message: "oom".into(),
+            },
+        )
+        .await;
+    assert_eq!(reply.error, None);
+    assert_eq!(
+        streams.change().await,
+        (
+            vec![
+                "instance_created ORDINARY/UNCLAIMED".to_owned(),
+                "instance_removed ORDINARY/RUNNING(i0)".to_owned(),
+            ],
+            vec!["group_changed {ORDINARY/RUNNING(i0),-} -> {ORDINARY/UNCLAIMED,-}".to_owned()]
+        )
+    );
+}
+
+async fn crash(server: &Server) {
+    let reply: m::ActualLrpLifecycleResponse = server
+        .call(
+            "/v1/actual_lrps/crash",
+            &m::CrashActualLrpRequest {
+                actual_lrp_key: Some(lrp_key(0)),
+                actual_lrp_instance_key: Some(instance_key("i0", "draining")),
+                error_message: "oom".into(),
+            },
+        )
+        .await;
+    assert_eq!(reply.error, None);
+}
+
+async fn crashes_restart_then_stay_crashed(backend: bbs_store::Backend) {
+    let Some((_store, server)) = on(backend).await else {
+        return;
+    };
+    let mut streams = running_web(&server).await;
+    crash(&server).await;
+    assert_eq!(
+        streams.change().await,
+        (
+            vec![
+                "crashed(i0) count 1 oom".to_owned(),
+                "instance_created ORDINARY/UNCLAIMED".to_owned(),
+                "instance_removed ORDINARY/RUNNING(i0)".to_owned(),
+            ],
+            vec![
+                "crashed(i0) count 1 oom".to_owned(),
+                "group_changed {ORDINARY/RUNNING(i0),-} -> {ORDINARY/UNCLAIMED,-}".to_owned(),
+            ]
+        )
+    );
+    start_as(&server, "i0", "draining").await;
+    streams.change().await;
+    crash(&server).await;
+    streams.change().await;
+    start_as(&server, "i0", "draining").await;
+    streams.change().await;
+    crash(&server).await;
+    // The third crash leaves the instance CRASHED: the same row, changed.
+    assert_eq!(
+        streams.change().await,
+        (
+            vec![
+                "crashed(i0) count 3 oom".to_owned(),
+                "instance_changed(i0) ORDINARY/RUNNING -> ORDINARY/CRASHED".to_owned(),
+            ],
+            vec![
+                "crashed(i0) count 3 oom".to_owned(),
+                "group_changed {ORDINARY/RUNNING(i0),-} -> {ORDINARY/CRASHED,-}".to_owned(),
+            ]
+        )
+    );
+}
+
+#[allow(deprecated)] // metrics_guid is deprecated upstream, and still sent
+async fn desired_events_carry_the_stored_metrics_guid(backend: bbs_store::Backend) {
+    let Some((_store, server)) = on(backend).await else {
+        return;
+    };
+    let mut instances = open(
+        &server,
+        reqwest::Method::POST,
+        "/v1/events/lrp_instances.r1",
+        vec![],
+        None,
+    )
+    .await;
+    desire_web(&server, 1).await;
+    let created = instances.next(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(created.kind, "desired_lrp_created");
+    let event = m::DesiredLrpCreatedEvent::decode(created.data.as_slice()).unwrap();
+    assert_eq!(event.desired_lrp.unwrap().metrics_guid, "", "as stored");
+    let read: m::DesiredLrpResponse = server
+        .call(
+            "/v1/desired_lrps/get_by_process_guid.r2",
+            &m::DesiredLrpByProcessGuidRequest {
+                process_guid: "web".into(),
+            },
+        )
+        .await;
+    assert_eq!(
+        read.desired_lrp.unwrap().metrics_guid,
+        "s",
+        "reads fill it from source_id"
+    );
+}
+
+/// POSTs `request` with upstream's trace header.
+async fn traced_call<Req: Message>(server: &Server, path: &str, request: &Req, trace: &str) {
+    let response = reqwest::Client::new()
+        .post(format!("{}{path}", server.api))
+        .header("X-Vcap-Request-Id", trace)
+        .body(request.encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let reply = support::ErrorOnly::decode(response.bytes().await.unwrap()).unwrap();
+    assert_eq!(reply.error, None, "{path}");
+}
+
+async fn events_carry_the_trace_id_where_upstream_does(backend: bbs_store::Backend) {
+    let Some((_store, server)) = on(backend).await else {
+        return;
+    };
+    let mut instances = open(
+        &server,
+        reqwest::Method::POST,
+        "/v1/events/lrp_instances.r1",
+        vec![],
+        None,
+    )
+    .await;
+    let desire = m::DesireLrpRequest {
+        desired_lrp: Some(lrp("web", 1)),
+    };
+    traced_call(&server, "/v1/desired_lrp/desire.r2", &desire, "t-desire").await;
+    assert_eq!(
+        change(&mut instances).await,
+        [
+            "desired_lrp_created [t-desire]",
+            "instance_created ORDINARY/UNCLAIMED [t-desire]"
+        ]
+    );
+    // Upstream's lifecycle routes do not pass the request id on.
+    let claim = m::ClaimActualLrpRequest {
+        process_guid: "web".into(),
+        index: 0,
+        actual_lrp_instance_key: Some(instance_key("i0", "c1")),
+    };
+    traced_call(&server, "/v1/actual_lrps/claim", &claim, "t-claim").await;
+    assert_eq!(
+        change(&mut instances).await,
+        ["instance_changed(i0) ORDINARY/UNCLAIMED -> ORDINARY/CLAIMED"]
+    );
+    let update = m::UpdateDesiredLrpRequest {
+        process_guid: "web".into(),
+        update: Some(m::DesiredLrpUpdate {
+            optional_instances: Some(m::desired_lrp_update::OptionalInstances::Instances(2)),
+            ..Default::default()
+        }),
+    };
+    traced_call(&server, "/v1/desired_lrp/update", &update, "t-update").await;
+    let mut got = change(&mut instances).await;
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "desired_lrp_changed [t-update]",
+            "instance_created ORDINARY/UNCLAIMED [t-update]"
+        ]
+    );
+    let retire = m::RetireActualLrpRequest {
+        actual_lrp_key: Some(lrp_key(1)),
+    };
+    traced_call(&server, "/v1/actual_lrps/retire", &retire, "t-retire").await;
+    assert_eq!(
+        change(&mut instances).await,
+        ["instance_removed ORDINARY/UNCLAIMED [t-retire]"]
+    );
+    let remove = m::RemoveDesiredLrpRequest {
+        process_guid: "web".into(),
+    };
+    traced_call(&server, "/v1/desired_lrp/remove", &remove, "t-remove").await;
+    assert_eq!(
+        change(&mut instances).await,
+        ["desired_lrp_removed [t-remove]"]
+    );
+}
+
+async fn removing_a_desired_lrp_removes_the_ordinary_group_only(backend: bbs_store::Backend) {
+    let Some((_store, server)) = on(backend).await else {
+        return;
+    };
+    let mut streams = running_web(&server).await;
+    evacuate_running(&server, "i0", "draining").await;
+    streams.change().await;
+    let reply: m::DesiredLrpLifecycleResponse = server
+        .call(
+            "/v1/desired_lrp/remove",
+            &m::RemoveDesiredLrpRequest {
+                process_guid: "web".into(),
+            },
+        )
+        .await;
+    assert_eq!(reply.error, None);
+    assert_eq!(
+        streams.change().await,
+        (
+            vec![
+                "desired_lrp_removed".to_owned(),
+                "instance_removed ORDINARY/UNCLAIMED".to_owned(),
+            ],
+            vec![
+                "desired_lrp_removed".to_owned(),
+                "group_removed {ORDINARY/UNCLAIMED,-}".to_owned(),
+            ]
+        )
+    );
+}
+
+async fn event_streams_send_upstreams_headers(backend: bbs_store::Backend) {
+    let Some((_store, server)) = on(backend).await else {
+        return;
+    };
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/events/lrp_instances.r1", server.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let headers = response.headers();
+    assert_eq!(headers["content-type"], "text/event-stream; charset=utf-8");
+    assert_eq!(
+        headers["cache-control"],
+        "no-cache, no-store, must-revalidate"
+    );
+    assert_eq!(headers["transfer-encoding"], "chunked");
+    assert!(headers.get("content-length").is_none());
+    // actix-http never writes `Connection: keep-alive` on an HTTP/1.1 response (it is the
+    // protocol's default there); it must not close the connection either.
+    assert!(headers.get("connection").is_none_or(|c| c != "close"));
+}
+
+async fn sigterm_closes_streams_and_idle_connections_at_once(backend: bbs_store::Backend) {
+    let Some(store) = support::test_store(backend).await else {
+        return;
+    };
+    let config = config_json(&store.config, serde_json::json!({}));
+    let mut server = Server::start(config.clone()).await;
+    let mut stream = open(
+        &server,
+        reqwest::Method::POST,
+        "/v1/events/lrp_instances.r1",
+        vec![],
+        None,
+    )
+    .await;
+    // An idle keep-alive connection, as Go clients hold for 90 s.
+    let idle = reqwest::Client::new();
+    let ping = idle
+        .post(format!("{}/v1/ping", server.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ping.status(), 200);
+    let asked = std::time::Instant::now();
+    let code = server.stop();
+    let took = asked.elapsed();
+    assert_eq!(code, Some(0), "{}", server.log());
+    // The HTTP server's graceful stop used to wait out its 10 s timeout here.
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(
+        stream.next(Duration::from_secs(1)).await.is_none(),
+        "the stream ended"
+    );
+    // A restart on the same ports right away.
+    let again = Server::start(config).await;
+    let ping = again.post_raw("/v1/ping", vec![]).await;
+    assert_eq!(ping.status(), 200);
+    let ping = m::PingResponse::decode(ping.bytes().await.unwrap()).unwrap();
+    assert!(ping.available);
+}
+
+on_every_backend!(
+    evacuation_is_reported_as_upstream_reports_it,
+    removing_an_evacuating_instance_is_one_removal,
+    an_evacuated_crash_emits_no_crash_event,
+    crashes_restart_then_stay_crashed,
+    desired_events_carry_the_stored_metrics_guid,
+    events_carry_the_trace_id_where_upstream_does,
+    removing_a_desired_lrp_removes_the_ordinary_group_only,
+    event_streams_send_upstreams_headers,
+    sigterm_closes_streams_and_idle_connections_at_once,
+);

@@ -137,7 +137,12 @@ fn indexes(primary: &dyn Fn(&str) -> String) -> Vec<String> {
     let mut out: Vec<String> = [
         ("actual_lrps", "actual_lrps_cell_id_idx", "cell_id", false),
         ("actual_lrps", "actual_lrps_domain_idx", "domain", false),
-        ("actual_lrps", "actual_lrps_expire_time_idx", "expire_time", false),
+        (
+            "actual_lrps",
+            "actual_lrps_expire_time_idx",
+            "expire_time",
+            false,
+        ),
         ("actual_lrps", "actual_lrps_since_idx", "since", false),
         ("actual_lrps", "actual_lrps_state_idx", "state", false),
         ("desired_lrps", "desired_lrps_domain_idx", "domain", false),
@@ -145,7 +150,12 @@ fn indexes(primary: &dyn Fn(&str) -> String) -> Vec<String> {
         ("tasks", "tasks_cell_id_idx", "cell_id", false),
         ("tasks", "tasks_created_at_idx", "created_at", false),
         ("tasks", "tasks_domain_idx", "domain", false),
-        ("tasks", "tasks_first_completed_at_idx", "first_completed_at", false),
+        (
+            "tasks",
+            "tasks_first_completed_at_idx",
+            "first_completed_at",
+            false,
+        ),
         ("tasks", "tasks_state_idx", "state", false),
         ("tasks", "tasks_updated_at_idx", "updated_at", false),
     ]
@@ -262,12 +272,7 @@ async fn live_indexes(store: &TestStore) -> Vec<String> {
         .into_iter()
         .map(|[t, i, c, non_unique, _]| {
             let unique = non_unique.as_deref() == Some("0");
-            format!(
-                "{} {} {} {unique}",
-                t.unwrap(),
-                i.unwrap(),
-                c.unwrap()
-            )
+            format!("{} {} {} {unique}", t.unwrap(), i.unwrap(), c.unwrap())
         })
         .collect();
     out.sort();

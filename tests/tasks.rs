@@ -706,10 +706,10 @@ async fn a_callback_failing_every_attempt_leaves_the_task_resolving(backend: Bac
     let Some(b) = TestBbs::start(backend, slow_kick).await else {
         return;
     };
-    let mut events =
-        b.bbs
-            .events
-            .subscribe(bbs_actors::events::Stream::Tasks, String::new(), None);
+    let mut events = b
+        .bbs
+        .events
+        .subscribe(bbs_actors::events::Stream::Tasks, String::new(), None);
     complete_with_callback(&b, "t1", &receiver).await;
     assert!(
         eventually(Duration::from_secs(10), || receiver.received().len() == 3).await,
