@@ -17,7 +17,7 @@ use serde::Deserialize;
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
-fn bad(key: &str, why: impl std::fmt::Display) -> ConfigError {
+pub(crate) fn bad(key: &str, why: impl std::fmt::Display) -> ConfigError {
     ConfigError(format!("invalid configuration key `{key}`: {why}"))
 }
 
@@ -390,12 +390,6 @@ impl Settings {
             parse_address("debug_address", &self.debug_address)?;
         }
         self.backend()?;
-        if self.sql_ca_cert_file.is_some() {
-            return Err(bad(
-                "sql_ca_cert_file",
-                "TLS to the database is not supported by this version yet",
-            ));
-        }
         if !matches!(
             self.log_level.as_str(),
             "debug" | "info" | "warn" | "error" | "fatal"
@@ -463,29 +457,8 @@ impl Settings {
             ));
         }
         self.key_ring()?;
-        // Refused rather than ignored: serving or calling in plaintext when the operator asked
-        // for TLS would be worse than not starting.
-        for (key, set) in [
-            ("ca_file", self.ca_file.is_some()),
-            ("cert_file", self.cert_file.is_some()),
-            ("key_file", self.key_file.is_some()),
-            ("auctioneer_ca_cert", self.auctioneer_ca_cert.is_some()),
-            (
-                "auctioneer_client_cert",
-                self.auctioneer_client_cert.is_some(),
-            ),
-            (
-                "auctioneer_client_key",
-                self.auctioneer_client_key.is_some(),
-            ),
-            ("rep_ca_cert", self.rep_ca_cert.is_some()),
-            ("rep_client_cert", self.rep_client_cert.is_some()),
-            ("rep_client_key", self.rep_client_key.is_some()),
-        ] {
-            if set {
-                return Err(bad(key, "TLS is not supported by this version yet"));
-            }
-        }
+        self.api_tls()?;
+        self.outbound_tls()?;
         for (key, value) in [
             ("kick_task_duration", self.kick_task_duration),
             ("converge_repeat_interval", self.converge_repeat_interval),
@@ -716,7 +689,10 @@ mod tests {
         let e = load(r#"{"storage_actors": 5000}"#).unwrap_err();
         assert!(e.0.contains("storage_actors"), "{e}");
         let e = load(r#"{"cert_file": "/x.crt", "key_file": "/x.key"}"#).unwrap_err();
-        assert!(e.0.contains("cert_file") && e.0.contains("TLS"), "{e}");
+        assert!(
+            e.0.contains("`ca_file`") && e.0.contains("missing: ca_file"),
+            "{e}"
+        );
         let e = load(r#"{"rep_client_cert": "/x.crt"}"#).unwrap_err();
         assert!(e.0.contains("rep_client_cert"), "{e}");
         let e = load("{ not json").unwrap_err();

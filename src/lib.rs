@@ -3,5 +3,7 @@
 
 pub mod config;
 pub mod http;
+pub mod listener;
 pub mod logging;
 pub mod server;
+pub mod tls_config;

@@ -37,7 +37,7 @@ async fn termination() -> &'static str {
 
 /// Stops the API: event streams end at once, requests in flight finish (for at most
 /// `SHUTDOWN_DRAIN`), then every connection, idle keep-alive ones included, is closed.
-async fn stop_api(state: &ApiState, handle: &actix_web::dev::ServerHandle, log: &Logger) {
+async fn stop_api(state: &ApiState, handle: &actix_server::ServerHandle, log: &Logger) {
     if let Ok(bbs) = state.bbs() {
         bbs.events.close_all();
     }
@@ -134,26 +134,36 @@ pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>
     let state = web::Data::new(ApiState::default());
     let max_body = settings.max_request_body_bytes;
     let api_state = state.clone();
-    let api = match HttpServer::new(move || api_app(api_state.clone(), max_body))
+    let (api_tls, outbound_tls) = match (settings.api_tls(), settings.outbound_tls()) {
+        (Ok(api), Ok(outbound)) => (api, outbound),
+        (Err(e), _) | (_, Err(e)) => {
+            error!(log, "invalid-config"; "error" => %e);
+            return 2;
+        }
+    };
+    if api_tls.is_none() {
+        slog::warn!(log, "api-not-tls"; "detail" => "ca_file, cert_file and key_file are not set: the API serves plain HTTP, which Diego's components do not speak (see docs/security.md)");
+    }
+    let listen = crate::listener::ListenSettings {
+        address: settings.listen_address.clone(),
         // Go clients keep idle connections for 90 s; closing them sooner races their next
         // request on the connection. A loaded server may also take more than actix's 5 s
         // default to read a request's headers, which must not be answered with a 408.
-        .keep_alive(Duration::from_secs(KEEP_ALIVE_SECONDS))
-        .client_request_timeout(Duration::from_secs(60))
-        .backlog(4096)
-        // Signals are ours (stop_api): actix's graceful stop would wait out idle keep-alive
-        // connections and open event streams.
-        .disable_signals()
-        .shutdown_timeout(1)
-        .bind(&settings.listen_address)
-    {
-        Ok(server) => server.run(),
-        Err(e) => {
-            error!(log, "api-listen-failed"; "address" => &settings.listen_address, "error" => %e);
-            return 1;
-        }
+        keep_alive: Duration::from_secs(KEEP_ALIVE_SECONDS),
+        client_request_timeout: Duration::from_secs(60),
+        backlog: 4096,
+        tls: api_tls,
     };
-    let api_handle = api.handle();
+    // Signals are ours (stop_api): a graceful stop would wait out idle keep-alive connections
+    // and open event streams.
+    let (api, api_handle) =
+        match crate::listener::serve(listen, move || api_app(api_state.clone(), max_body)) {
+            Ok(server) => server,
+            Err(e) => {
+                error!(log, "api-listen-failed"; "address" => &settings.listen_address, "error" => %e);
+                return 1;
+            }
+        };
     let api_task = actix_rt::spawn(api);
     let mut terminated = Box::pin(termination());
     info!(log, "listening"; "address" => &settings.listen_address, "health" => &settings.health_address, "debug" => &settings.debug_address);
@@ -197,6 +207,7 @@ pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>
                 expire_pending_task_duration: settings.expire_pending_task_duration,
                 expire_completed_task_duration: settings.expire_completed_task_duration,
                 convergence_workers: settings.convergence_workers as usize,
+                outbound_tls: outbound_tls.clone(),
             };
             let started = tokio::select! {
                 started = Bbs::start(store, &actor_settings, &handles, &log) => Some(started),
@@ -261,7 +272,7 @@ pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>
 /// Closes the remaining servers at once and answers `code`.
 async fn stop_everything(
     code: i32,
-    api: &actix_web::dev::ServerHandle,
+    api: &actix_server::ServerHandle,
     health: &actix_web::dev::ServerHandle,
     debug: Option<&actix_web::dev::ServerHandle>,
     log: &Logger,

@@ -1119,9 +1119,10 @@ async fn event_streams_send_upstreams_headers(backend: bbs_store::Backend) {
     );
     assert_eq!(headers["transfer-encoding"], "chunked");
     assert!(headers.get("content-length").is_none());
-    // actix-http never writes `Connection: keep-alive` on an HTTP/1.1 response (it is the
-    // protocol's default there); it must not close the connection either.
-    assert!(headers.get("connection").is_none_or(|c| c != "close"));
+    assert_eq!(headers["connection"], "keep-alive");
+    // Only event streams: other responses carry no connection header, as upstream's.
+    let ping = server.post_raw("/v1/ping", vec![]).await;
+    assert!(ping.headers().get("connection").is_none());
 }
 
 async fn sigterm_closes_streams_and_idle_connections_at_once(backend: bbs_store::Backend) {

@@ -109,17 +109,24 @@ pub enum AuctioneerError {
 pub struct AuctioneerClient {
     base: Option<String>,
     http: reqwest::Client,
+    /// With TLS configured and not required: the plain client a failed TLS call falls back
+    /// to, as upstream's auctioneer client does.
+    fallback: Option<reqwest::Client>,
 }
 
 impl AuctioneerClient {
-    pub fn new(address: Option<String>, timeout: Duration) -> Self {
-        let mut builder = reqwest::Client::builder();
-        if !timeout.is_zero() {
-            builder = builder.timeout(timeout);
-        }
+    pub fn new(
+        address: Option<String>,
+        timeout: Duration,
+        tls: &crate::outbound::OutboundTls,
+    ) -> Self {
+        let http = crate::outbound::http_client(timeout, tls.auctioneer.as_ref());
+        let fallback = (tls.auctioneer.is_some() && !tls.auctioneer_require_tls)
+            .then(|| crate::outbound::http_client(timeout, None));
         AuctioneerClient {
             base: address.map(|a| a.trim_end_matches('/').to_owned()),
-            http: builder.build().unwrap_or_default(),
+            http,
+            fallback,
         }
     }
 
@@ -146,14 +153,28 @@ impl AuctioneerClient {
         trace_id: &str,
     ) -> Result<(), AuctioneerError> {
         let base = self.base.as_ref().ok_or(AuctioneerError::NotConfigured)?;
-        let response = self
-            .http
-            .post(format!("{base}{path}"))
-            .header("X-Vcap-Request-Id", trace_id)
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| AuctioneerError::Transport(e.to_string()))?;
+        let send = |http: &reqwest::Client, url: String| {
+            http.post(url)
+                .header("X-Vcap-Request-Id", trace_id)
+                .json(body)
+                .send()
+        };
+        let response = match send(&self.http, format!("{base}{path}")).await {
+            Ok(response) => response,
+            // Upstream tries once more over plain HTTP on any error (never on a status).
+            Err(e) => match &self.fallback {
+                Some(plain) => {
+                    let host = base
+                        .strip_prefix("https://")
+                        .or_else(|| base.strip_prefix("http://"))
+                        .unwrap_or(base);
+                    send(plain, format!("http://{host}{path}"))
+                        .await
+                        .map_err(|e| AuctioneerError::Transport(e.to_string()))?
+                }
+                None => return Err(AuctioneerError::Transport(e.to_string())),
+            },
+        };
         match response.status().as_u16() {
             200..=299 => Ok(()),
             status => Err(AuctioneerError::Status(status)),

@@ -7,7 +7,6 @@
 //! again, so a callback is never lost, only repeated.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Serialize;
 use slog::{debug, warn, Logger};
@@ -80,14 +79,9 @@ pub fn start_workers(
     receiver: CallbackReceiver,
     workers: usize,
     tasks: Mailbox<TaskActor>,
-    timeout: Duration,
+    http: reqwest::Client,
     log: Logger,
 ) {
-    let mut builder = reqwest::Client::builder();
-    if !timeout.is_zero() {
-        builder = builder.timeout(timeout);
-    }
-    let http = builder.build().unwrap_or_default();
     let permits = Arc::new(Semaphore::new(workers.max(1)));
     let mut receiver = receiver.0;
     actix::spawn(async move {

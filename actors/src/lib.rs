@@ -22,6 +22,7 @@ pub mod keyring;
 pub mod lrp_records;
 pub mod lrps;
 pub mod mailbox;
+pub mod outbound;
 pub mod rep;
 pub mod rules;
 pub mod storage;
@@ -41,6 +42,7 @@ use codec::Codec;
 
 pub use error::{BbsError, BbsResult};
 pub use mailbox::Mailbox;
+pub use outbound::OutboundTls;
 pub use storage::StoragePool;
 
 /// Task guids waiting for a callback worker; past this, the next sweep picks them up.
@@ -67,6 +69,8 @@ pub struct ActorSettings {
     pub expire_pending_task_duration: Duration,
     pub expire_completed_task_duration: Duration,
     pub convergence_workers: usize,
+    /// TLS of the calls to the auctioneer, reps and task callbacks.
+    pub outbound_tls: OutboundTls,
 }
 
 impl Default for ActorSettings {
@@ -85,6 +89,7 @@ impl Default for ActorSettings {
             expire_pending_task_duration: Duration::from_secs(30 * 60),
             expire_completed_task_duration: Duration::from_secs(120),
             convergence_workers: 20,
+            outbound_tls: OutboundTls::default(),
         }
     }
 }
@@ -128,10 +133,12 @@ impl Bbs {
         let directory: cells::Directory = Arc::new(cells::RegisteredCells {
             mailbox: cells.clone(),
         });
-        let rep = rep::RepClient::new(settings.communication_timeout);
+        let tls = &settings.outbound_tls;
+        let rep = rep::RepClient::new(settings.communication_timeout, tls.rep.clone());
         let auctioneer = AuctioneerClient::new(
             settings.auctioneer_address.clone(),
             settings.communication_timeout,
+            tls,
         );
         let desired = desired_lrps::DesiredLrpActor::start(
             storage.clone(),
@@ -178,7 +185,10 @@ impl Bbs {
             callback_receiver,
             settings.task_callback_workers,
             tasks.clone(),
-            settings.communication_timeout,
+            crate::outbound::http_client(
+                settings.communication_timeout,
+                settings.outbound_tls.callbacks.as_ref(),
+            ),
             log.new(slog::o!("component" => "task-callbacks")),
         );
         tasks::TaskActor::deliver_owed_callbacks(&tasks).await?;

@@ -3,7 +3,10 @@
 //! registered `rep_url`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
+
+use bbs_tls::rustls::ClientConfig;
 
 use serde::Serialize;
 
@@ -11,6 +14,8 @@ use serde::Serialize;
 pub enum RepError {
     #[error("cell {0} has no rep_url")]
     NoUrl(String),
+    #[error("cell {0} has no https rep_url, and rep TLS is configured")]
+    NoHttpsUrl(String),
     #[error("rep unreachable: {0}")]
     Transport(String),
     #[error("rep answered {0}")]
@@ -20,24 +25,31 @@ pub enum RepError {
 #[derive(Clone)]
 pub struct RepClient {
     http: reqwest::Client,
+    /// Upstream's RequireTLS: with rep certificates configured, only https rep URLs.
+    require_tls: bool,
 }
 
 impl RepClient {
-    pub fn new(timeout: Duration) -> Self {
-        let mut builder = reqwest::Client::builder();
-        if !timeout.is_zero() {
-            builder = builder.timeout(timeout);
-        }
+    pub fn new(timeout: Duration, tls: Option<Arc<ClientConfig>>) -> Self {
         RepClient {
-            http: builder.build().unwrap_or_else(|_| reqwest::Client::new()),
+            http: crate::outbound::http_client(timeout, tls.as_ref()),
+            require_tls: tls.is_some(),
         }
     }
 
-    async fn post(&self, presence: &bbs_models::CellPresence, path: &str) -> Result<(), RepError> {
+    /// The cell's rep URL this client may call.
+    fn base<'a>(&self, presence: &'a bbs_models::CellPresence) -> Result<&'a str, RepError> {
         if presence.rep_url.is_empty() {
             return Err(RepError::NoUrl(presence.cell_id.clone()));
         }
-        let url = format!("{}{path}", presence.rep_url.trim_end_matches('/'));
+        if self.require_tls && !presence.rep_url.starts_with("https://") {
+            return Err(RepError::NoHttpsUrl(presence.cell_id.clone()));
+        }
+        Ok(presence.rep_url.trim_end_matches('/'))
+    }
+
+    async fn post(&self, presence: &bbs_models::CellPresence, path: &str) -> Result<(), RepError> {
+        let url = format!("{}{path}", self.base(presence)?);
         let response = self
             .http
             .post(url)
@@ -72,10 +84,7 @@ impl RepClient {
         presence: &bbs_models::CellPresence,
         update: &LrpInstanceUpdate,
     ) -> Result<(), RepError> {
-        if presence.rep_url.is_empty() {
-            return Err(RepError::NoUrl(presence.cell_id.clone()));
-        }
-        let base = presence.rep_url.trim_end_matches('/');
+        let base = self.base(presence)?;
         let path = format!(
             "lrps/{}/instances/{}",
             update.process_guid, update.instance_guid
