@@ -113,7 +113,7 @@ async fn a_malformed_body_is_invalid_request_on_every_route() {
     let garbage = vec![0xff, 0xff, 0xff, 0x01];
     for route in bbs::http::routes::ROUTES {
         let response = if route.method == "GET" {
-            reqwest::Client::new()
+            server.client().clone()
                 .get(format!("{}{}", server.api, route.path))
                 .body(garbage.clone())
                 .send()
@@ -181,7 +181,7 @@ async fn unknown_paths_are_plain_404_and_wrong_methods_405() {
             .status(),
         404
     );
-    let response = reqwest::Client::new()
+    let response = server.client().clone()
         .get(format!("{}/v1/ping", server.api))
         .send()
         .await
@@ -199,7 +199,7 @@ async fn an_oversized_body_is_refused_without_memory_growth() {
     );
     let server = Server::start(config).await;
     let before = server.rss_kib();
-    let client = reqwest::Client::new();
+    let client = server.client().clone();
     let refused = |body: bytes::Bytes| {
         let error = ErrorOnly::decode(body)
             .expect("a protobuf answer")
@@ -299,7 +299,7 @@ async fn every_request_gets_503_until_the_store_is_ready() {
     let server = Server::spawn(config_json(&store, serde_json::json!({})));
     let mut saw_503 = false;
     for _ in 0..100 {
-        if let Ok(response) = reqwest::Client::new()
+        if let Ok(response) = server.client().clone()
             .post(format!("{}/v1/ping", server.api))
             .send()
             .await

@@ -92,7 +92,7 @@ async fn open(
     body: Vec<u8>,
     last: Option<u64>,
 ) -> SseReader {
-    let mut request = reqwest::Client::new()
+    let mut request = server.client().clone()
         .request(method, format!("{}{path}", server.api))
         .body(body);
     if let Some(last) = last {
@@ -375,7 +375,7 @@ async fn the_deprecated_group_stream_folds_instances() {
             "actual_lrp_changed"
         ]
     );
-    let garbage = reqwest::Client::new()
+    let garbage = server.client().clone()
         .get(format!("{}/v1/events.r1", server.api))
         .body(vec![0xff, 0x01])
         .send()
@@ -451,7 +451,7 @@ async fn resume_delivers_exactly_the_missed_events_or_asks_for_a_relist() {
 #[tokio::test]
 async fn a_subscriber_that_reads_nothing_is_dropped_and_memory_stays_bounded() {
     let (_store, server) = server(serde_json::json!({ "event_subscriber_buffer": 16 })).await;
-    let stalled = reqwest::Client::new()
+    let stalled = server.client().clone()
         .post(format!("{}/v1/events/tasks.r1", server.api))
         .send()
         .await
@@ -989,7 +989,7 @@ async fn desired_events_carry_the_stored_metrics_guid(backend: bbs_store::Backen
 
 /// POSTs `request` with upstream's trace header.
 async fn traced_call<Req: Message>(server: &Server, path: &str, request: &Req, trace: &str) {
-    let response = reqwest::Client::new()
+    let response = server.client().clone()
         .post(format!("{}{path}", server.api))
         .header("X-Vcap-Request-Id", trace)
         .body(request.encode_to_vec())
@@ -1105,7 +1105,7 @@ async fn event_streams_send_upstreams_headers(backend: bbs_store::Backend) {
     let Some((_store, server)) = on(backend).await else {
         return;
     };
-    let response = reqwest::Client::new()
+    let response = server.client().clone()
         .post(format!("{}/v1/events/lrp_instances.r1", server.api))
         .send()
         .await
@@ -1140,7 +1140,7 @@ async fn sigterm_closes_streams_and_idle_connections_at_once(backend: bbs_store:
     )
     .await;
     // An idle keep-alive connection, as Go clients hold for 90 s.
-    let idle = reqwest::Client::new();
+    let idle = server.client().clone();
     let ping = idle
         .post(format!("{}/v1/ping", server.api))
         .send()

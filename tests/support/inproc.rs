@@ -32,7 +32,30 @@ pub struct FakeServer {
 }
 
 impl FakeServer {
+    /// Over HTTPS with client-certificate checks when the suite runs with TLS, else HTTP.
     pub async fn start(default_status: u16) -> FakeServer {
+        match super::tls() {
+            Some(pki) => FakeServer::start_tls(default_status, pki.server_config(&pki.server)).await,
+            None => FakeServer::start_plain(default_status).await,
+        }
+    }
+
+    /// HTTPS with `tls` (which may require client certificates).
+    pub async fn start_tls(
+        default_status: u16,
+        tls: std::sync::Arc<bbs_tls::rustls::ServerConfig>,
+    ) -> FakeServer {
+        FakeServer::start_on(default_status, Some(tls)).await
+    }
+
+    pub async fn start_plain(default_status: u16) -> FakeServer {
+        FakeServer::start_on(default_status, None).await
+    }
+
+    async fn start_on(
+        default_status: u16,
+        tls: Option<std::sync::Arc<bbs_tls::rustls::ServerConfig>>,
+    ) -> FakeServer {
         let received = Arc::new(Mutex::new(Vec::new()));
         let script = Arc::new(Mutex::new(Vec::<u16>::new()));
         let (r, s) = (received.clone(), script.clone());
@@ -61,10 +84,17 @@ impl FakeServer {
             }))
         })
         .workers(2)
-        .disable_signals()
-        .bind("127.0.0.1:0")
-        .unwrap();
-        let url = format!("http://{}", server.addrs()[0]);
+        .disable_signals();
+        let (server, scheme) = match tls {
+            Some(tls) => (
+                server
+                    .bind_rustls_0_23("127.0.0.1:0", (*tls).clone())
+                    .unwrap(),
+                "https",
+            ),
+            None => (server.bind("127.0.0.1:0").unwrap(), "http"),
+        };
+        let url = format!("{scheme}://{}", server.addrs()[0]);
         let server = server.run();
         let handle = server.handle();
         actix_web::rt::spawn(server);
@@ -170,6 +200,11 @@ impl TestBbs {
     ) -> Result<TestBbs, (TestStore, bbs_actors::BbsError)> {
         if settings.encryption.is_none() {
             settings.encryption = Some(test_keys());
+        }
+        if let Some(pki) = super::tls() {
+            if settings.outbound_tls.rep.is_none() {
+                settings.outbound_tls = pki.outbound();
+            }
         }
         // Tests converge when they ask to (bbs.converger), never on a timer behind their back.
         settings.converge_repeat_interval = std::time::Duration::from_secs(3600);

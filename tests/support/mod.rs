@@ -26,6 +26,18 @@ pub struct ErrorOnly {
     pub error: Option<bbs_models::Error>,
 }
 
+/// The certificates of this test process when the suite runs with TLS (`TEST_TLS=1`): every
+/// server then serves mutual TLS, and every fake collaborator HTTPS with client checks.
+pub fn tls() -> Option<&'static certs::Pki> {
+    static PKI: std::sync::OnceLock<Option<certs::Pki>> = std::sync::OnceLock::new();
+    PKI.get_or_init(|| {
+        std::env::var("TEST_TLS")
+            .is_ok_and(|v| !v.is_empty() && v != "0")
+            .then(certs::Pki::new)
+    })
+    .as_ref()
+}
+
 pub struct Server {
     child: Child,
     pub api: String,
@@ -50,9 +62,12 @@ pub fn config_json(store: &StoreConfig, extra: serde_json::Value) -> serde_json:
         "active_key_label": "test-key",
         "encryption_keys": {"test-key": "a test passphrase"},
     });
-    if let (Some(config), Some(extra)) = (config.as_object_mut(), extra.as_object()) {
-        for (k, v) in extra {
-            config.insert(k.clone(), v.clone());
+    let tls_keys = tls().map(|pki| pki.server_keys()).unwrap_or_default();
+    for extra in [&tls_keys, &extra] {
+        if let (Some(config), Some(extra)) = (config.as_object_mut(), extra.as_object()) {
+            for (k, v) in extra {
+                config.insert(k.clone(), v.clone());
+            }
         }
     }
     config
@@ -66,8 +81,18 @@ impl Server {
         server
     }
 
-    /// Starts `bbs --config` without waiting.
+    /// Starts `bbs --config` without waiting; with TLS keys in `config`, its client presents
+    /// the test process's client certificate.
     pub fn spawn(config: serde_json::Value) -> Server {
+        let client = match tls() {
+            Some(pki) if config.get("cert_file").is_some() => pki.http_client(Some(&pki.client)),
+            _ => reqwest::Client::new(),
+        };
+        Server::spawn_with(config, client)
+    }
+
+    /// Starts `bbs --config` without waiting, talking to it with `client`.
+    pub fn spawn_with(config: serde_json::Value, client: reqwest::Client) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("bbs.json");
         let mut file = std::fs::File::create(&config_path).unwrap();
@@ -84,15 +109,25 @@ impl Server {
             ))
             .spawn()
             .expect("start bbs");
+        let scheme = if config.get("cert_file").is_some() {
+            "https"
+        } else {
+            "http"
+        };
         Server {
             child,
-            api: format!("http://{}", config["listen_address"].as_str().unwrap()),
+            api: format!("{scheme}://{}", config["listen_address"].as_str().unwrap()),
             debug: format!("http://{}", config["debug_address"].as_str().unwrap()),
             health: format!("http://{}", config["health_address"].as_str().unwrap()),
             dir,
             config_path,
-            client: reqwest::Client::new(),
+            client,
         }
+    }
+
+    /// The client that speaks to this server (with its client certificate under TLS).
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
     }
 
     pub async fn wait_ready(&self) {
@@ -221,6 +256,7 @@ pub async fn test_store(backend: Backend) -> Option<bbs_store::testing::TestStor
     }
     Some(bbs_store::testing::TestStore::new(backend).await)
 }
+pub mod certs;
 pub mod inproc;
 
 /// Expands each case (an `async fn(Backend)`) into one test per backend, in modules named
