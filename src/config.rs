@@ -43,6 +43,10 @@ pub struct Settings {
     pub max_open_database_connections: u32,
     /// Key prefix for the etcd store; empty keeps upstream's layout.
     pub etcd_key_prefix: String,
+    /// TLS to etcd (upstream's etcd-era keys): the CA, and the optional client identity.
+    pub etcd_ca_file: Option<PathBuf>,
+    pub etcd_cert_file: Option<PathBuf>,
+    pub etcd_key_file: Option<PathBuf>,
 
     // Events.
     /// Events kept for resuming subscribers, by count and by age.
@@ -231,6 +235,9 @@ impl Default for Settings {
             sql_enable_identity_verification: false,
             max_open_database_connections: 0,
             etcd_key_prefix: String::new(),
+            etcd_ca_file: None,
+            etcd_cert_file: None,
+            etcd_key_file: None,
             event_retention_count: 10_000,
             event_retention_duration: Duration::from_secs(300),
             event_subscriber_buffer: 1024,
@@ -310,6 +317,9 @@ const ENV_KEYS: &[&str] = &[
     "sql_enable_identity_verification",
     "max_open_database_connections",
     "etcd_key_prefix",
+    "etcd_ca_file",
+    "etcd_cert_file",
+    "etcd_key_file",
     "actor_mailbox_capacity",
     "event_retention_count",
     "event_retention_duration",
@@ -538,6 +548,7 @@ impl Settings {
             connection_string,
             max_connections: self.pool_size() as u32,
             etcd_root: self.etcd_key_prefix.clone(),
+            tls: self.store_tls()?,
         })
     }
 

@@ -257,7 +257,12 @@ mod tests {
             b"1c;\r\nid: 1\r\nevent: x\r\n",
             b"",
         ] {
-            assert_eq!(with_keep_alive(write), None, "{:?}", String::from_utf8_lossy(write));
+            assert_eq!(
+                with_keep_alive(write),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(write)
+            );
         }
     }
 

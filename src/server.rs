@@ -156,14 +156,15 @@ pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>
     };
     // Signals are ours (stop_api): a graceful stop would wait out idle keep-alive connections
     // and open event streams.
-    let (api, api_handle) =
-        match crate::listener::serve(listen, move || api_app(api_state.clone(), max_body)) {
-            Ok(server) => server,
-            Err(e) => {
-                error!(log, "api-listen-failed"; "address" => &settings.listen_address, "error" => %e);
-                return 1;
-            }
-        };
+    let (api, api_handle) = match crate::listener::serve(listen, move || {
+        api_app(api_state.clone(), max_body)
+    }) {
+        Ok(server) => server,
+        Err(e) => {
+            error!(log, "api-listen-failed"; "address" => &settings.listen_address, "error" => %e);
+            return 1;
+        }
+    };
     let api_task = actix_rt::spawn(api);
     let mut terminated = Box::pin(termination());
     info!(log, "listening"; "address" => &settings.listen_address, "health" => &settings.health_address, "debug" => &settings.debug_address);

@@ -49,6 +49,40 @@ fn all_or_none<'a, const N: usize>(
 }
 
 impl Settings {
+    /// TLS to the store: `sql_ca_cert_file` (with `sql_enable_identity_verification`) for
+    /// MySQL and PostgreSQL, `etcd_ca_file` (with `etcd_cert_file` and `etcd_key_file` for a
+    /// client certificate) for etcd. Each file is checked here, so a bad one is named.
+    pub fn store_tls(&self) -> Result<bbs_store::StoreTls, ConfigError> {
+        if let Some(ca) = &self.sql_ca_cert_file {
+            PemFile::new("sql_ca_cert_file", ca)
+                .roots()
+                .map_err(tls_error)?;
+        }
+        let etcd_identity = all_or_none([
+            ("etcd_cert_file", &self.etcd_cert_file),
+            ("etcd_key_file", &self.etcd_key_file),
+        ])?;
+        if let Some(ca) = &self.etcd_ca_file {
+            let ca = PemFile::new("etcd_ca_file", ca);
+            let identity = etcd_identity.map(|[cert, key]| Identity {
+                certificate: cert,
+                private_key: key,
+            });
+            bbs_tls::client(ServerCheck::Full(ca), identity).map_err(tls_error)?;
+        } else if etcd_identity.is_some() {
+            return Err(bad(
+                "etcd_ca_file",
+                "required with etcd_cert_file and etcd_key_file",
+            ));
+        }
+        Ok(bbs_store::StoreTls {
+            sql_ca: self.sql_ca_cert_file.clone(),
+            sql_verify_identity: self.sql_enable_identity_verification,
+            etcd_ca: self.etcd_ca_file.clone(),
+            etcd_identity: self.etcd_cert_file.clone().zip(self.etcd_key_file.clone()),
+        })
+    }
+
     fn api_files(&self) -> Result<Option<[PemFile<'_>; 3]>, ConfigError> {
         all_or_none([
             ("ca_file", &self.ca_file),
@@ -75,18 +109,19 @@ impl Settings {
 
     /// The outbound clients' TLS, each configured as upstream configures it.
     pub fn outbound_tls(&self) -> Result<OutboundTls, ConfigError> {
-        let client = |files: Option<[PemFile; 3]>| -> Result<Option<Arc<ClientConfig>>, ConfigError> {
-            let Some([ca, cert, key]) = files else {
-                return Ok(None);
+        let client =
+            |files: Option<[PemFile; 3]>| -> Result<Option<Arc<ClientConfig>>, ConfigError> {
+                let Some([ca, cert, key]) = files else {
+                    return Ok(None);
+                };
+                let identity = Identity {
+                    certificate: cert,
+                    private_key: key,
+                };
+                bbs_tls::client(ServerCheck::Full(ca), Some(identity))
+                    .map(|config| Some(Arc::new(config)))
+                    .map_err(tls_error)
             };
-            let identity = Identity {
-                certificate: cert,
-                private_key: key,
-            };
-            bbs_tls::client(ServerCheck::Full(ca), Some(identity))
-                .map(|config| Some(Arc::new(config)))
-                .map_err(tls_error)
-        };
         let rep = client(all_or_none([
             ("rep_ca_cert", &self.rep_ca_cert),
             ("rep_client_cert", &self.rep_client_cert),

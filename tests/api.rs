@@ -113,7 +113,9 @@ async fn a_malformed_body_is_invalid_request_on_every_route() {
     let garbage = vec![0xff, 0xff, 0xff, 0x01];
     for route in bbs::http::routes::ROUTES {
         let response = if route.method == "GET" {
-            server.client().clone()
+            server
+                .client()
+                .clone()
                 .get(format!("{}{}", server.api, route.path))
                 .body(garbage.clone())
                 .send()
@@ -181,7 +183,9 @@ async fn unknown_paths_are_plain_404_and_wrong_methods_405() {
             .status(),
         404
     );
-    let response = server.client().clone()
+    let response = server
+        .client()
+        .clone()
         .get(format!("{}/v1/ping", server.api))
         .send()
         .await
@@ -213,12 +217,21 @@ async fn an_oversized_body_is_refused_without_memory_growth() {
         );
     };
     for _ in 0..10 {
-        // Announced by Content-Length: refused before the body is read.
-        let response = server
-            .post_raw("/v1/domains/upsert", vec![7u8; 32 * 1024 * 1024])
+        // Announced by Content-Length: refused before the body is read. Over TLS the
+        // client may still be writing when the connection closes, and then sees that
+        // instead of the answer.
+        let response = client
+            .post(format!("{}/v1/domains/upsert", server.api))
+            .body(vec![7u8; 32 * 1024 * 1024])
+            .send()
             .await;
-        assert_eq!(response.status(), 200);
-        refused(response.bytes().await.unwrap());
+        match response {
+            Ok(response) => {
+                assert_eq!(response.status(), 200);
+                refused(response.bytes().await.unwrap());
+            }
+            Err(e) => assert!(support::tls().is_some(), "{e}"),
+        }
         // Streamed with no length: refused once the limit is passed.
         let chunks = futures::stream::iter(
             (0..64).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![7u8; 512 * 1024]))),
@@ -295,11 +308,14 @@ async fn every_request_gets_503_until_the_store_is_ready() {
         connection_string: format!("mysql://root@127.0.0.1:{port}/test"),
         max_connections: 1,
         etcd_root: String::new(),
+        tls: Default::default(),
     };
     let server = Server::spawn(config_json(&store, serde_json::json!({})));
     let mut saw_503 = false;
     for _ in 0..100 {
-        if let Ok(response) = server.client().clone()
+        if let Ok(response) = server
+            .client()
+            .clone()
             .post(format!("{}/v1/ping", server.api))
             .send()
             .await
@@ -456,6 +472,7 @@ fn an_unreachable_store_stops_start_up() {
         connection_string: format!("postgres://postgres@127.0.0.1:{}/nowhere", free_port()),
         max_connections: 1,
         etcd_root: String::new(),
+        tls: Default::default(),
     };
     let config = config_json(&store, serde_json::json!({ "debug_address": "" }));
     let dir = tempfile::tempdir().unwrap();

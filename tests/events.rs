@@ -92,7 +92,9 @@ async fn open(
     body: Vec<u8>,
     last: Option<u64>,
 ) -> SseReader {
-    let mut request = server.client().clone()
+    let mut request = server
+        .client()
+        .clone()
         .request(method, format!("{}{path}", server.api))
         .body(body);
     if let Some(last) = last {
@@ -375,7 +377,9 @@ async fn the_deprecated_group_stream_folds_instances() {
             "actual_lrp_changed"
         ]
     );
-    let garbage = server.client().clone()
+    let garbage = server
+        .client()
+        .clone()
         .get(format!("{}/v1/events.r1", server.api))
         .body(vec![0xff, 0x01])
         .send()
@@ -451,7 +455,9 @@ async fn resume_delivers_exactly_the_missed_events_or_asks_for_a_relist() {
 #[tokio::test]
 async fn a_subscriber_that_reads_nothing_is_dropped_and_memory_stays_bounded() {
     let (_store, server) = server(serde_json::json!({ "event_subscriber_buffer": 16 })).await;
-    let stalled = server.client().clone()
+    let stalled = server
+        .client()
+        .clone()
         .post(format!("{}/v1/events/tasks.r1", server.api))
         .send()
         .await
@@ -989,7 +995,9 @@ async fn desired_events_carry_the_stored_metrics_guid(backend: bbs_store::Backen
 
 /// POSTs `request` with upstream's trace header.
 async fn traced_call<Req: Message>(server: &Server, path: &str, request: &Req, trace: &str) {
-    let response = server.client().clone()
+    let response = server
+        .client()
+        .clone()
         .post(format!("{}{path}", server.api))
         .header("X-Vcap-Request-Id", trace)
         .body(request.encode_to_vec())
@@ -1105,7 +1113,9 @@ async fn event_streams_send_upstreams_headers(backend: bbs_store::Backend) {
     let Some((_store, server)) = on(backend).await else {
         return;
     };
-    let response = server.client().clone()
+    let response = server
+        .client()
+        .clone()
         .post(format!("{}/v1/events/lrp_instances.r1", server.api))
         .send()
         .await

@@ -16,11 +16,7 @@ use support::inproc::{eventually, FakeServer};
 use support::{config_json, Server};
 
 /// A server on `store` with the API on mutual TLS from `pki`, plus `extra` keys.
-async fn tls_server(
-    pki: &Pki,
-    store: &bbs_store::StoreConfig,
-    extra: serde_json::Value,
-) -> Server {
+async fn tls_server(pki: &Pki, store: &bbs_store::StoreConfig, extra: serde_json::Value) -> Server {
     let mut config = config_json(store, pki.server_keys());
     if let (Some(config), Some(extra)) = (config.as_object_mut(), extra.as_object()) {
         config.extend(extra.clone());
@@ -190,7 +186,15 @@ async fn an_ecdsa_server_key_serves_tls_1_3() {
 
 /// Starts a server with `keys` and expects it to refuse to start, naming `key`.
 async fn refused_naming(store: &bbs_store::StoreConfig, keys: serde_json::Value, key: &str) {
-    let mut server = Server::spawn(config_json(store, keys));
+    // Without the suite's own TLS keys (TEST_TLS), so only `keys` are set.
+    let mut config = config_json(store, serde_json::json!({}));
+    if let (Some(config), Some(keys)) = (config.as_object_mut(), keys.as_object()) {
+        for key in ["ca_file", "cert_file", "key_file"] {
+            config.remove(key);
+        }
+        config.extend(keys.clone());
+    }
+    let mut server = Server::spawn(config);
     assert_eq!(
         server.stop_when_exited(Duration::from_secs(20)),
         Some(2),
@@ -210,18 +214,26 @@ async fn bad_tls_settings_stop_start_up_naming_the_key() {
     let c = &store.config;
     let garbage = pki.dir.path().join("garbage.pem");
     std::fs::write(&garbage, "not a PEM file").unwrap();
-    let keys = |ca: &std::path::Path, cert: &std::path::Path, key: &std::path::Path| {
-        serde_json::json!({"ca_file": ca, "cert_file": cert, "key_file": key})
-    };
+    let keys = |ca: &std::path::Path, cert: &std::path::Path, key: &std::path::Path| serde_json::json!({"ca_file": ca, "cert_file": cert, "key_file": key});
     // Only some of a group.
-    refused_naming(c, serde_json::json!({"cert_file": pki.server.cert}), "ca_file").await;
+    refused_naming(
+        c,
+        serde_json::json!({"cert_file": pki.server.cert}),
+        "ca_file",
+    )
+    .await;
     refused_naming(
         c,
         serde_json::json!({"ca_file": pki.ca, "cert_file": pki.server.cert}),
         "key_file",
     )
     .await;
-    refused_naming(c, serde_json::json!({"rep_ca_cert": pki.ca}), "rep_client_cert").await;
+    refused_naming(
+        c,
+        serde_json::json!({"rep_ca_cert": pki.ca}),
+        "rep_client_cert",
+    )
+    .await;
     refused_naming(
         c,
         serde_json::json!({"auctioneer_client_key": pki.client.key}),
@@ -231,7 +243,12 @@ async fn bad_tls_settings_stop_start_up_naming_the_key() {
     // Missing, unreadable or mismatched files.
     let missing = pki.dir.path().join("missing.crt");
     refused_naming(c, keys(&pki.ca, &missing, &pki.server.key), "cert_file").await;
-    refused_naming(c, keys(&garbage, &pki.server.cert, &pki.server.key), "ca_file").await;
+    refused_naming(
+        c,
+        keys(&garbage, &pki.server.cert, &pki.server.key),
+        "ca_file",
+    )
+    .await;
     refused_naming(c, keys(&pki.ca, &pki.server.cert, &garbage), "key_file").await;
     refused_naming(
         c,
@@ -284,7 +301,10 @@ async fn the_bbs_calls_out_over_mutual_tls(backend: bbs_store::Backend) {
     let reply: m::TaskLifecycleResponse = server.call("/v1/tasks/desire.r2", &task).await;
     assert_eq!(reply.error, None);
     assert!(
-        eventually(Duration::from_secs(10), || !auctioneer.received().is_empty()).await,
+        eventually(Duration::from_secs(10), || !auctioneer
+            .received()
+            .is_empty())
+        .await,
         "the auctioneer is asked to place the task over TLS"
     );
     assert_eq!(auctioneer.received()[0].path, "/v1/tasks");
@@ -379,10 +399,7 @@ async fn a_rep_without_an_https_url_is_not_called_over_plain_http(backend: bbs_s
     });
     let server = tls_server(&pki, &store.config, keys).await;
     let reply: m::TaskLifecycleResponse = server
-        .call(
-            "/v1/tasks/desire.r2",
-            &support::fixtures::desire_task("t1"),
-        )
+        .call("/v1/tasks/desire.r2", &support::fixtures::desire_task("t1"))
         .await;
     assert_eq!(reply.error, None);
     let cell = m::RegisterCellRequest {
@@ -414,12 +431,97 @@ async fn a_rep_without_an_https_url_is_not_called_over_plain_http(backend: bbs_s
             },
         )
         .await;
-    assert_eq!(cancel.error, None, "the cancel itself succeeds, as upstream's");
+    assert_eq!(
+        cancel.error, None,
+        "the cancel itself succeeds, as upstream's"
+    );
     actix_web::rt::time::sleep(Duration::from_millis(500)).await;
-    assert!(plain_rep.received().is_empty(), "upstream requires https reps");
+    assert!(
+        plain_rep.received().is_empty(),
+        "upstream requires https reps"
+    );
+}
+
+/// With the TLS-only test stores (scripts/ensure-tls-stores), the server's store sessions are
+/// encrypted, as the store itself reports them.
+async fn the_store_sessions_are_tls(backend: bbs_store::Backend) {
+    let Some(tls) = bbs_store::testing::store_tls() else {
+        eprintln!("SKIPPED here: the store TLS pass (TEST_STORE_TLS_DIR) runs this");
+        return;
+    };
+    let Some(store) = support::test_store(backend).await else {
+        return;
+    };
+    let server = Server::start(config_json(&store.config, serde_json::json!({}))).await;
+    let reply: m::DesiredLrpLifecycleResponse = server
+        .call(
+            "/v1/desired_lrp/desire.r2",
+            &m::DesireLrpRequest {
+                desired_lrp: Some(support::fixtures::desired_lrp("web", 1)),
+            },
+        )
+        .await;
+    assert_eq!(reply.error, None);
+    match backend {
+        bbs_store::Backend::Postgres => {
+            let database = store
+                .config
+                .connection_string
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_owned();
+            let rows = store
+                .text_rows(&format!(
+                    "SELECT count(*)::text AS a, coalesce(bool_and(s.ssl), false)::text AS b,                      coalesce(min(s.version), '')::text AS c, ''::text AS d, NULL::text AS e                      FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)                      WHERE a.datname = '{database}' AND a.pid <> pg_backend_pid()"
+                ))
+                .await;
+            let [count, all_ssl, version, _, _] = &rows[0];
+            assert_ne!(count.as_deref(), Some("0"), "the server has sessions");
+            assert_eq!(all_ssl.as_deref(), Some("true"), "every session is TLS");
+            assert!(version.as_deref().unwrap().starts_with("TLSv1."));
+        }
+        bbs_store::Backend::Mysql => {
+            let rows = store
+                .text_rows(
+                    "SELECT CAST(@@require_secure_transport AS CHAR) AS a,                      CAST(@@have_ssl AS CHAR) AS b, '' AS c, '' AS d, NULL AS e",
+                )
+                .await;
+            assert!(
+                matches!(rows[0][0].as_deref(), Some("1" | "ON")),
+                "plain sessions are refused: {rows:?}"
+            );
+            assert_eq!(rows[0][1].as_deref(), Some("YES"));
+            let cipher = store
+                .text_rows(
+                    "SELECT VARIABLE_VALUE AS a, '' AS b, '' AS c, '' AS d, NULL AS e                      FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'SSL_CIPHER'",
+                )
+                .await;
+            assert_ne!(cipher[0][0].as_deref(), Some(""), "a TLS session");
+        }
+        bbs_store::Backend::Etcd => {
+            // etcd requires client certificates: without one, nothing is answered.
+            let ca = std::fs::read(tls.etcd_ca.as_ref().unwrap()).unwrap();
+            let options = etcd_client::ConnectOptions::new()
+                .with_connect_timeout(Duration::from_secs(3))
+                .with_timeout(Duration::from_secs(3))
+                .with_tls(
+                    etcd_client::TlsOptions::new()
+                        .ca_certificate(etcd_client::Certificate::from_pem(ca)),
+                );
+            let endpoints = store.config.connection_string.clone();
+            let refused = match etcd_client::Client::connect([endpoints], Some(options)).await {
+                Err(_) => true,
+                Ok(mut client) => client.get("/version", None).await.is_err(),
+            };
+            assert!(refused, "etcd refuses a client without a certificate");
+        }
+        bbs_store::Backend::Sqlite => {}
+    }
 }
 
 on_every_backend!(
+    the_store_sessions_are_tls,
     the_bbs_calls_out_over_mutual_tls,
     the_auctioneer_falls_back_to_http_unless_tls_is_required,
     a_rep_without_an_https_url_is_not_called_over_plain_http,

@@ -57,7 +57,38 @@ fn decode<T: DeserializeOwned>(key: &[u8], value: &[u8]) -> StoreResult<T> {
 
 /// Connects to comma-separated endpoints; `root` prefixes every key (empty for upstream's
 /// layout, a unique prefix for tests sharing one etcd).
-pub async fn connect_etcd(endpoints: &str, root: &str) -> StoreResult<std::sync::Arc<dyn Store>> {
+/// etcd's TLS options from `tls`, the files read now so a bad one stops start-up naming its
+/// key.
+fn etcd_tls(tls: &crate::StoreTls) -> StoreResult<Option<etcd_client::TlsOptions>> {
+    let Some(ca) = &tls.etcd_ca else {
+        return Ok(None);
+    };
+    let read = |key: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| {
+            StoreError::Unavailable(format!("{key}: cannot read {}: {e}", path.display()))
+        })
+    };
+    // Checked as PEM, for a clear error rather than a failed handshake later.
+    bbs_tls::PemFile::new("etcd_ca_file", ca)
+        .roots()
+        .map_err(|e| StoreError::Unavailable(format!("etcd_ca_file: {e}")))?;
+    let mut options = etcd_client::TlsOptions::new().ca_certificate(
+        etcd_client::Certificate::from_pem(read("etcd_ca_file", ca)?),
+    );
+    if let Some((cert, key)) = &tls.etcd_identity {
+        options = options.identity(etcd_client::Identity::from_pem(
+            read("etcd_cert_file", cert)?,
+            read("etcd_key_file", key)?,
+        ));
+    }
+    Ok(Some(options))
+}
+
+pub async fn connect_etcd(
+    endpoints: &str,
+    root: &str,
+    tls: &crate::StoreTls,
+) -> StoreResult<std::sync::Arc<dyn Store>> {
     let endpoints: Vec<String> = endpoints
         .split(',')
         .map(|e| e.trim().to_owned())
@@ -68,9 +99,17 @@ pub async fn connect_etcd(endpoints: &str, root: &str) -> StoreResult<std::sync:
             "database_connection_string names no etcd endpoint".into(),
         ));
     }
-    let options = ConnectOptions::new()
+    let mut options = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(10))
         .with_timeout(Duration::from_secs(30));
+    if let Some(tls) = etcd_tls(tls)? {
+        if let Some(plain) = endpoints.iter().find(|e| !e.starts_with("https://")) {
+            return Err(StoreError::Unavailable(format!(
+                "etcd_ca_file is set, so every endpoint must be https://, not {plain}"
+            )));
+        }
+        options = options.with_tls(tls);
+    }
     let client = Client::connect(&endpoints, Some(options)).await?;
     let kv = client
         .kv_client()

@@ -12,6 +12,7 @@ mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use error::{StoreError, StoreResult};
@@ -32,16 +33,45 @@ pub struct StoreConfig {
     pub max_connections: u32,
     /// Key prefix for etcd (empty for upstream's layout).
     pub etcd_root: String,
+    pub tls: StoreTls,
+}
+
+/// TLS to the store, from upstream's keys (bbs-reference §7.1, §8).
+#[derive(Clone, Debug, Default)]
+pub struct StoreTls {
+    /// `sql_ca_cert_file`: TLS to MySQL or PostgreSQL, the server's chain verified against it.
+    pub sql_ca: Option<PathBuf>,
+    /// `sql_enable_identity_verification`: the server's host name is verified too.
+    pub sql_verify_identity: bool,
+    /// `etcd_ca_file`: TLS to etcd (`https://` endpoints), the server verified against it.
+    pub etcd_ca: Option<PathBuf>,
+    /// `etcd_cert_file` and `etcd_key_file`: the client certificate, for etcd's
+    /// client-certificate authentication.
+    pub etcd_identity: Option<(PathBuf, PathBuf)>,
 }
 
 /// Opens the configured store and brings its schema up to date.
 pub async fn connect(config: &StoreConfig) -> StoreResult<Arc<dyn Store>> {
     match config.backend {
         Backend::Sqlite => connect_sqlite(&config.connection_string, config.max_connections).await,
-        Backend::Mysql => connect_mysql(&config.connection_string, config.max_connections).await,
-        Backend::Postgres => {
-            connect_postgres(&config.connection_string, config.max_connections).await
+        Backend::Mysql => {
+            connect_mysql(
+                &config.connection_string,
+                config.max_connections,
+                &config.tls,
+            )
+            .await
         }
-        Backend::Etcd => connect_etcd(&config.connection_string, &config.etcd_root).await,
+        Backend::Postgres => {
+            connect_postgres(
+                &config.connection_string,
+                config.max_connections,
+                &config.tls,
+            )
+            .await
+        }
+        Backend::Etcd => {
+            connect_etcd(&config.connection_string, &config.etcd_root, &config.tls).await
+        }
     }
 }

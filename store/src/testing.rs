@@ -25,6 +25,70 @@ pub fn postgres_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
+/// With `TEST_STORE_TLS_DIR` (set by scripts/ensure-tls-stores: `ca.crt`, `client.crt`,
+/// `client.key`), the test stores are TLS-only servers: every store connection goes over TLS,
+/// the BBS's verified against that CA.
+pub fn store_tls() -> Option<crate::StoreTls> {
+    let dir = std::path::PathBuf::from(std::env::var_os("TEST_STORE_TLS_DIR")?);
+    Some(crate::StoreTls {
+        sql_ca: Some(dir.join("ca.crt")),
+        sql_verify_identity: true,
+        etcd_ca: Some(dir.join("ca.crt")),
+        etcd_identity: Some((dir.join("client.crt"), dir.join("client.key"))),
+    })
+}
+
+/// A MySQL connection for test administration, over TLS when the test stores need it.
+async fn mysql_connect(url: &str) -> diesel::ConnectionResult<AsyncMysqlConnection> {
+    match store_tls() {
+        None => AsyncMysqlConnection::establish(url).await,
+        Some(_) => {
+            let separator = if url.contains('?') { '&' } else { '?' };
+            AsyncMysqlConnection::establish(&format!(
+                "{url}{separator}require_ssl=true&verify_ca=false"
+            ))
+            .await
+        }
+    }
+}
+
+/// A PostgreSQL connection for test administration, over TLS when the test stores need it.
+async fn postgres_connect(url: &str) -> diesel::ConnectionResult<AsyncPgConnection> {
+    let Some(tls) = store_tls() else {
+        return AsyncPgConnection::establish(url).await;
+    };
+    let ca = tls.sql_ca.expect("a CA");
+    let config = bbs_tls::client(
+        bbs_tls::ServerCheck::Full(bbs_tls::PemFile::new("TEST_STORE_TLS_DIR", &ca)),
+        None,
+    )
+    .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let (client, connection) = tokio_postgres::connect(
+        &format!("{url}{separator}sslmode=require"),
+        tokio_postgres_rustls::MakeRustlsConnect::new(config),
+    )
+    .await
+    .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
+    AsyncPgConnection::try_from_client_and_connection(client, connection).await
+}
+
+/// An etcd client for test administration, with the test stores' TLS when they need it.
+async fn etcd_connect(endpoints: &str) -> Result<etcd_client::Client, etcd_client::Error> {
+    let options = store_tls().map(|tls| {
+        let read = |p: &std::path::Path| std::fs::read(p).unwrap_or_default();
+        let (cert, key) = tls.etcd_identity.expect("an identity");
+        etcd_client::ConnectOptions::new().with_tls(
+            etcd_client::TlsOptions::new()
+                .ca_certificate(etcd_client::Certificate::from_pem(read(
+                    &tls.etcd_ca.expect("a CA"),
+                )))
+                .identity(etcd_client::Identity::from_pem(read(&cert), read(&key))),
+        )
+    });
+    etcd_client::Client::connect([endpoints], options).await
+}
+
 pub fn etcd_endpoints() -> String {
     std::env::var("TEST_ETCD_ENDPOINTS").unwrap_or_else(|_| "http://127.0.0.1:2379".into())
 }
@@ -78,13 +142,13 @@ impl TestStore {
     pub async fn raw_sql(&self, sql: &str) {
         match self.config.backend {
             Backend::Mysql => {
-                let mut c = AsyncMysqlConnection::establish(&self.config.connection_string)
+                let mut c = mysql_connect(&self.config.connection_string)
                     .await
                     .expect("connect");
                 c.batch_execute(sql).await.expect("raw sql");
             }
             Backend::Postgres => {
-                let mut c = AsyncPgConnection::establish(&self.config.connection_string)
+                let mut c = postgres_connect(&self.config.connection_string)
                     .await
                     .expect("connect");
                 c.batch_execute(sql).await.expect("raw sql");
@@ -105,13 +169,13 @@ impl TestStore {
         use diesel_async::RunQueryDsl;
         let rows: Vec<TextRow> = match self.config.backend {
             Backend::Mysql => {
-                let mut c = AsyncMysqlConnection::establish(&self.config.connection_string)
+                let mut c = mysql_connect(&self.config.connection_string)
                     .await
                     .expect("connect");
                 diesel::sql_query(sql).load(&mut c).await.expect("query")
             }
             Backend::Postgres => {
-                let mut c = AsyncPgConnection::establish(&self.config.connection_string)
+                let mut c = postgres_connect(&self.config.connection_string)
                     .await
                     .expect("connect");
                 diesel::sql_query(sql).load(&mut c).await.expect("query")
@@ -169,6 +233,7 @@ pub async fn fresh_config(
                     connection_string: path.to_string_lossy().into_owned(),
                     max_connections: 8,
                     etcd_root: String::new(),
+                    tls: store_tls().unwrap_or_default(),
                 },
                 None,
                 Some(dir),
@@ -176,7 +241,7 @@ pub async fn fresh_config(
         }
         Backend::Mysql => {
             let admin = mysql_admin_url();
-            let mut conn = AsyncMysqlConnection::establish(&admin)
+            let mut conn = mysql_connect(&admin)
                 .await
                 .unwrap_or_else(|e| panic!("MySQL at {admin} is required for this test: {e}"));
             conn.batch_execute(&format!("CREATE DATABASE {name}"))
@@ -188,6 +253,7 @@ pub async fn fresh_config(
                     connection_string: with_database(&admin, &name),
                     max_connections: 8,
                     etcd_root: String::new(),
+                    tls: store_tls().unwrap_or_default(),
                 },
                 Some(Cleanup::Mysql {
                     admin,
@@ -198,7 +264,7 @@ pub async fn fresh_config(
         }
         Backend::Postgres => {
             let admin = postgres_admin_url();
-            let mut conn = AsyncPgConnection::establish(&admin)
+            let mut conn = postgres_connect(&admin)
                 .await
                 .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is required for this test: {e}"));
             conn.batch_execute(&format!("CREATE DATABASE {name}"))
@@ -210,6 +276,7 @@ pub async fn fresh_config(
                     connection_string: with_database(&admin, &name),
                     max_connections: 8,
                     etcd_root: String::new(),
+                    tls: store_tls().unwrap_or_default(),
                 },
                 Some(Cleanup::Postgres {
                     admin,
@@ -227,6 +294,7 @@ pub async fn fresh_config(
                     connection_string: endpoints.clone(),
                     max_connections: 8,
                     etcd_root: root.clone(),
+                    tls: store_tls().unwrap_or_default(),
                 },
                 Some(Cleanup::Etcd { endpoints, root }),
                 None,
@@ -256,14 +324,14 @@ impl Cleanup {
             runtime.block_on(async move {
                 match self {
                     Cleanup::Mysql { admin, database } => {
-                        if let Ok(mut c) = AsyncMysqlConnection::establish(&admin).await {
+                        if let Ok(mut c) = mysql_connect(&admin).await {
                             let _ = c
                                 .batch_execute(&format!("DROP DATABASE IF EXISTS {database}"))
                                 .await;
                         }
                     }
                     Cleanup::Postgres { admin, database } => {
-                        if let Ok(mut c) = AsyncPgConnection::establish(&admin).await {
+                        if let Ok(mut c) = postgres_connect(&admin).await {
                             let _ = c
                                 .batch_execute(&format!(
                                     "DROP DATABASE IF EXISTS {database} WITH (FORCE)"
@@ -272,7 +340,7 @@ impl Cleanup {
                         }
                     }
                     Cleanup::Etcd { endpoints, root } => {
-                        if let Ok(mut c) = etcd_client::Client::connect([endpoints], None).await {
+                        if let Ok(mut c) = etcd_connect(&endpoints).await {
                             let _ = c
                                 .delete(
                                     format!("{root}/"),

@@ -78,15 +78,12 @@ fn write(dir: &Path, name: &str, pem: &str) -> PathBuf {
     path
 }
 
-fn leaf(
-    dir: &Path,
-    leaf: Leaf,
-    key: KeyPair,
-    issuer: &CertifiedIssuer<'static, KeyPair>,
-) -> Pair {
+fn leaf(dir: &Path, leaf: Leaf, key: KeyPair, issuer: &CertifiedIssuer<'static, KeyPair>) -> Pair {
     let sans: Vec<String> = leaf.sans.iter().map(|s| s.to_string()).collect();
     let mut params = CertificateParams::new(sans).expect("names");
-    params.distinguished_name.push(DnType::CommonName, leaf.name);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, leaf.name);
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,

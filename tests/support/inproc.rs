@@ -35,7 +35,9 @@ impl FakeServer {
     /// Over HTTPS with client-certificate checks when the suite runs with TLS, else HTTP.
     pub async fn start(default_status: u16) -> FakeServer {
         match super::tls() {
-            Some(pki) => FakeServer::start_tls(default_status, pki.server_config(&pki.server)).await,
+            Some(pki) => {
+                FakeServer::start_tls(default_status, pki.server_config(&pki.server)).await
+            }
             None => FakeServer::start_plain(default_status).await,
         }
     }

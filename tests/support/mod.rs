@@ -48,6 +48,26 @@ pub struct Server {
     client: reqwest::Client,
 }
 
+/// The server's store TLS keys for `tls`.
+pub fn store_tls_keys(tls: &bbs_store::StoreTls) -> serde_json::Value {
+    let mut keys = serde_json::Map::new();
+    if let Some(ca) = &tls.sql_ca {
+        keys.insert("sql_ca_cert_file".into(), serde_json::json!(ca));
+        keys.insert(
+            "sql_enable_identity_verification".into(),
+            serde_json::json!(tls.sql_verify_identity),
+        );
+    }
+    if let Some(ca) = &tls.etcd_ca {
+        keys.insert("etcd_ca_file".into(), serde_json::json!(ca));
+    }
+    if let Some((cert, key)) = &tls.etcd_identity {
+        keys.insert("etcd_cert_file".into(), serde_json::json!(cert));
+        keys.insert("etcd_key_file".into(), serde_json::json!(key));
+    }
+    serde_json::Value::Object(keys)
+}
+
 /// The JSON config for `store` with fresh ports.
 pub fn config_json(store: &StoreConfig, extra: serde_json::Value) -> serde_json::Value {
     let mut config = serde_json::json!({
@@ -63,7 +83,8 @@ pub fn config_json(store: &StoreConfig, extra: serde_json::Value) -> serde_json:
         "encryption_keys": {"test-key": "a test passphrase"},
     });
     let tls_keys = tls().map(|pki| pki.server_keys()).unwrap_or_default();
-    for extra in [&tls_keys, &extra] {
+    let store_keys = store_tls_keys(&store.tls);
+    for extra in [&tls_keys, &store_keys, &extra] {
         if let (Some(config), Some(extra)) = (config.as_object_mut(), extra.as_object()) {
             for (k, v) in extra {
                 config.insert(k.clone(), v.clone());

@@ -99,7 +99,10 @@ impl<'a> PemFile<'a> {
         for cert in self.certificates()? {
             roots.add(cert).map_err(|e| TlsError::Invalid {
                 key: self.key.to_owned(),
-                reason: format!("{} is not a usable CA certificate: {e}", self.path.display()),
+                reason: format!(
+                    "{} is not a usable CA certificate: {e}",
+                    self.path.display()
+                ),
             })?;
         }
         Ok(roots)
@@ -115,7 +118,10 @@ pub struct Identity<'a> {
 
 impl Identity<'_> {
     fn load(&self) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
-        Ok((self.certificate.certificates()?, self.private_key.private_key()?))
+        Ok((
+            self.certificate.certificates()?,
+            self.private_key.private_key()?,
+        ))
     }
 
     fn mismatch(&self, e: rustls::Error) -> TlsError {
@@ -198,9 +204,10 @@ pub fn client(check: ServerCheck, identity: Option<Identity>) -> Result<ClientCo
         ServerCheck::Full(ca) => (ca, false),
         ServerCheck::ChainOnly(ca) => (ca, true),
     };
-    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(ca.roots()?), provider.clone())
-        .build()
-        .map_err(|e| invalid(ca.key, e))?;
+    let verifier =
+        WebPkiServerVerifier::builder_with_provider(Arc::new(ca.roots()?), provider.clone())
+            .build()
+            .map_err(|e| invalid(ca.key, e))?;
     let builder = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(VERSIONS)
         .map_err(|e| invalid(ca.key, e))?;

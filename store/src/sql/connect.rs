@@ -85,13 +85,69 @@ pub async fn connect_sqlite(path: &str, max_connections: u32) -> StoreResult<Arc
     Ok(Arc::new(store))
 }
 
-/// Opens a PostgreSQL store from a URL or a key=value connection string.
+/// The store-side TLS error for a bad `sql_ca_cert_file`.
+fn sql_tls_error(e: bbs_tls::TlsError) -> StoreError {
+    StoreError::Unavailable(format!("sql_ca_cert_file: {e}"))
+}
+
+/// `connection_string` with `sslmode=require`, so the server cannot decline TLS.
+fn postgres_requiring_tls(connection_string: &str) -> String {
+    if connection_string.starts_with("postgres://")
+        || connection_string.starts_with("postgresql://")
+    {
+        match url::Url::parse(connection_string) {
+            Ok(mut url) => {
+                let kept: Vec<(String, String)> = url
+                    .query_pairs()
+                    .filter(|(k, _)| k != "sslmode")
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect();
+                url.query_pairs_mut()
+                    .clear()
+                    .extend_pairs(kept)
+                    .append_pair("sslmode", "require");
+                url.to_string()
+            }
+            Err(_) => connection_string.to_owned(),
+        }
+    } else {
+        format!("{connection_string} sslmode=require")
+    }
+}
+
+/// Opens a PostgreSQL store from a URL or a key=value connection string; with
+/// `sql_ca_cert_file`, over TLS only.
 pub async fn connect_postgres(
     connection_string: &str,
     max_connections: u32,
+    tls: &crate::StoreTls,
 ) -> StoreResult<Arc<dyn Store>> {
-    let config = ManagerConfig::<AsyncPgConnection>::default();
-    let pool = pool(connection_string, config, max_connections).await?;
+    let mut config = ManagerConfig::<AsyncPgConnection>::default();
+    let mut connection_string = connection_string.to_owned();
+    if let Some(ca) = &tls.sql_ca {
+        let ca = bbs_tls::PemFile::new("sql_ca_cert_file", ca);
+        let check = if tls.sql_verify_identity {
+            bbs_tls::ServerCheck::Full(ca)
+        } else {
+            bbs_tls::ServerCheck::ChainOnly(ca)
+        };
+        let client = bbs_tls::client(check, None).map_err(sql_tls_error)?;
+        connection_string = postgres_requiring_tls(&connection_string);
+        config.custom_setup = Box::new(move |url| {
+            let (url, connector) = (
+                url.to_owned(),
+                tokio_postgres_rustls::MakeRustlsConnect::new(client.clone()),
+            );
+            async move {
+                let (client, connection) = tokio_postgres::connect(&url, connector)
+                    .await
+                    .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
+                AsyncPgConnection::try_from_client_and_connection(client, connection).await
+            }
+            .boxed()
+        });
+    }
+    let pool = pool(&connection_string, config, max_connections).await?;
     probe(&pool).await?;
     let store = SqlStore {
         pool,
@@ -101,17 +157,47 @@ pub async fn connect_postgres(
     Ok(Arc::new(store))
 }
 
-/// Opens a MySQL/MariaDB store from a `mysql://` URL or a go-sql-driver DSN.
+/// Opens a MySQL/MariaDB store from a `mysql://` URL or a go-sql-driver DSN; with
+/// `sql_ca_cert_file`, over TLS only.
 pub async fn connect_mysql(
     connection_string: &str,
     max_connections: u32,
+    tls: &crate::StoreTls,
 ) -> StoreResult<Arc<dyn Store>> {
     let url = if connection_string.starts_with("mysql://") {
         connection_string.to_owned()
     } else {
         mysql_url_from_dsn(connection_string)?
     };
-    let config = ManagerConfig::<AsyncMysqlConnection>::default();
+    let mut config = ManagerConfig::<AsyncMysqlConnection>::default();
+    if let Some(ca) = &tls.sql_ca {
+        // Read now, so a bad file stops start-up naming the key.
+        bbs_tls::PemFile::new("sql_ca_cert_file", ca)
+            .roots()
+            .map_err(sql_tls_error)?;
+        let ssl = mysql_async::SslOpts::default()
+            .with_root_certs(vec![ca.clone().into()])
+            .with_disable_built_in_roots(true)
+            .with_danger_skip_domain_validation(!tls.sql_verify_identity);
+        config.custom_setup = Box::new(move |url| {
+            let (url, ssl) = (url.to_owned(), ssl.clone());
+            async move {
+                let opts = mysql_async::Opts::from_url(&url)
+                    .map_err(|e| diesel::ConnectionError::InvalidConnectionUrl(e.to_string()))?;
+                // As diesel-async's own establish sets them: its statement cache, and
+                // matched (not changed) rows counted, as PostgreSQL counts them.
+                let opts = mysql_async::OptsBuilder::from_opts(opts)
+                    .ssl_opts(ssl)
+                    .stmt_cache_size(0)
+                    .client_found_rows(true);
+                let conn = mysql_async::Conn::new(opts)
+                    .await
+                    .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
+                AsyncMysqlConnection::try_from(conn).await
+            }
+            .boxed()
+        });
+    }
     let pool = pool(&url, config, max_connections).await?;
     probe(&pool).await?;
     let store = SqlStore {
