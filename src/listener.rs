@@ -105,6 +105,9 @@ where
     HttpService::build()
         .keep_alive(keep_alive)
         .client_request_timeout(client_request_timeout)
+        // actix-web's HttpServer default: a closing connection lingers a moment, so a
+        // client still sending a refused body reads the answer rather than a reset.
+        .client_disconnect_timeout(Duration::from_secs(1))
         .h1(map_config(app, |_| AppConfig::default()))
 }
 

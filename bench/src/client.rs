@@ -62,11 +62,21 @@ answers!(
 pub struct BbsClient {
     http: reqwest::Client,
     base: String,
+    tls: Option<bbs_tls::rustls::ClientConfig>,
 }
 
 impl BbsClient {
-    pub fn new(base: &str, timeout: Duration, max_idle: usize) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
+    pub fn new(
+        base: &str,
+        timeout: Duration,
+        max_idle: usize,
+        tls: Option<bbs_tls::rustls::ClientConfig>,
+    ) -> Result<Self, reqwest::Error> {
+        let mut builder = reqwest::Client::builder();
+        if let Some(tls) = &tls {
+            builder = builder.use_preconfigured_tls(tls.clone());
+        }
+        let http = builder
             .timeout(timeout)
             .pool_max_idle_per_host(max_idle)
             // Below the server's keep-alive, so an idle connection is never reused just as
@@ -78,7 +88,17 @@ impl BbsClient {
         Ok(BbsClient {
             http,
             base: base.trim_end_matches('/').to_owned(),
+            tls,
         })
+    }
+
+    /// A client with no overall timeout (for event streams), with this client's TLS.
+    pub fn streaming_client(&self) -> Result<reqwest::Client, reqwest::Error> {
+        let mut builder = reqwest::Client::builder().http1_only();
+        if let Some(tls) = &self.tls {
+            builder = builder.use_preconfigured_tls(tls.clone());
+        }
+        builder.build()
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -69,10 +69,7 @@ pub async fn subscribe(
     recorder: Arc<Recorder>,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
     // The API client's timeout covers whole bodies, so the stream gets a client of its own.
-    let http = reqwest::Client::builder()
-        .http1_only()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let http = client.streaming_client().map_err(|e| e.to_string())?;
     let response = http
         .post(client.url(routes::INSTANCE_EVENTS))
         .header("Content-Type", "application/x-protobuf")

@@ -44,9 +44,18 @@ enum Command {
 
 #[derive(Args, Clone)]
 struct RunArgs {
-    /// The BBS API.
+    /// The BBS API (https:// with --ca, --cert and --key).
     #[arg(long, default_value = "http://127.0.0.1:8889")]
     bbs_url: String,
+    /// The CA the BBS's certificate is checked against (mutual TLS, with --cert and --key).
+    #[arg(long)]
+    ca: Option<std::path::PathBuf>,
+    /// The client certificate presented to the BBS.
+    #[arg(long)]
+    cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key.
+    #[arg(long)]
+    key: Option<std::path::PathBuf>,
     /// The server's Prometheus endpoint, for convergence durations; "" to skip.
     #[arg(long, default_value = "http://127.0.0.1:17017/metrics")]
     metrics_url: String,
@@ -216,13 +225,37 @@ fn merge(args: MergeArgs) -> ExitCode {
     }
 }
 
+/// Mutual TLS to the BBS from --ca, --cert and --key: all three, or none.
+fn tls_config(args: &RunArgs) -> Result<Option<bbs_tls::rustls::ClientConfig>, String> {
+    match (&args.ca, &args.cert, &args.key) {
+        (None, None, None) => Ok(None),
+        (Some(ca), Some(cert), Some(key)) => bbs_tls::client(
+            bbs_tls::ServerCheck::Full(bbs_tls::PemFile::new("--ca", ca)),
+            Some(bbs_tls::Identity {
+                certificate: bbs_tls::PemFile::new("--cert", cert),
+                private_key: bbs_tls::PemFile::new("--key", key),
+            }),
+        )
+        .map(Some)
+        .map_err(|e| format!("{}: {e}", e.key())),
+        _ => Err("--ca, --cert and --key go together (mutual TLS)".into()),
+    }
+}
+
 async fn run(args: RunArgs) -> ExitCode {
     let started_at = std::time::SystemTime::now();
     let world = World {
         lrps: args.lrps,
         cells: args.cells,
     };
-    let client = match BbsClient::new(&args.bbs_url, args.timeout, args.max_in_flight * 2) {
+    let tls = match tls_config(&args) {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("bbs-bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let client = match BbsClient::new(&args.bbs_url, args.timeout, args.max_in_flight * 2, tls) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("bbs-bench: {e}");
