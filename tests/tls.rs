@@ -273,6 +273,41 @@ async fn tls_fake(pki: &Pki, status: u16) -> FakeServer {
     FakeServer::start_tls(status, pki.server_config(&pki.server)).await
 }
 
+/// Registers `cell-1` with `rep_url`, starts task `t1` there and cancels it (the cancel
+/// itself succeeds whether or not the rep can be told, as upstream's).
+async fn run_then_cancel_on_a_cell(server: &Server, rep_url: &str) {
+    let cell = m::RegisterCellRequest {
+        cell_presence: Some(m::CellPresence {
+            cell_id: "cell-1".into(),
+            rep_address: rep_url.into(),
+            rep_url: rep_url.into(),
+            ..Default::default()
+        }),
+        ttl_seconds: 60,
+    };
+    let reply: support::ErrorOnly = server.call("/v1/cells/register", &cell).await;
+    assert_eq!(reply.error, None);
+    let start: m::StartTaskResponse = server
+        .call(
+            "/v1/tasks/start",
+            &m::StartTaskRequest {
+                task_guid: "t1".into(),
+                cell_id: "cell-1".into(),
+            },
+        )
+        .await;
+    assert!(start.should_start);
+    let cancel: m::TaskLifecycleResponse = server
+        .call(
+            "/v1/tasks/cancel",
+            &m::TaskGuidRequest {
+                task_guid: "t1".into(),
+            },
+        )
+        .await;
+    assert_eq!(cancel.error, None);
+}
+
 async fn the_bbs_calls_out_over_mutual_tls(backend: bbs_store::Backend) {
     let Some(store) = support::test_store(backend).await else {
         return;
@@ -308,36 +343,7 @@ async fn the_bbs_calls_out_over_mutual_tls(backend: bbs_store::Backend) {
         "the auctioneer is asked to place the task over TLS"
     );
     assert_eq!(auctioneer.received()[0].path, "/v1/tasks");
-    let cell = m::RegisterCellRequest {
-        cell_presence: Some(m::CellPresence {
-            cell_id: "cell-1".into(),
-            rep_address: rep.url.clone(),
-            rep_url: rep.url.clone(),
-            ..Default::default()
-        }),
-        ttl_seconds: 60,
-    };
-    let reply: support::ErrorOnly = server.call("/v1/cells/register", &cell).await;
-    assert_eq!(reply.error, None);
-    let start: m::StartTaskResponse = server
-        .call(
-            "/v1/tasks/start",
-            &m::StartTaskRequest {
-                task_guid: "t1".into(),
-                cell_id: "cell-1".into(),
-            },
-        )
-        .await;
-    assert!(start.should_start);
-    let cancel: m::TaskLifecycleResponse = server
-        .call(
-            "/v1/tasks/cancel",
-            &m::TaskGuidRequest {
-                task_guid: "t1".into(),
-            },
-        )
-        .await;
-    assert_eq!(cancel.error, None);
+    run_then_cancel_on_a_cell(&server, &rep.url).await;
     assert!(
         eventually(Duration::from_secs(10), || !rep.received().is_empty()).await,
         "the rep is told over TLS"
@@ -402,39 +408,7 @@ async fn a_rep_without_an_https_url_is_not_called_over_plain_http(backend: bbs_s
         .call("/v1/tasks/desire.r2", &support::fixtures::desire_task("t1"))
         .await;
     assert_eq!(reply.error, None);
-    let cell = m::RegisterCellRequest {
-        cell_presence: Some(m::CellPresence {
-            cell_id: "cell-1".into(),
-            rep_address: plain_rep.url.clone(),
-            rep_url: plain_rep.url.clone(),
-            ..Default::default()
-        }),
-        ttl_seconds: 60,
-    };
-    let reply: support::ErrorOnly = server.call("/v1/cells/register", &cell).await;
-    assert_eq!(reply.error, None);
-    let start: m::StartTaskResponse = server
-        .call(
-            "/v1/tasks/start",
-            &m::StartTaskRequest {
-                task_guid: "t1".into(),
-                cell_id: "cell-1".into(),
-            },
-        )
-        .await;
-    assert!(start.should_start);
-    let cancel: m::TaskLifecycleResponse = server
-        .call(
-            "/v1/tasks/cancel",
-            &m::TaskGuidRequest {
-                task_guid: "t1".into(),
-            },
-        )
-        .await;
-    assert_eq!(
-        cancel.error, None,
-        "the cancel itself succeeds, as upstream's"
-    );
+    run_then_cancel_on_a_cell(&server, &plain_rep.url).await;
     actix_web::rt::time::sleep(Duration::from_millis(500)).await;
     assert!(
         plain_rep.received().is_empty(),
@@ -520,7 +494,33 @@ async fn the_store_sessions_are_tls(backend: bbs_store::Backend) {
     }
 }
 
+/// A store whose certificate the configured CA does not sign: start-up stops naming the keys.
+async fn a_store_refusing_the_handshake_stops_start_up_naming_the_key(backend: bbs_store::Backend) {
+    if bbs_store::testing::store_tls().is_none() {
+        eprintln!("SKIPPED here: the store TLS pass (TEST_STORE_TLS_DIR) runs this");
+        return;
+    }
+    let Some(store) = support::test_store(backend).await else {
+        return;
+    };
+    let key = match backend {
+        bbs_store::Backend::Mysql | bbs_store::Backend::Postgres => "sql_ca_cert_file",
+        bbs_store::Backend::Etcd => "etcd_ca_file",
+        bbs_store::Backend::Sqlite => return,
+    };
+    let pki = Pki::new();
+    let mut server = Server::spawn(config_json(
+        &store.config,
+        serde_json::json!({ key: pki.other_ca }),
+    ));
+    let code = server.stop_when_exited(Duration::from_secs(60));
+    let log = server.log();
+    assert!(matches!(code, Some(c) if c != 0), "{code:?}: {log}");
+    assert!(log.contains(key), "names {key}: {log}");
+}
+
 on_every_backend!(
+    a_store_refusing_the_handshake_stops_start_up_naming_the_key,
     the_store_sessions_are_tls,
     the_bbs_calls_out_over_mutual_tls,
     the_auctioneer_falls_back_to_http_unless_tls_is_required,

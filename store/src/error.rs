@@ -38,3 +38,16 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+impl StoreError {
+    /// A first connection that failed while TLS is on: says which config keys to check, since
+    /// a refused handshake reads like any other connection failure.
+    pub fn naming_tls_keys(self, tls_on: bool, keys: &str) -> StoreError {
+        match self {
+            StoreError::Unavailable(why) | StoreError::Other(why) if tls_on => {
+                StoreError::Unavailable(format!("{why} (TLS to the store is on: check {keys})"))
+            }
+            other => other,
+        }
+    }
+}

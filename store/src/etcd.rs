@@ -110,7 +110,11 @@ pub async fn connect_etcd(
         }
         options = options.with_tls(tls);
     }
-    let client = Client::connect(&endpoints, Some(options)).await?;
+    let tls_on = tls.etcd_ca.is_some();
+    const ETCD_TLS_KEYS: &str = "etcd_ca_file, etcd_cert_file and etcd_key_file";
+    let client = Client::connect(&endpoints, Some(options))
+        .await
+        .map_err(|e| StoreError::from(e).naming_tls_keys(tls_on, ETCD_TLS_KEYS))?;
     let kv = client
         .kv_client()
         .max_decoding_message_size(256 * 1024 * 1024)
@@ -120,7 +124,9 @@ pub async fn connect_etcd(
         root: root.trim_end_matches('/').to_owned(),
     };
     // Reading the version both proves the endpoint answers and checks the schema rule.
-    let recorded = crate::migrate::recorded_version(&store).await?;
+    let recorded = crate::migrate::recorded_version(&store)
+        .await
+        .map_err(|e| e.naming_tls_keys(tls_on, ETCD_TLS_KEYS))?;
     if crate::migrate::plan(recorded)? == crate::migrate::MigrationPlan::CreateSchema {
         store
             .set_configuration(

@@ -85,6 +85,8 @@ pub async fn connect_sqlite(path: &str, max_connections: u32) -> StoreResult<Arc
     Ok(Arc::new(store))
 }
 
+const SQL_TLS_KEYS: &str = "sql_ca_cert_file and sql_enable_identity_verification";
+
 /// The store-side TLS error for a bad `sql_ca_cert_file`.
 fn sql_tls_error(e: bbs_tls::TlsError) -> StoreError {
     StoreError::Unavailable(format!("sql_ca_cert_file: {e}"))
@@ -148,7 +150,9 @@ pub async fn connect_postgres(
         });
     }
     let pool = pool(&connection_string, config, max_connections).await?;
-    probe(&pool).await?;
+    probe(&pool)
+        .await
+        .map_err(|e| e.naming_tls_keys(tls.sql_ca.is_some(), SQL_TLS_KEYS))?;
     let store = SqlStore {
         pool,
         backend: Backend::Postgres,
@@ -199,7 +203,9 @@ pub async fn connect_mysql(
         });
     }
     let pool = pool(&url, config, max_connections).await?;
-    probe(&pool).await?;
+    probe(&pool)
+        .await
+        .map_err(|e| e.naming_tls_keys(tls.sql_ca.is_some(), SQL_TLS_KEYS))?;
     let store = SqlStore {
         pool,
         backend: Backend::Mysql,
