@@ -17,6 +17,9 @@ use actix_web::dev::AppConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+/// How long a client may take over its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How the API listens.
 pub struct ListenSettings {
     pub address: String,
@@ -60,7 +63,10 @@ where
             .and_then(http(app(), keep_alive, client_request_timeout))
         })?,
         Some(config) => builder.bind("api-tls", &address, move || {
-            actix_tls::accept::rustls_0_23::Acceptor::new((*config).clone())
+            let mut acceptor = actix_tls::accept::rustls_0_23::Acceptor::new((*config).clone());
+            // actix's 3 s default is short for a loaded server with a full backlog.
+            acceptor.set_handshake_timeout(TLS_HANDSHAKE_TIMEOUT);
+            acceptor
                 // A failed handshake ends that connection only; there is nothing to answer.
                 .map_err(|e| DispatchError::Io(io::Error::other(format!("{e:?}"))))
                 .and_then(fn_service(

@@ -19,33 +19,45 @@ const KEEP_ALIVE_SECONDS: u64 = 120;
 /// How long a stopping server waits for requests in flight before it drops them.
 pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
 
-/// Resolves on SIGTERM or SIGINT, naming it.
+/// Resolves on SIGTERM or SIGINT, naming it. A signal whose handler cannot be installed
+/// keeps its default action (the process ends).
 async fn termination() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        },
-        // Without signal handlers the default action ends the process anyway.
-        _ => std::future::pending().await,
+    use tokio::signal::unix::{signal, Signal, SignalKind};
+    async fn received(signal: Option<Signal>) {
+        match signal {
+            Some(mut s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+    let term = signal(SignalKind::terminate()).ok();
+    let int = signal(SignalKind::interrupt()).ok();
+    tokio::select! {
+        _ = received(term) => "SIGTERM",
+        _ = received(int) => "SIGINT",
     }
 }
 
-/// Stops the API: event streams end at once, requests in flight finish (for at most
-/// `SHUTDOWN_DRAIN`), then every connection, idle keep-alive ones included, is closed.
+/// Stops the API: no new connections; event streams end at once; responses close their
+/// connections; requests in flight are answered and written (for at most `SHUTDOWN_DRAIN`, or
+/// until a second signal), then every remaining connection is closed.
 async fn stop_api(state: &ApiState, handle: &actix_server::ServerHandle, log: &Logger) {
+    state.begin_stopping();
+    handle.pause().await;
     if let Ok(bbs) = state.bbs() {
         bbs.events.close_all();
     }
-    // The streams' final chunks go out before their connections are dropped.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    if !state.drained(SHUTDOWN_DRAIN).await {
-        slog::warn!(log, "shutdown-drain-timed-out"; "seconds" => SHUTDOWN_DRAIN.as_secs());
+    tokio::select! {
+        drained = state.drained(SHUTDOWN_DRAIN) => if !drained {
+            slog::warn!(log, "shutdown-drain-timed-out"; "seconds" => SHUTDOWN_DRAIN.as_secs());
+        },
+        signal = termination() => {
+            slog::warn!(log, "stopping-now"; "signal" => signal);
+        }
     }
+    // The last bytes written (an event stream's final chunk) leave before the drop.
+    tokio::time::sleep(Duration::from_millis(20)).await;
     handle.stop(false).await;
 }
 

@@ -119,15 +119,19 @@ impl AuctioneerClient {
         address: Option<String>,
         timeout: Duration,
         tls: &crate::outbound::OutboundTls,
-    ) -> Self {
-        let http = crate::outbound::http_client(timeout, tls.auctioneer.as_ref());
-        let fallback = (tls.auctioneer.is_some() && !tls.auctioneer_require_tls)
-            .then(|| crate::outbound::http_client(timeout, None));
-        AuctioneerClient {
+    ) -> Result<Self, crate::BbsError> {
+        const KEYS: &str = "auctioneer_ca_cert";
+        let http = crate::outbound::http_client(timeout, tls.auctioneer.as_ref(), KEYS)?;
+        let fallback = if tls.auctioneer.is_some() && !tls.auctioneer_require_tls {
+            Some(crate::outbound::http_client(timeout, None, KEYS)?)
+        } else {
+            None
+        };
+        Ok(AuctioneerClient {
             base: address.map(|a| a.trim_end_matches('/').to_owned()),
             http,
             fallback,
-        }
+        })
     }
 
     pub async fn request_task_auctions(

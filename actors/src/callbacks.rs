@@ -17,7 +17,7 @@ use bbs_models::Task;
 use crate::mailbox::Mailbox;
 use crate::tasks::{DeleteTask, ResolvingTask, TaskActor};
 
-/// Attempts per delivery before the task is put back for later.
+/// Attempts per delivery; after them the task stays Resolving until convergence returns it.
 pub const ATTEMPTS: usize = 3;
 
 /// The body upstream POSTs to a completion callback URL.

@@ -151,6 +151,8 @@ struct Subscriber {
 }
 
 struct HubState {
+    /// Set when the server stops: no stream stays open, and none opens.
+    closed: bool,
     next_id: u64,
     retained: VecDeque<(Instant, Numbered)>,
     subscribers: Vec<Subscriber>,
@@ -168,6 +170,7 @@ impl EventHub {
         metrics::counter!("bbs_event_subscribers_dropped_total").increment(0);
         EventHub {
             state: Arc::new(Mutex::new(HubState {
+                closed: false,
                 next_id: 1,
                 retained: VecDeque::new(),
                 subscribers: Vec::new(),
@@ -245,6 +248,10 @@ impl EventHub {
     ) -> mpsc::Receiver<Delivery> {
         let buffer = self.settings.subscriber_buffer.max(1);
         let mut state = self.lock();
+        if state.closed {
+            // The sender goes at once, so the stream ends as soon as it is read.
+            return mpsc::channel(1).1;
+        }
         let backlog: Vec<Delivery> = match after {
             None => Vec::new(),
             Some(last) => {
@@ -282,7 +289,9 @@ impl EventHub {
     /// Ends every subscription, so the streams finish at once (shutdown: an event stream is
     /// never an in-flight request to wait for).
     pub fn close_all(&self) {
-        self.lock().subscribers.clear();
+        let mut state = self.lock();
+        state.closed = true;
+        state.subscribers.clear();
         metrics::gauge!("bbs_event_subscribers").set(0.0);
     }
 

@@ -134,12 +134,12 @@ impl Bbs {
             mailbox: cells.clone(),
         });
         let tls = &settings.outbound_tls;
-        let rep = rep::RepClient::new(settings.communication_timeout, tls.rep.clone());
+        let rep = rep::RepClient::new(settings.communication_timeout, tls.rep.clone())?;
         let auctioneer = AuctioneerClient::new(
             settings.auctioneer_address.clone(),
             settings.communication_timeout,
             tls,
-        );
+        )?;
         let desired = desired_lrps::DesiredLrpActor::start(
             storage.clone(),
             codec.clone(),
@@ -188,7 +188,8 @@ impl Bbs {
             crate::outbound::http_client(
                 settings.communication_timeout,
                 settings.outbound_tls.callbacks.as_ref(),
-            ),
+                "ca_file",
+            )?,
             log.new(slog::o!("component" => "task-callbacks")),
         );
         tasks::TaskActor::deliver_owed_callbacks(&tasks).await?;

@@ -19,8 +19,14 @@ pub struct OutboundTls {
     pub callbacks: Option<Arc<ClientConfig>>,
 }
 
-/// A client with `timeout` (zero: none) and, when given, `tls` for `https` URLs.
-pub fn http_client(timeout: Duration, tls: Option<&Arc<ClientConfig>>) -> reqwest::Client {
+/// A client with `timeout` (zero: none) and, when given, `tls` for `https` URLs; an error
+/// names `keys`, the configuration the TLS came from (a client silently without its
+/// certificates would be worse than not starting).
+pub fn http_client(
+    timeout: Duration,
+    tls: Option<&Arc<ClientConfig>>,
+    keys: &str,
+) -> Result<reqwest::Client, crate::BbsError> {
     let mut builder = reqwest::Client::builder();
     if !timeout.is_zero() {
         builder = builder.timeout(timeout);
@@ -28,5 +34,7 @@ pub fn http_client(timeout: Duration, tls: Option<&Arc<ClientConfig>>) -> reqwes
     if let Some(tls) = tls {
         builder = builder.use_preconfigured_tls((**tls).clone());
     }
-    builder.build().unwrap_or_default()
+    builder.build().map_err(|e| {
+        crate::BbsError::Unavailable(format!("cannot make the HTTP client for {keys}: {e}"))
+    })
 }

@@ -30,11 +30,11 @@ pub struct RepClient {
 }
 
 impl RepClient {
-    pub fn new(timeout: Duration, tls: Option<Arc<ClientConfig>>) -> Self {
-        RepClient {
-            http: crate::outbound::http_client(timeout, tls.as_ref()),
+    pub fn new(timeout: Duration, tls: Option<Arc<ClientConfig>>) -> Result<Self, crate::BbsError> {
+        Ok(RepClient {
+            http: crate::outbound::http_client(timeout, tls.as_ref(), "rep_ca_cert")?,
             require_tls: tls.is_some(),
-        }
+        })
     }
 
     /// The cell's rep URL this client may call.

@@ -86,8 +86,6 @@ pub struct DeleteTask {
     pub guid: String,
 }
 
-/// A callback could not be delivered: put the task back to Completed so it is delivered
-/// again after `redelivery_delay`.
 #[derive(Message)]
 #[rtype(result = "Vec<Task>")]
 pub struct ListTasks {

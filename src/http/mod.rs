@@ -29,8 +29,10 @@ pub struct ApiState {
     bbs: OnceLock<Bbs>,
     ready: AtomicBool,
     unrecoverable: tokio::sync::Notify,
-    /// Requests whose handler has not finished (event streams count only while subscribing).
+    /// Requests whose response is not yet written (an event stream counts until it ends).
     in_flight: AtomicUsize,
+    /// Set when the server stops: responses then close their connections.
+    stopping: AtomicBool,
 }
 
 /// Counts one request as in flight for as long as it lives.
@@ -72,7 +74,14 @@ impl ApiState {
         self.unrecoverable.notified().await
     }
 
-    /// Waits until no request is being handled, at most `timeout`; answers whether none is.
+    /// From now on every response closes its connection, so keep-alive clients move to
+    /// another server instead of holding this one open.
+    pub fn begin_stopping(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    /// Waits until every response has been written, at most `timeout`; answers whether all
+    /// have.
     pub async fn drained(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while self.in_flight.load(Ordering::Acquire) > 0 {
@@ -98,13 +107,63 @@ async fn gate(
         .is_some_and(|state| state.is_ready());
     if !ready {
         let response = HttpResponse::ServiceUnavailable().finish();
-        return Ok(request.into_response(response).map_into_right_body());
+        return Ok(request
+            .into_response(response)
+            .map_into_boxed_body()
+            .map_body(|_, body| Counted {
+                body,
+                _in_flight: None,
+            }));
     }
     metrics::counter!("bbs_requests_total").increment(1);
     let state = request.app_data::<web::Data<ApiState>>().cloned();
     let in_flight = state.clone().map(InFlight::new);
-    let response = next.call(request).await?;
-    drop(in_flight);
+    let response = answer(next.call(request).await?, state.as_ref());
+    let mut response = response.map_into_boxed_body();
+    if state
+        .as_ref()
+        .is_some_and(|s| s.stopping.load(Ordering::Acquire))
+    {
+        response
+            .response_mut()
+            .head_mut()
+            .set_connection_type(actix_web::http::ConnectionType::Close);
+    }
+    // Counted until the body is written: a stopping server waits for that, not just for the
+    // handler, before it drops connections.
+    Ok(response.map_body(|_, body| Counted {
+        body,
+        _in_flight: in_flight,
+    }))
+}
+
+/// A response body that keeps its request counted in flight until it has been written.
+struct Counted {
+    body: actix_web::body::BoxBody,
+    _in_flight: Option<InFlight>,
+}
+
+impl MessageBody for Counted {
+    type Error = <actix_web::body::BoxBody as MessageBody>::Error;
+
+    fn size(&self) -> actix_web::body::BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<bytes::Bytes, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_next(cx)
+    }
+}
+
+/// The handler's response as upstream would answer: an oversized body is an InvalidRequest
+/// error, and an unrecoverable store error stops the server after answering.
+fn answer<B: MessageBody + 'static>(
+    response: ServiceResponse<B>,
+    state: Option<&web::Data<ApiState>>,
+) -> ServiceResponse<actix_web::body::EitherBody<B>> {
     if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
         // Go clients parse protobuf whatever the status, and every response but Ping carries
         // `error` as field 1: answer as upstream answers a request it cannot accept.
@@ -116,7 +175,7 @@ async fn gate(
             error: Some(error.to_wire()),
         };
         let response = proto::respond(&body);
-        return Ok(ServiceResponse::new(request, response).map_into_right_body());
+        return ServiceResponse::new(request, response).map_into_right_body();
     }
     if response
         .response()
@@ -128,7 +187,7 @@ async fn gate(
             state.unrecoverable.notify_one();
         }
     }
-    Ok(response.map_into_left_body())
+    response.map_into_left_body()
 }
 
 fn not_found() -> HttpResponse {

@@ -55,8 +55,6 @@ fn decode<T: DeserializeOwned>(key: &[u8], value: &[u8]) -> StoreResult<T> {
         .map_err(|e| StoreError::Corrupt(format!("{}: {e}", String::from_utf8_lossy(key))))
 }
 
-/// Connects to comma-separated endpoints; `root` prefixes every key (empty for upstream's
-/// layout, a unique prefix for tests sharing one etcd).
 /// etcd's TLS options from `tls`, the files read now so a bad one stops start-up naming its
 /// key.
 fn etcd_tls(tls: &crate::StoreTls) -> StoreResult<Option<etcd_client::TlsOptions>> {
@@ -84,6 +82,8 @@ fn etcd_tls(tls: &crate::StoreTls) -> StoreResult<Option<etcd_client::TlsOptions
     Ok(Some(options))
 }
 
+/// Connects to comma-separated endpoints; `root` prefixes every key (empty for upstream's
+/// layout, a unique prefix for tests sharing one etcd).
 pub async fn connect_etcd(
     endpoints: &str,
     root: &str,

@@ -92,28 +92,35 @@ fn sql_tls_error(e: bbs_tls::TlsError) -> StoreError {
     StoreError::Unavailable(format!("sql_ca_cert_file: {e}"))
 }
 
-/// `connection_string` with `sslmode=require`, so the server cannot decline TLS.
+/// Parameters that `sql_ca_cert_file` decides instead (pgx-style strings may carry them, and
+/// tokio-postgres knows only some of their values).
+fn decided_by_tls(parameter: &str) -> bool {
+    parameter.starts_with("sslmode=") || parameter.starts_with("sslrootcert=")
+}
+
+/// `connection_string` with `sslmode=require`, so the server cannot decline TLS; any
+/// `sslmode` or `sslrootcert` in it is replaced (the other parameters are kept byte for
+/// byte).
 fn postgres_requiring_tls(connection_string: &str) -> String {
     if connection_string.starts_with("postgres://")
         || connection_string.starts_with("postgresql://")
     {
-        match url::Url::parse(connection_string) {
-            Ok(mut url) => {
-                let kept: Vec<(String, String)> = url
-                    .query_pairs()
-                    .filter(|(k, _)| k != "sslmode")
-                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                    .collect();
-                url.query_pairs_mut()
-                    .clear()
-                    .extend_pairs(kept)
-                    .append_pair("sslmode", "require");
-                url.to_string()
-            }
-            Err(_) => connection_string.to_owned(),
-        }
+        let (base, query) = connection_string
+            .split_once('?')
+            .unwrap_or((connection_string, ""));
+        let mut kept: Vec<&str> = query
+            .split('&')
+            .filter(|p| !p.is_empty() && !decided_by_tls(p))
+            .collect();
+        kept.push("sslmode=require");
+        format!("{base}?{}", kept.join("&"))
     } else {
-        format!("{connection_string} sslmode=require")
+        let mut kept: Vec<&str> = connection_string
+            .split_whitespace()
+            .filter(|p| !decided_by_tls(p))
+            .collect();
+        kept.push("sslmode=require");
+        kept.join(" ")
     }
 }
 
@@ -286,6 +293,30 @@ pub fn mysql_url_from_dsn(dsn: &str) -> StoreResult<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn postgres_tls_is_required_whatever_the_string_says() {
+        for (given, want) in [
+            (
+                "postgres://u@h:5432/db",
+                "postgres://u@h:5432/db?sslmode=require",
+            ),
+            (
+                "postgres://u@h/db?options=-c%20x%3D1&sslmode=verify-full&sslrootcert=/ca.crt",
+                "postgres://u@h/db?options=-c%20x%3D1&sslmode=require",
+            ),
+            (
+                "postgres://u@h1:5432,h2:5432/db?sslmode=prefer",
+                "postgres://u@h1:5432,h2:5432/db?sslmode=require",
+            ),
+            (
+                "host=h dbname=db sslmode=verify-ca sslrootcert=/ca.crt",
+                "host=h dbname=db sslmode=require",
+            ),
+        ] {
+            assert_eq!(postgres_requiring_tls(given), want, "{given}");
+        }
+    }
+
     use super::*;
 
     #[test]

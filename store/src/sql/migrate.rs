@@ -33,11 +33,21 @@ fn conform_statements(backend: Backend) -> &'static [&'static str] {
             "PREPARE bbs_conform FROM @bbs_conform",
             "EXECUTE bbs_conform",
             "DEALLOCATE PREPARE bbs_conform",
+            "SET @bbs_conform = NULL",
         ],
-        Backend::Postgres => &[
-            "ALTER TABLE actual_lrps ALTER COLUMN evacuating SET NOT NULL",
-            "ALTER TABLE desired_lrps ALTER COLUMN rootfs DROP DEFAULT",
-        ],
+        // Checked first: an ALTER takes an exclusive lock even when it changes nothing.
+        Backend::Postgres => &["DO $$ BEGIN \
+             IF EXISTS (SELECT 1 FROM information_schema.columns \
+               WHERE table_schema = current_schema() AND table_name = 'actual_lrps' \
+               AND column_name = 'evacuating' AND is_nullable = 'YES') THEN \
+               ALTER TABLE actual_lrps ALTER COLUMN evacuating SET NOT NULL; \
+             END IF; \
+             IF EXISTS (SELECT 1 FROM information_schema.columns \
+               WHERE table_schema = current_schema() AND table_name = 'desired_lrps' \
+               AND column_name = 'rootfs' AND column_default IS NOT NULL) THEN \
+               ALTER TABLE desired_lrps ALTER COLUMN rootfs DROP DEFAULT; \
+             END IF; \
+             END $$"],
         _ => &[],
     }
 }
