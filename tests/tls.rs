@@ -490,7 +490,7 @@ async fn the_store_sessions_are_tls(backend: bbs_store::Backend) {
             };
             assert!(refused, "etcd refuses a client without a certificate");
         }
-        bbs_store::Backend::Sqlite => {}
+        bbs_store::Backend::Sqlite => unreachable!("SQLite has no connection to secure"),
     }
 }
 
@@ -506,7 +506,7 @@ async fn a_store_refusing_the_handshake_stops_start_up_naming_the_key(backend: b
     let key = match backend {
         bbs_store::Backend::Mysql | bbs_store::Backend::Postgres => "sql_ca_cert_file",
         bbs_store::Backend::Etcd => "etcd_ca_file",
-        bbs_store::Backend::Sqlite => return,
+        bbs_store::Backend::Sqlite => unreachable!("SQLite has no connection to secure"),
     };
     let pki = Pki::new();
     let mut server = Server::spawn(config_json(
@@ -519,9 +519,24 @@ async fn a_store_refusing_the_handshake_stops_start_up_naming_the_key(backend: b
     assert!(log.contains(key), "names {key}: {log}");
 }
 
-on_every_backend!(
+/// The store connection cases, on the stores that connect over the network (SQLite is a
+/// file).
+macro_rules! on_network_stores {
+    ($($case:ident),* $(,)?) => {
+        mod store_tls {
+            mod mysql { $( #[actix_web::test] async fn $case() { super::super::$case(bbs_store::Backend::Mysql).await } )* }
+            mod postgres { $( #[actix_web::test] async fn $case() { super::super::$case(bbs_store::Backend::Postgres).await } )* }
+            mod etcd { $( #[actix_web::test] async fn $case() { super::super::$case(bbs_store::Backend::Etcd).await } )* }
+        }
+    };
+}
+
+on_network_stores!(
     a_store_refusing_the_handshake_stops_start_up_naming_the_key,
     the_store_sessions_are_tls,
+);
+
+on_every_backend!(
     the_bbs_calls_out_over_mutual_tls,
     the_auctioneer_falls_back_to_http_unless_tls_is_required,
     a_rep_without_an_https_url_is_not_called_over_plain_http,

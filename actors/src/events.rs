@@ -56,20 +56,8 @@ fn instance_cell(lrp: &m::ActualLrp) -> &str {
         .unwrap_or_default()
 }
 
-/// The LRP a group resolves to for filtering: the instance if running or crashed, else the
-/// evacuating copy if any.
-fn resolved(group: &m::ActualLrpGroup) -> Option<&m::ActualLrp> {
-    match (&group.instance, &group.evacuating) {
-        (Some(i), None) => Some(i),
-        (None, Some(e)) => Some(e),
-        (Some(i), Some(_)) if i.state == "RUNNING" || i.state == "CRASHED" => Some(i),
-        (Some(_), Some(e)) => Some(e),
-        (None, None) => None,
-    }
-}
-
 fn group_on(group: &m::ActualLrpGroup, cell: &str) -> bool {
-    resolved(group).is_some_and(|l| instance_cell(l) == cell)
+    crate::rules::actual_lrps::resolve(group).is_some_and(|l| instance_cell(l) == cell)
 }
 
 impl Event {
@@ -197,7 +185,12 @@ impl EventHub {
         let trace_id: Arc<str> = Arc::from(trace_id);
         let now = Instant::now();
         let mut state = self.lock();
-        for event in events {
+        for mut event in events {
+            // This one event carries its whole payload, so its trace id goes in once here
+            // rather than into a copy per subscriber.
+            if let Event::ActualLrpInstanceChanged(changed) = &mut event {
+                changed.trace_id = trace_id.to_string();
+            }
             let numbered = Numbered {
                 id: state.next_id,
                 trace_id: trace_id.clone(),

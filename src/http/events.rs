@@ -39,13 +39,12 @@ fn task(task: &m::Task, version: Version) -> m::Task {
 /// The SSE event type and protobuf payload of an event; `trace_id` goes into the payloads
 /// that have the field.
 fn encode(event: &Event, trace_id: &str, version: Version) -> (&'static str, Vec<u8>) {
-    let trace_id = trace_id.to_owned();
     match event {
         Event::DesiredLrpCreated(l) => (
             "desired_lrp_created",
             m::DesiredLrpCreatedEvent {
                 desired_lrp: Some(desired(l, version)),
-                trace_id: trace_id.clone(),
+                trace_id: trace_id.to_owned(),
             }
             .encode_to_vec(),
         ),
@@ -54,7 +53,7 @@ fn encode(event: &Event, trace_id: &str, version: Version) -> (&'static str, Vec
             m::DesiredLrpChangedEvent {
                 before: Some(desired(b, version)),
                 after: Some(desired(a, version)),
-                trace_id: trace_id.clone(),
+                trace_id: trace_id.to_owned(),
             }
             .encode_to_vec(),
         ),
@@ -62,7 +61,7 @@ fn encode(event: &Event, trace_id: &str, version: Version) -> (&'static str, Vec
             "desired_lrp_removed",
             m::DesiredLrpRemovedEvent {
                 desired_lrp: Some(desired(l, version)),
-                trace_id: trace_id.clone(),
+                trace_id: trace_id.to_owned(),
             }
             .encode_to_vec(),
         ),
@@ -70,23 +69,17 @@ fn encode(event: &Event, trace_id: &str, version: Version) -> (&'static str, Vec
             "actual_lrp_instance_created",
             m::ActualLrpInstanceCreatedEvent {
                 actual_lrp: Some((**l).clone()),
-                trace_id: trace_id.clone(),
+                trace_id: trace_id.to_owned(),
             }
             .encode_to_vec(),
         ),
-        Event::ActualLrpInstanceChanged(e) => (
-            "actual_lrp_instance_changed",
-            m::ActualLrpInstanceChangedEvent {
-                trace_id,
-                ..(**e).clone()
-            }
-            .encode_to_vec(),
-        ),
+        // Its trace id was filled in when it was published.
+        Event::ActualLrpInstanceChanged(e) => ("actual_lrp_instance_changed", e.encode_to_vec()),
         Event::ActualLrpInstanceRemoved(l) => (
             "actual_lrp_instance_removed",
             m::ActualLrpInstanceRemovedEvent {
                 actual_lrp: Some((**l).clone()),
-                trace_id: trace_id.clone(),
+                trace_id: trace_id.to_owned(),
             }
             .encode_to_vec(),
         ),

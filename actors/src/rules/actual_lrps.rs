@@ -85,7 +85,7 @@ pub fn routable_of(lrp: &m::ActualLrp) -> bool {
     )
 }
 
-fn is_empty_instance_key(key: &m::ActualLrpInstanceKey) -> bool {
+pub(crate) fn is_empty_instance_key(key: &m::ActualLrpInstanceKey) -> bool {
     key.instance_guid.is_empty() && key.cell_id.is_empty()
 }
 
@@ -381,6 +381,44 @@ pub fn retire(instance: &Instance) -> Result<Retire, BbsError> {
     }
 }
 
+/// Upstream's hasHigherPriority: whether `row` (ordinary or suspect) takes the group's
+/// instance slot from `holder`.
+fn outranks(row: &m::ActualLrp, holder: Option<&m::ActualLrp>) -> bool {
+    let Some(holder) = holder else {
+        return true;
+    };
+    let (holder_running, holder_claimed) = (holder.state == RUNNING, holder.state == CLAIMED);
+    match (presence_of(row), row.state.as_str()) {
+        (Presence::Ordinary, RUNNING) => true,
+        (Presence::Ordinary, CLAIMED) => !holder_running && !holder_claimed,
+        (Presence::Suspect, RUNNING | CLAIMED) => !holder_running,
+        _ => false,
+    }
+}
+
+/// The rows an instance's group holds, borrowed: (instance slot, evacuating slot).
+pub fn group_slots(instance: &Instance) -> (Option<&m::ActualLrp>, Option<&m::ActualLrp>) {
+    let mut slot = None;
+    for row in instance.ordinary.iter().chain(instance.suspect.iter()) {
+        if outranks(row, slot) {
+            slot = Some(row);
+        }
+    }
+    (slot, instance.evacuating.as_ref())
+}
+
+/// Upstream's resolution of a group to one LRP: the instance when running or crashed, else
+/// the evacuating copy if any.
+pub fn resolve(group: &m::ActualLrpGroup) -> Option<&m::ActualLrp> {
+    match (&group.instance, &group.evacuating) {
+        (Some(i), None) => Some(i),
+        (None, Some(e)) => Some(e),
+        (Some(i), Some(_)) if i.state == RUNNING || i.state == CRASHED => Some(i),
+        (Some(_), Some(e)) => Some(e),
+        (None, None) => None,
+    }
+}
+
 /// Rows of one instance as the deprecated group view folds them (bbs-reference §3.3).
 pub fn group(rows: &[m::ActualLrp]) -> Vec<m::ActualLrpGroup> {
     let mut groups: std::collections::BTreeMap<(String, i32, String), m::ActualLrpGroup> =
@@ -395,24 +433,8 @@ pub fn group(rows: &[m::ActualLrp]) -> Vec<m::ActualLrpGroup> {
         });
         match presence_of(row) {
             Presence::Evacuating => group.evacuating = Some(row.clone()),
-            presence => {
-                let wins = match &group.instance {
-                    None => true,
-                    Some(holder) => {
-                        let holder_running = holder.state == RUNNING;
-                        let holder_claimed = holder.state == CLAIMED;
-                        match (presence, row.state.as_str()) {
-                            (Presence::Ordinary, RUNNING) => true,
-                            (Presence::Ordinary, CLAIMED) => !holder_running && !holder_claimed,
-                            (Presence::Suspect, RUNNING | CLAIMED) => !holder_running,
-                            _ => false,
-                        }
-                    }
-                };
-                if wins {
-                    group.instance = Some(row.clone());
-                }
-            }
+            _ if outranks(row, group.instance.as_ref()) => group.instance = Some(row.clone()),
+            _ => {}
         }
     }
     order

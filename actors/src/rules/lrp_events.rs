@@ -15,7 +15,8 @@ use bbs_models::actual_lrp::Presence;
 
 use crate::events::Event;
 use crate::rules::actual_lrps::{
-    group, instance_key_of, presence_of, Instance, CLAIMED, CRASHED, RUNNING, UNCLAIMED,
+    group_slots, instance_key_of, is_empty_instance_key as is_empty_key, presence_of, resolve,
+    Instance, CLAIMED, CRASHED, RUNNING, UNCLAIMED,
 };
 
 /// How upstream reports a change: which of its emitters runs, and how the rows before and
@@ -83,10 +84,6 @@ pub fn info(lrp: &m::ActualLrp) -> m::ActualLrpInfo {
     }
 }
 
-fn is_empty_key(key: &m::ActualLrpInstanceKey) -> bool {
-    key.instance_guid.is_empty() && key.cell_id.is_empty()
-}
-
 /// The rows before and after, position by position: the rows that existed first (in
 /// presence order), then the rows the change added, as upstream's RecordChange lays them out.
 fn paired<'a>(
@@ -144,7 +141,7 @@ fn group_crashed(before: &m::ActualLrp, after: &m::ActualLrp) -> Event {
 }
 
 /// Upstream's instance-changed event: the keys from the after-row unless empty.
-pub fn changed(before: &m::ActualLrp, after: &m::ActualLrp) -> Event {
+fn changed(before: &m::ActualLrp, after: &m::ActualLrp) -> Event {
     let pick = |b: &Option<m::ActualLrpKey>, a: &Option<m::ActualLrpKey>| {
         a.clone()
             .filter(|k| *k != m::ActualLrpKey::default())
@@ -177,7 +174,7 @@ fn removed(lrp: &m::ActualLrp) -> Event {
 
 /// A row as a group of its own: evacuating rows in the evacuating slot, others in the
 /// instance slot.
-pub fn one_slot_group(lrp: &m::ActualLrp) -> m::ActualLrpGroup {
+fn one_slot_group(lrp: &m::ActualLrp) -> m::ActualLrpGroup {
     if presence_of(lrp) == Presence::Evacuating {
         m::ActualLrpGroup {
             instance: None,
@@ -204,18 +201,6 @@ fn group_changed(before: &m::ActualLrp, after: &m::ActualLrp) -> Event {
         Box::new(one_slot_group(before)),
         Box::new(one_slot_group(after)),
     )
-}
-
-/// Upstream's resolution of a group to one LRP: the instance when running or crashed, else
-/// the evacuating copy if any.
-pub fn resolve(group: &m::ActualLrpGroup) -> Option<&m::ActualLrp> {
-    match (&group.instance, &group.evacuating) {
-        (Some(i), None) => Some(i),
-        (None, Some(e)) => Some(e),
-        (Some(i), Some(_)) if i.state == RUNNING || i.state == CRASHED => Some(i),
-        (Some(_), Some(e)) => Some(e),
-        (None, None) => None,
-    }
 }
 
 /// Crashes first, then events that leave an instance RUNNING, then the rest.
@@ -297,37 +282,32 @@ fn lifecycle_group(before: Option<&m::ActualLrp>, after: Option<&m::ActualLrp>) 
     }
 }
 
-/// The instance and evacuating slots of the group the rows resolve to.
-fn resolved_group(instance: &Instance) -> m::ActualLrpGroup {
-    let rows: Vec<m::ActualLrp> = instance.rows().cloned().collect();
-    group(&rows).into_iter().next().unwrap_or_default()
-}
-
 /// Both streams' events for one change of one instance, reported as `emitter` says.
 pub fn events(before: &Instance, after: &Instance, emitter: Emitter) -> Vec<Event> {
     if let Emitter::Direct(action) = emitter {
         return direct(before, after, action);
     }
-    let (bg, ag) = (resolved_group(before), resolved_group(after));
+    let (b_slots, a_slots) = (group_slots(before), group_slots(after));
+    let slot_pairs = [(b_slots.0, a_slots.0), (b_slots.1, a_slots.1)];
     let mut group_events = Vec::new();
     let mut instance_events = Vec::new();
     let pairs = paired(before, after, emitter);
     if emitter == Emitter::Crash {
-        for (b, a) in [
-            (bg.instance.as_ref(), ag.instance.as_ref()),
-            (bg.evacuating.as_ref(), ag.evacuating.as_ref()),
-        ] {
+        // Upstream reports a crash's group change with both slots resolved.
+        let whole = |(instance, evacuating): (Option<&m::ActualLrp>, Option<&m::ActualLrp>)| {
+            Box::new(m::ActualLrpGroup {
+                instance: instance.cloned(),
+                evacuating: evacuating.cloned(),
+            })
+        };
+        for (b, a) in slot_pairs {
             match (b, a) {
                 (b, a) if b == a => {}
                 (Some(b), None) => group_events.push(group_removed(b)),
                 (None, Some(a)) => group_events.push(group_created(a)),
                 (Some(b), Some(a)) => {
-                    // Upstream reports a crash's group change with both slots resolved.
                     group_events.push(group_crashed(b, a));
-                    group_events.push(Event::ActualLrpGroupChanged(
-                        Box::new(bg.clone()),
-                        Box::new(ag.clone()),
-                    ));
+                    group_events.push(Event::ActualLrpGroupChanged(whole(b_slots), whole(a_slots)));
                 }
                 (None, None) => {}
             }
@@ -336,11 +316,9 @@ pub fn events(before: &Instance, after: &Instance, emitter: Emitter) -> Vec<Even
             instance_events.extend(crash_instance(b, a));
         }
     } else {
-        group_events.extend(lifecycle_group(bg.instance.as_ref(), ag.instance.as_ref()));
-        group_events.extend(lifecycle_group(
-            bg.evacuating.as_ref(),
-            ag.evacuating.as_ref(),
-        ));
+        for (b, a) in slot_pairs {
+            group_events.extend(lifecycle_group(b, a));
+        }
         for (b, a) in pairs {
             instance_events.extend(lifecycle_instance(b, a));
         }
