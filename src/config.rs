@@ -105,7 +105,18 @@ pub struct Settings {
     // Logging and identity.
     pub log_level: String,
     pub session_name: String,
+    /// The lock owner; a random one when unset (upstream refuses to start without it).
     pub uuid: Option<String>,
+
+    // Locket (bbs-reference §10). Without `locket_address` the lock is taken in the store
+    // and cells register over HTTP (docs/locket.md).
+    pub locket_address: Option<String>,
+    pub locket_ca_cert_file: Option<PathBuf>,
+    pub locket_client_cert_file: Option<PathBuf>,
+    pub locket_client_key_file: Option<PathBuf>,
+    /// Seconds; 0 leaves gRPC keepalive off.
+    pub locket_client_keepalive_time: u64,
+    pub locket_client_keepalive_timeout: u64,
 
     // Upstream keys accepted for compatibility and ignored here, so an upstream bbs.json
     // loads while a misspelt key still fails.
@@ -122,12 +133,6 @@ pub struct Settings {
     pub health_check_failure_threshold: Option<serde_json::Value>,
     pub desired_lrp_creation_timeout: Option<serde_json::Value>,
     pub debug_lrp_start_heartbeats: Option<serde_json::Value>,
-    pub locket_address: Option<serde_json::Value>,
-    pub locket_ca_cert_file: Option<serde_json::Value>,
-    pub locket_client_cert_file: Option<serde_json::Value>,
-    pub locket_client_key_file: Option<serde_json::Value>,
-    pub locket_client_keepalive_time: Option<serde_json::Value>,
-    pub locket_client_keepalive_timeout: Option<serde_json::Value>,
     pub loggregator: Option<serde_json::Value>,
     pub advanced_metrics: Option<serde_json::Value>,
     pub redact_secrets: Option<serde_json::Value>,
@@ -141,7 +146,7 @@ pub struct Settings {
 impl Settings {
     /// Names of the ignored upstream keys that are set, for a start-up log line.
     pub fn ignored_keys(&self) -> Vec<&'static str> {
-        let all: [(&'static str, bool); 27] = [
+        let all: [(&'static str, bool); 21] = [
             ("require_ssl", self.require_ssl.is_some()),
             ("advertise_url", self.advertise_url.is_some()),
             ("access_log_path", self.access_log_path.is_some()),
@@ -175,24 +180,6 @@ impl Settings {
             (
                 "debug_lrp_start_heartbeats",
                 self.debug_lrp_start_heartbeats.is_some(),
-            ),
-            ("locket_address", self.locket_address.is_some()),
-            ("locket_ca_cert_file", self.locket_ca_cert_file.is_some()),
-            (
-                "locket_client_cert_file",
-                self.locket_client_cert_file.is_some(),
-            ),
-            (
-                "locket_client_key_file",
-                self.locket_client_key_file.is_some(),
-            ),
-            (
-                "locket_client_keepalive_time",
-                self.locket_client_keepalive_time.is_some(),
-            ),
-            (
-                "locket_client_keepalive_timeout",
-                self.locket_client_keepalive_timeout.is_some(),
             ),
             ("loggregator", self.loggregator.is_some()),
             ("advanced_metrics", self.advanced_metrics.is_some()),
@@ -271,6 +258,12 @@ impl Default for Settings {
             log_level: "info".into(),
             session_name: "bbs".into(),
             uuid: None,
+            locket_address: None,
+            locket_ca_cert_file: None,
+            locket_client_cert_file: None,
+            locket_client_key_file: None,
+            locket_client_keepalive_time: 0,
+            locket_client_keepalive_timeout: 0,
             require_ssl: None,
             advertise_url: None,
             access_log_path: None,
@@ -284,12 +277,6 @@ impl Default for Settings {
             health_check_failure_threshold: None,
             desired_lrp_creation_timeout: None,
             debug_lrp_start_heartbeats: None,
-            locket_address: None,
-            locket_ca_cert_file: None,
-            locket_client_cert_file: None,
-            locket_client_key_file: None,
-            locket_client_keepalive_time: None,
-            locket_client_keepalive_timeout: None,
             loggregator: None,
             advanced_metrics: None,
             redact_secrets: None,
@@ -342,6 +329,12 @@ const ENV_KEYS: &[&str] = &[
     "log_level",
     "session_name",
     "uuid",
+    "lock_ttl",
+    "lock_retry_interval",
+    "locket_address",
+    "locket_ca_cert_file",
+    "locket_client_cert_file",
+    "locket_client_key_file",
 ];
 
 impl Settings {
@@ -495,7 +488,41 @@ impl Settings {
             ));
         }
         self.store_config()?;
+        if self.lock_ttl < Duration::from_secs(1) {
+            return Err(bad("lock_ttl", "must be at least 1s (it is sent in whole seconds)"));
+        }
+        if self.lock_retry_interval.is_zero() {
+            return Err(bad("lock_retry_interval", "must be greater than 0"));
+        }
+        self.locket_client()?;
         Ok(())
+    }
+
+    /// The locket client's settings when `locket_address` is set; its certificates are read
+    /// now, so a bad one stops start-up naming its key.
+    pub fn locket_client(&self) -> Result<Option<bbs_locket::client::ClientConfig>, ConfigError> {
+        let Some(address) = self.locket_address.as_deref().filter(|a| !a.is_empty()) else {
+            return Ok(None);
+        };
+        let config = bbs_locket::client::ClientConfig {
+            address: address.to_owned(),
+            ca_cert_file: self.locket_ca_cert_file.clone(),
+            client_cert_file: self.locket_client_cert_file.clone(),
+            client_key_file: self.locket_client_key_file.clone(),
+            keepalive_time: self.locket_client_keepalive_time,
+            keepalive_timeout: self.locket_client_keepalive_timeout,
+        };
+        bbs_locket::client::channel_check(&config).map_err(|e| bad(e.key, e.reason))?;
+        Ok(Some(config))
+    }
+
+    /// The BBS lock's owner, timing and retry (bbs-reference §10).
+    pub fn lock_settings(&self, owner: String) -> bbs_locket::runner::LockSettings {
+        bbs_locket::runner::LockSettings {
+            owner,
+            ttl: self.lock_ttl,
+            retry_interval: self.lock_retry_interval,
+        }
     }
 
     pub fn write_format(&self) -> Result<bbs_actors::keyring::WriteFormat, ConfigError> {

@@ -1,6 +1,6 @@
 //! `bbs`: a wire-compatible, actor-based Diego BBS.
 
-use bbs::{config, logging, server};
+use bbs::{config, locket_server, logging, server};
 
 use std::path::PathBuf;
 
@@ -12,8 +12,17 @@ use clap::Parser;
 struct Cli {
     /// Configuration file (upstream's bbs.json keys; JSON, or TOML by extension). Without
     /// one, the server listens on 127.0.0.1:8889 with SQLite under ./bbs-data.
-    #[arg(long)]
+    #[arg(long, global = true)]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Runs a locket-compatible gRPC server (upstream locket's config keys; docs/locket.md)
+    /// instead of the BBS.
+    Locket,
 }
 
 /// Accepts Go's single-dash `-config` too, so upstream's job scripts work unchanged.
@@ -28,6 +37,9 @@ fn normalized_args() -> Vec<String> {
 
 fn main() {
     let cli = Cli::parse_from(normalized_args());
+    if let Some(Command::Locket) = cli.command {
+        std::process::exit(run_locket(cli.config));
+    }
     let settings = match config::Settings::load(cli.config.as_deref(), std::env::vars()) {
         Ok(settings) => settings,
         Err(e) => {
@@ -51,4 +63,30 @@ fn main() {
     // Give the async log drain a moment to flush its last lines.
     std::thread::sleep(std::time::Duration::from_millis(50));
     std::process::exit(code);
+}
+
+fn run_locket(config: Option<PathBuf>) -> i32 {
+    let Some(path) = config else {
+        eprintln!("bbs locket: --config FILE is required (upstream locket's JSON keys)");
+        return 2;
+    };
+    let settings = match locket_server::LocketSettings::load(&path) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("bbs locket: {e}");
+            return 2;
+        }
+    };
+    let log = logging::logger("locket", logging::parse_level(&settings.log_level));
+    let metrics = match server::install_metrics() {
+        Ok(handle) => handle,
+        Err(e) => {
+            eprintln!("bbs locket: cannot install the metrics recorder: {e}");
+            return 1;
+        }
+    };
+    let code = actix_web::rt::System::new().block_on(locket_server::run(settings, log.clone(), metrics));
+    drop(log);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    code
 }

@@ -1,5 +1,7 @@
-//! Start-up and shutdown, in upstream's order: health server first, then the API (answering
-//! 503), then the store and its migrations, then the actors; the API opens last.
+//! Start-up and shutdown, in upstream's order: health server first, then the store and its
+//! migrations, then the `bbs` lock (a passive server waits here, its API port closed), then
+//! the API (answering 503 until the actors have loaded their records), then the actors.
+//! Losing the lock ends the process; SIGTERM releases it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +23,7 @@ pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
 
 /// Resolves on SIGTERM or SIGINT, naming it. A signal whose handler cannot be installed
 /// keeps its default action (the process ends).
-async fn termination() -> &'static str {
+pub(crate) async fn termination() -> &'static str {
     use tokio::signal::unix::{signal, Signal, SignalKind};
     async fn received(signal: Option<Signal>) {
         match signal {
@@ -145,7 +147,6 @@ pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>
 
     let state = web::Data::new(ApiState::default());
     let max_body = settings.max_request_body_bytes;
-    let api_state = state.clone();
     let (api_tls, outbound_tls) = match (settings.api_tls(), settings.outbound_tls()) {
         (Ok(api), Ok(outbound)) => (api, outbound),
         (Err(e), _) | (_, Err(e)) => {
@@ -166,135 +167,182 @@ pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>
         backlog: 4096,
         tls: api_tls,
     };
-    // Signals are ours (stop_api): a graceful stop would wait out idle keep-alive connections
-    // and open event streams.
-    let (api, api_handle) = match crate::listener::serve(listen, move || {
-        api_app(api_state.clone(), max_body)
-    }) {
-        Ok(server) => server,
-        Err(e) => {
-            error!(log, "api-listen-failed"; "address" => &settings.listen_address, "error" => %e);
-            return 1;
-        }
-    };
-    let api_task = actix_rt::spawn(api);
     let mut terminated = Box::pin(termination());
-    info!(log, "listening"; "address" => &settings.listen_address, "health" => &settings.health_address, "debug" => &settings.debug_address);
+    let servers = Servers {
+        api: None,
+        health: health_handle,
+        debug: debug_handle,
+    };
+    info!(log, "health-listening"; "health" => &settings.health_address, "debug" => &settings.debug_address);
 
     let started = std::time::Instant::now();
     let connected = tokio::select! {
         connected = bbs_store::connect(&store_config) => connected,
         signal = &mut terminated => {
             info!(log, "signalled-while-starting"; "signal" => signal);
-            return stop_everything(0, &api_handle, &health_handle, debug_handle.as_ref(), &log).await;
+            return servers.stop(0, &log).await;
         }
     };
-    let code = match connected {
+    let store = match connected {
         Err(e) => {
             error!(log, "store-open-failed"; "backend" => store_config.backend.name(), "error" => %e);
-            1
+            return servers.stop(1, &log).await;
         }
-        Ok(store) => {
-            info!(log, "store-ready"; "backend" => store_config.backend.name(), "duration_ms" => started.elapsed().as_millis() as u64);
-            let arbiters: Vec<Arbiter> = (0..std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2))
-                .map(|_| Arbiter::new())
-                .collect();
-            let handles: Vec<_> = arbiters.iter().map(|a| a.handle()).collect();
-            let actor_settings = ActorSettings {
-                storage_actors: settings.storage_actors(),
-                mailbox_capacity: settings.actor_mailbox_capacity,
-                auctioneer_address: settings.auctioneer_address.clone(),
-                communication_timeout: settings.communication_timeout,
-                max_task_retries: settings.max_task_retries,
-                task_callback_workers: settings.task_callback_workers as usize,
-                kick_task_duration: settings.kick_task_duration,
-                encryption: key_ring.clone(),
-                events: bbs_actors::events::HubSettings {
-                    retention_count: settings.event_retention_count,
-                    retention_time: settings.event_retention_duration,
-                    subscriber_buffer: settings.event_subscriber_buffer,
-                },
-                converge_repeat_interval: settings.converge_repeat_interval,
-                expire_pending_task_duration: settings.expire_pending_task_duration,
-                expire_completed_task_duration: settings.expire_completed_task_duration,
-                convergence_workers: settings.convergence_workers as usize,
-                outbound_tls: outbound_tls.clone(),
-            };
-            let started = tokio::select! {
-                started = Bbs::start(store, &actor_settings, &handles, &log) => Some(started),
-                signal = &mut terminated => {
-                    info!(log, "signalled-while-starting"; "signal" => signal);
-                    None
-                }
-            };
-            match started {
-                None => 0,
-                Some(Err(e)) => {
-                    error!(log, "actors-start-failed"; "error" => %e);
-                    1
-                }
-                Some(Ok(bbs)) => {
-                    let encryptor = bbs.encryptor.clone();
-                    let encryptor_log = log.clone();
-                    actix_rt::spawn(async move {
-                        match encryptor.call(bbs_actors::encryptor::Rotate).await {
-                            Ok(Ok(report)) => {
-                                info!(encryptor_log, "encryption-checked"; "rewritten" => report.rewritten, "failed" => report.failed)
-                            }
-                            Ok(Err(e)) | Err(e) => {
-                                error!(encryptor_log, "encryption-rotation-failed"; "error" => %e)
-                            }
-                        }
-                    });
-                    state.set_ready(bbs);
-                    info!(log, "started");
-                    let code = tokio::select! {
-                        _ = api_task => 0,
-                        signal = &mut terminated => {
-                            info!(log, "stopping"; "signal" => signal);
-                            stop_api(&state, &api_handle, &log).await;
-                            0
-                        }
-                        _ = state.unrecoverable() => {
-                            error!(log, "unrecoverable-error-shutting-down");
-                            stop_api(&state, &api_handle, &log).await;
-                            1
-                        }
-                    };
-                    info!(log, "api-stopped");
-                    for arbiter in arbiters {
-                        arbiter.stop();
-                    }
-                    code
-                }
-            }
+        Ok(store) => store,
+    };
+    info!(log, "store-ready"; "backend" => store_config.backend.name(), "duration_ms" => started.elapsed().as_millis() as u64);
+
+    // Only the lock holder opens the API and acts (upstream: a passive BBS refuses
+    // connections and answers only on its health port).
+    let activity = match crate::lock::Activity::new(&settings, store.clone(), &log) {
+        Ok(activity) => activity,
+        Err(e) => {
+            error!(log, "invalid-config"; "error" => %e);
+            return servers.stop(2, &log).await;
         }
     };
-    stop_everything(
-        code,
-        &api_handle,
-        &health_handle,
-        debug_handle.as_ref(),
-        &log,
-    )
-    .await
+    tokio::select! {
+        () = activity.runner.acquire() => {}
+        signal = &mut terminated => {
+            info!(log, "signalled-while-passive"; "signal" => signal);
+            activity.stop();
+            return servers.stop(0, &log).await;
+        }
+    }
+
+    // Signals are ours (stop_api): a graceful stop would wait out idle keep-alive connections
+    // and open event streams.
+    let api_state = state.clone();
+    let (api, api_handle) = match crate::listener::serve(listen, move || {
+        api_app(api_state.clone(), max_body)
+    }) {
+        Ok(server) => server,
+        Err(e) => {
+            error!(log, "api-listen-failed"; "address" => &settings.listen_address, "error" => %e);
+            activity.runner.release().await;
+            return servers.stop(1, &log).await;
+        }
+    };
+    let servers = Servers {
+        api: Some(api_handle.clone()),
+        ..servers
+    };
+    let api_task = actix_rt::spawn(api);
+    info!(log, "listening"; "address" => &settings.listen_address);
+
+    let arbiters: Vec<Arbiter> = (0..std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2))
+        .map(|_| Arbiter::new())
+        .collect();
+    let handles: Vec<_> = arbiters.iter().map(|a| a.handle()).collect();
+    let actor_settings = ActorSettings {
+        storage_actors: settings.storage_actors(),
+        mailbox_capacity: settings.actor_mailbox_capacity,
+        auctioneer_address: settings.auctioneer_address.clone(),
+        communication_timeout: settings.communication_timeout,
+        max_task_retries: settings.max_task_retries,
+        task_callback_workers: settings.task_callback_workers as usize,
+        kick_task_duration: settings.kick_task_duration,
+        encryption: key_ring.clone(),
+        events: bbs_actors::events::HubSettings {
+            retention_count: settings.event_retention_count,
+            retention_time: settings.event_retention_duration,
+            subscriber_buffer: settings.event_subscriber_buffer,
+        },
+        converge_repeat_interval: settings.converge_repeat_interval,
+        expire_pending_task_duration: settings.expire_pending_task_duration,
+        expire_completed_task_duration: settings.expire_completed_task_duration,
+        convergence_workers: settings.convergence_workers as usize,
+        outbound_tls: outbound_tls.clone(),
+        cell_directory: activity.cells.clone(),
+    };
+    let started = tokio::select! {
+        started = Bbs::start(store, &actor_settings, &handles, &log) => Some(started),
+        signal = &mut terminated => {
+            info!(log, "signalled-while-starting"; "signal" => signal);
+            None
+        }
+        lost = activity.runner.keep() => {
+            error!(log, "lost-lock-while-starting"; "error" => %lost);
+            return servers.stop(1, &log).await;
+        }
+    };
+    let code = match started {
+        None => {
+            activity.runner.release().await;
+            0
+        }
+        Some(Err(e)) => {
+            error!(log, "actors-start-failed"; "error" => %e);
+            activity.runner.release().await;
+            1
+        }
+        Some(Ok(bbs)) => {
+            let encryptor = bbs.encryptor.clone();
+            let encryptor_log = log.clone();
+            actix_rt::spawn(async move {
+                match encryptor.call(bbs_actors::encryptor::Rotate).await {
+                    Ok(Ok(report)) => {
+                        info!(encryptor_log, "encryption-checked"; "rewritten" => report.rewritten, "failed" => report.failed)
+                    }
+                    Ok(Err(e)) | Err(e) => {
+                        error!(encryptor_log, "encryption-rotation-failed"; "error" => %e)
+                    }
+                }
+            });
+            state.set_ready(bbs);
+            metrics::gauge!("bbs_master_elected").set(1.0);
+            info!(log, "started");
+            let code = tokio::select! {
+                _ = api_task => 0,
+                signal = &mut terminated => {
+                    info!(log, "stopping"; "signal" => signal);
+                    stop_api(&state, &api_handle, &log).await;
+                    activity.runner.release().await;
+                    0
+                }
+                _ = state.unrecoverable() => {
+                    error!(log, "unrecoverable-error-shutting-down");
+                    stop_api(&state, &api_handle, &log).await;
+                    activity.runner.release().await;
+                    1
+                }
+                // Upstream exits at once: another server may already be acting.
+                lost = activity.runner.keep() => {
+                    error!(log, "lost-lock-exiting"; "error" => %lost);
+                    1
+                }
+            };
+            info!(log, "api-stopped");
+            for arbiter in arbiters {
+                arbiter.stop();
+            }
+            code
+        }
+    };
+    activity.stop();
+    servers.stop(code, &log).await
 }
 
-/// Closes the remaining servers at once and answers `code`.
-async fn stop_everything(
-    code: i32,
-    api: &actix_server::ServerHandle,
-    health: &actix_web::dev::ServerHandle,
-    debug: Option<&actix_web::dev::ServerHandle>,
-    log: &Logger,
-) -> i32 {
-    api.stop(false).await;
-    health.stop(false).await;
-    if let Some(handle) = debug {
-        handle.stop(false).await;
+/// The servers a run may have opened; the API only once the lock is held.
+struct Servers {
+    api: Option<actix_server::ServerHandle>,
+    health: actix_web::dev::ServerHandle,
+    debug: Option<actix_web::dev::ServerHandle>,
+}
+
+impl Servers {
+    /// Closes them at once and answers `code`.
+    async fn stop(self, code: i32, log: &Logger) -> i32 {
+        if let Some(api) = &self.api {
+            api.stop(false).await;
+        }
+        self.health.stop(false).await;
+        if let Some(handle) = &self.debug {
+            handle.stop(false).await;
+        }
+        info!(log, "exited"; "code" => code);
+        code
     }
-    info!(log, "exited"; "code" => code);
-    code
 }

@@ -27,8 +27,9 @@ use crate::write_through::{mutate, Change, OwnsRecords};
 /// Where the BBS learns which cells are present.
 #[async_trait]
 pub trait CellDirectory: Send + Sync {
-    /// The cell's presence, if it is present now.
-    async fn cell(&self, cell_id: &str) -> Option<m::CellPresence>;
+    /// The cell's presence, if it is present now; `Err` when the directory cannot say (an
+    /// unreachable locket), which callers must not take for "gone".
+    async fn cell(&self, cell_id: &str) -> BbsResult<Option<m::CellPresence>>;
     /// Every present cell, sorted by id.
     async fn cells(&self) -> BbsResult<Vec<m::CellPresence>>;
 }
@@ -288,12 +289,12 @@ pub struct RegisteredCells {
 
 #[async_trait]
 impl CellDirectory for RegisteredCells {
-    async fn cell(&self, cell_id: &str) -> Option<m::CellPresence> {
-        self.cells()
-            .await
-            .ok()?
+    async fn cell(&self, cell_id: &str) -> BbsResult<Option<m::CellPresence>> {
+        Ok(self
+            .cells()
+            .await?
             .into_iter()
-            .find(|c| c.cell_id == cell_id)
+            .find(|c| c.cell_id == cell_id))
     }
 
     async fn cells(&self) -> BbsResult<Vec<m::CellPresence>> {

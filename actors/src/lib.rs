@@ -71,6 +71,18 @@ pub struct ActorSettings {
     pub convergence_workers: usize,
     /// TLS of the calls to the auctioneer, reps and task callbacks.
     pub outbound_tls: OutboundTls,
+    /// Where cells are learnt from when not from this server's own registry (locket).
+    pub cell_directory: Option<ExternalCells>,
+}
+
+/// A cell directory supplied from outside the actors (locket's presences).
+#[derive(Clone)]
+pub struct ExternalCells(pub cells::Directory);
+
+impl std::fmt::Debug for ExternalCells {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExternalCells")
+    }
 }
 
 impl Default for ActorSettings {
@@ -90,6 +102,7 @@ impl Default for ActorSettings {
             expire_completed_task_duration: Duration::from_secs(120),
             convergence_workers: 20,
             outbound_tls: OutboundTls::default(),
+            cell_directory: None,
         }
     }
 }
@@ -103,7 +116,12 @@ pub struct Bbs {
     pub lrps: lrps::Lrps,
     pub encryptor: Mailbox<encryptor::EncryptorActor>,
     pub events: events::EventHub,
+    /// The HTTP-registered cells (used when no locket is configured).
     pub cells: Mailbox<cells::CellActor>,
+    /// Where every cell lookup goes: the registry above, or locket.
+    pub directory: cells::Directory,
+    /// False when cells come from locket: registering over HTTP would be invisible.
+    pub registers_cells: bool,
     pub converger: Mailbox<converger::ConvergerActor>,
 }
 
@@ -130,9 +148,12 @@ impl Bbs {
         encryptor::check_recorded_label(&storage, &codec).await?;
         let events = events::EventHub::new(settings.events);
         let cells = cells::CellActor::start(storage.clone(), log).await?;
-        let directory: cells::Directory = Arc::new(cells::RegisteredCells {
-            mailbox: cells.clone(),
-        });
+        let directory: cells::Directory = match &settings.cell_directory {
+            Some(ExternalCells(directory)) => Arc::clone(directory),
+            None => Arc::new(cells::RegisteredCells {
+                mailbox: cells.clone(),
+            }),
+        };
         let tls = &settings.outbound_tls;
         let rep = rep::RepClient::new(settings.communication_timeout, tls.rep.clone())?;
         let auctioneer = AuctioneerClient::new(
@@ -177,7 +198,7 @@ impl Bbs {
             mailbox_capacity: settings.mailbox_capacity,
             log: log.new(slog::o!("actor" => "tasks")),
             events: events.clone(),
-            cells: directory,
+            cells: directory.clone(),
             rep,
         })
         .await?;
@@ -221,6 +242,8 @@ impl Bbs {
             encryptor,
             events,
             cells,
+            directory,
+            registers_cells: settings.cell_directory.is_none(),
             converger,
         })
     }

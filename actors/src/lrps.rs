@@ -162,9 +162,16 @@ impl Lrps {
                 continue;
             }
             let instance_key = rules::instance_key_of(ordinary);
-            let Some(cell) = self.cells.cell(&instance_key.cell_id).await else {
-                info!(self.log, "rep-update-cell-unknown"; "process_guid" => &process_guid, "index" => index);
-                continue;
+            let cell = match self.cells.cell(&instance_key.cell_id).await {
+                Ok(Some(cell)) => cell,
+                Ok(None) => {
+                    info!(self.log, "rep-update-cell-unknown"; "process_guid" => &process_guid, "index" => index);
+                    continue;
+                }
+                Err(e) => {
+                    warn!(self.log, "rep-update-cell-lookup-failed"; "process_guid" => &process_guid, "index" => index, "error" => %e);
+                    continue;
+                }
             };
             let update = LrpInstanceUpdate {
                 metric_tags: Some(crate::rules::desired_lrps::resolve_metric_tags(
@@ -215,10 +222,13 @@ impl Lrps {
                 let instance_key = rules::instance_key_of(running);
                 match self.cells.cell(&instance_key.cell_id).await {
                     // Upstream skips an instance whose cell is not known; the row stays.
-                    None => {
+                    Ok(None) => {
                         info!(self.log, "stop-instance-cell-unknown"; "process_guid" => process_guid, "index" => index)
                     }
-                    Some(cell) => {
+                    Err(e) => {
+                        warn!(self.log, "stop-instance-cell-lookup-failed"; "process_guid" => process_guid, "index" => index, "error" => %e)
+                    }
+                    Ok(Some(cell)) => {
                         let (rep, log, guid) =
                             (self.rep.clone(), self.log.clone(), process_guid.to_owned());
                         actix::spawn(async move {
@@ -264,7 +274,7 @@ impl Lrps {
         let Some((cell_id, instance_key)) = outcome else {
             return Ok(());
         };
-        match self.cells.cell(&cell_id).await {
+        match self.cells.cell(&cell_id).await? {
             Some(cell) => self
                 .rep
                 .stop_lrp_instance(&cell, &key.process_guid, &instance_key.instance_guid)

@@ -387,10 +387,13 @@ impl Handler<CancelTask> for TaskActor {
                 );
                 actix::spawn(async move {
                     match cells.cell(&cell_id).await {
-                        None => {
+                        Ok(None) => {
                             info!(log, "task-cancel-cell-unknown"; "task_guid" => &guid, "cell_id" => &cell_id)
                         }
-                        Some(cell) => {
+                        Err(e) => {
+                            warn!(log, "task-cancel-cell-lookup-failed"; "task_guid" => &guid, "cell_id" => &cell_id, "error" => %e)
+                        }
+                        Ok(Some(cell)) => {
                             if let Err(e) = rep.cancel_task(&cell, &guid).await {
                                 warn!(log, "task-cancel-rep-failed"; "task_guid" => &guid, "cell_id" => &cell_id, "error" => %e);
                             }

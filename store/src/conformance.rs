@@ -655,6 +655,95 @@ pub async fn cells_upsert_list_delete(t: &TestStore) {
     assert_eq!(s.cells().await.unwrap(), vec![cell("cell-2", 30)]);
 }
 
+fn lock_row(key: &str, owner: &str, lock_type: &str, index: i64) -> LockRecord {
+    LockRecord {
+        key: key.into(),
+        owner: owner.into(),
+        value: format!("value of {key}"),
+        lock_type: lock_type.into(),
+        modified_index: index,
+        modified_id: format!("id-{key}"),
+        ttl: 15,
+    }
+}
+
+/// Locket's rows: absent reads as `None`; the mutation inserts, updates and deletes; a list
+/// filters by type; an unchanged row is no write.
+pub async fn locks_insert_update_delete_and_list(t: &TestStore) {
+    let s = &t.store;
+    assert_eq!(s.lock("bbs").await.unwrap(), None);
+    assert_eq!(s.locks(None).await.unwrap(), vec![]);
+    let bbs = lock_row("bbs", "node-a", "lock", 1);
+    let written = s
+        .modify_lock("bbs", &|current| {
+            assert_eq!(current, None);
+            Ok(Some(lock_row("bbs", "node-a", "lock", 1)))
+        })
+        .await
+        .unwrap();
+    assert_eq!(written, Some(bbs.clone()));
+    s.modify_lock("cell-1", &|_| Ok(Some(lock_row("cell-1", "rep-1", "presence", 1))))
+        .await
+        .unwrap();
+    let refreshed = s
+        .modify_lock("bbs", &|current| {
+            let mut row = current.expect("the row is there");
+            row.modified_index += 1;
+            Ok(Some(row))
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(refreshed.modified_index, 2);
+    assert_eq!(s.lock("bbs").await.unwrap(), Some(refreshed.clone()));
+    assert_eq!(
+        s.modify_lock("bbs", &|current| Ok(current)).await.unwrap(),
+        Some(refreshed.clone())
+    );
+    assert_eq!(
+        s.locks(Some("presence")).await.unwrap(),
+        vec![lock_row("cell-1", "rep-1", "presence", 1)]
+    );
+    assert_eq!(s.locks(Some("lock")).await.unwrap(), vec![refreshed.clone()]);
+    assert_eq!(s.locks(None).await.unwrap().len(), 2);
+    let refused = s
+        .modify_lock("bbs", &|_| Err(StoreError::Rejected("lock-collision".into())))
+        .await;
+    assert_eq!(refused, Err(StoreError::Rejected("lock-collision".into())));
+    assert_eq!(s.lock("bbs").await.unwrap(), Some(refreshed));
+    assert_eq!(s.modify_lock("bbs", &|_| Ok(None)).await.unwrap(), None);
+    assert_eq!(s.lock("bbs").await.unwrap(), None);
+    let renamed = s
+        .modify_lock("cell-1", &|_| Ok(Some(lock_row("cell-2", "rep-1", "presence", 1))))
+        .await;
+    assert!(matches!(renamed, Err(StoreError::Rejected(_))), "{renamed:?}");
+}
+
+/// Two writers racing on one lock row: each read-modify-write sees the other's, so no
+/// increment is lost and exactly one first writer creates the row.
+pub async fn locks_concurrent_modify_loses_no_update(t: &TestStore) {
+    let s = &t.store;
+    let bump = || {
+        let store = Arc::clone(s);
+        tokio::spawn(async move {
+            for _ in 0..10 {
+                store
+                    .modify_lock("bbs", &|current| {
+                        let mut row = current.unwrap_or_else(|| lock_row("bbs", "n", "lock", 0));
+                        row.modified_index += 1;
+                        Ok(Some(row))
+                    })
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let (a, b) = (bump(), bump());
+    a.await.unwrap();
+    b.await.unwrap();
+    assert_eq!(s.lock("bbs").await.unwrap().unwrap().modified_index, 20);
+}
+
 /// A 1 MiB run info (upstream allows 1 MiB of volume-mounted files alone) and task definition.
 pub async fn large_records_round_trip(t: &TestStore) {
     let s = &t.store;
@@ -774,6 +863,8 @@ macro_rules! store_conformance_suite {
                     actual_lrp_batches_are_all_or_nothing,
                     large_lists_are_complete,
                     cells_upsert_list_delete,
+                    locks_insert_update_delete_and_list,
+                    locks_concurrent_modify_loses_no_update,
                     large_records_round_trip,
                     unicode_round_trips,
                     oversized_columns_are_refused,

@@ -15,6 +15,9 @@ use crate::store::{Backend, Mutation, Store};
 
 /// Keys per range request, so no response comes near gRPC's message limit.
 const PAGE: i64 = 1000;
+/// Where locket's `locks` rows live: upstream's locket never used etcd, so the layout is ours,
+/// one JSON value per key, beside the BBS's records.
+const LOCKS_PREFIX: &str = "/v1/locks/";
 /// Attempts at a compare-and-swap before giving up with `Contention`.
 const CAS_ATTEMPTS: usize = 200;
 
@@ -141,6 +144,10 @@ pub async fn connect_etcd(
 impl EtcdStore {
     fn key(&self, path: &str) -> String {
         format!("{}{}", self.root, path)
+    }
+
+    fn lock_key(&self, key: &str) -> String {
+        self.key(&format!("{LOCKS_PREFIX}{key}"))
     }
 
     fn configuration_key(&self, id: &str) -> String {
@@ -619,6 +626,59 @@ impl Store for EtcdStore {
     async fn delete_cell(&self, cell_id: &str) -> StoreResult<()> {
         self.remove(vec![self.key(&format!("/v1/cell/{cell_id}"))])
             .await
+    }
+
+    async fn lock(&self, key: &str) -> StoreResult<Option<LockRecord>> {
+        self.get_json(&self.lock_key(key)).await
+    }
+
+    async fn locks(&self, lock_type: Option<&str>) -> StoreResult<Vec<LockRecord>> {
+        let mut rows: Vec<LockRecord> = self.scan_json(&self.key(LOCKS_PREFIX)).await?;
+        if let Some(lock_type) = lock_type {
+            rows.retain(|row| row.lock_type == lock_type);
+        }
+        Ok(rows)
+    }
+
+    async fn modify_lock(
+        &self,
+        key: &str,
+        mutation: &Mutation<'_, Option<LockRecord>>,
+    ) -> StoreResult<Option<LockRecord>> {
+        let path = self.lock_key(key);
+        for attempt in 0..CAS_ATTEMPTS {
+            let (current, compare) = match self.get_raw(&path).await? {
+                Some((value, revision)) => (
+                    Some(decode::<LockRecord>(path.as_bytes(), &value)?),
+                    Compare::mod_revision(path.as_str(), CompareOp::Equal, revision),
+                ),
+                None => (
+                    None,
+                    Compare::create_revision(path.as_str(), CompareOp::Equal, 0),
+                ),
+            };
+            let next = mutation(current.clone())?;
+            let op = match &next {
+                Some(next) if next.key != key => {
+                    return Err(StoreError::Rejected(
+                        "a mutation may not change the lock key".into(),
+                    ))
+                }
+                _ if next == current => return Ok(next),
+                Some(next) => TxnOp::put(path.as_str(), encode(next)?, None),
+                None => TxnOp::delete(path.as_str(), None),
+            };
+            let response = self
+                .kv
+                .clone()
+                .txn(Txn::new().when([compare]).and_then([op]))
+                .await?;
+            if response.succeeded() {
+                return Ok(next);
+            }
+            contention_pause(attempt).await;
+        }
+        Err(StoreError::Contention)
     }
 
     async fn write_actual_lrps(&self, writes: &[ActualLrpWrite]) -> StoreResult<()> {

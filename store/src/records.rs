@@ -224,3 +224,23 @@ pub mod configuration_ids {
     pub const VERSION: &str = "version";
     pub const ENCRYPTION_KEY_LABEL: &str = "encryption_key_label";
 }
+
+/// A row of upstream locket's `locks` table: a lock (the BBS's active/passive lock) or a cell
+/// presence. Locket's columns are nullable; a NULL reads as empty or zero, as locket's scans
+/// into Go strings and ints do.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockRecord {
+    /// The `path` column: the lock's key (`bbs`, or a cell id for a presence).
+    pub key: String,
+    pub owner: String,
+    pub value: String,
+    /// The `type` column: `lock` or `presence`.
+    pub lock_type: String,
+    /// Bumped by every successful lock or refresh, so a watcher can tell a live holder from a
+    /// dead one without comparing clocks.
+    pub modified_index: i64,
+    /// A guid set when the row is created and kept while its owner refreshes it.
+    pub modified_id: String,
+    /// Seconds.
+    pub ttl: i64,
+}

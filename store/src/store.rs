@@ -131,4 +131,17 @@ pub trait Store: Send + Sync + 'static {
     /// Every cell row, expired or not: freshness is the caller's rule.
     async fn cells(&self) -> StoreResult<Vec<CellRecord>>;
     async fn delete_cell(&self, cell_id: &str) -> StoreResult<()>;
+
+    /// One row of locket's `locks` table, whoever owns it (an empty owner included).
+    async fn lock(&self, key: &str) -> StoreResult<Option<LockRecord>>;
+    /// Every row of locket's `locks` table, or those of one `type`, sorted by key.
+    async fn locks(&self, lock_type: Option<&str>) -> StoreResult<Vec<LockRecord>>;
+    /// Reads the row (absent is `None`), applies the mutation and writes the result back
+    /// atomically: `Some` inserts or updates, `None` deletes. The mutation decides collisions,
+    /// so locket's rules stay in one pure function for every backend.
+    async fn modify_lock(
+        &self,
+        key: &str,
+        mutation: &Mutation<'_, Option<LockRecord>>,
+    ) -> StoreResult<Option<LockRecord>>;
 }

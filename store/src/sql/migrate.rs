@@ -18,6 +18,12 @@ const CONFIGURATIONS_DDL: &str =
 const CELL_PRESENCES_DDL: &str = "CREATE TABLE IF NOT EXISTS cell_presences \
      (cell_id VARCHAR(255) PRIMARY KEY, presence TEXT NOT NULL, expire_time BIGINT NOT NULL)";
 
+/// Upstream locket's table, exactly as locket creates it, so a database its locket wrote is
+/// read as is and ours is readable by it. Like `configurations`, outside the versioned schema.
+const LOCKS_DDL: &str = "CREATE TABLE IF NOT EXISTS locks (path VARCHAR(255) PRIMARY KEY, \
+     owner VARCHAR(255), value VARCHAR(4096), type VARCHAR(255) DEFAULT '', \
+     modified_index BIGINT DEFAULT 0, modified_id varchar(255) DEFAULT '', ttl BIGINT DEFAULT 0)";
+
 /// Brings a database that earlier versions of this BBS created to upstream's exact final
 /// schema (a Go BBS must be able to take it back as it is): `actual_lrps.evacuating` is NOT
 /// NULL upstream (a primary-key column until upstream re-keyed the table), and PostgreSQL's
@@ -88,6 +94,9 @@ where
             .await
             .map_err(StoreError::from)?;
         conn.batch_execute(CELL_PRESENCES_DDL)
+            .await
+            .map_err(StoreError::from)?;
+        conn.batch_execute(LOCKS_DDL)
             .await
             .map_err(StoreError::from)?;
         drop(conn);

@@ -645,6 +645,80 @@ macro_rules! sql_store {
                 expect_one(deleted)
             }
 
+            async fn lock(&self, key: &str) -> StoreResult<Option<LockRecord>> {
+                use $crate::sql::schema::locks::dsl as l;
+                let mut conn = self.conn().await?;
+                let row: Option<LockRow> = l::locks
+                    .filter(l::path.eq(key))
+                    .select(LockRow::as_select())
+                    .first(&mut *conn)
+                    .await
+                    .optional()?;
+                Ok(row.map(LockRecord::from))
+            }
+
+            async fn locks(&self, lock_type: Option<&str>) -> StoreResult<Vec<LockRecord>> {
+                use $crate::sql::schema::locks::dsl as l;
+                let mut conn = self.conn().await?;
+                let mut query = l::locks.select(LockRow::as_select()).into_boxed();
+                if let Some(lock_type) = lock_type {
+                    query = query.filter(l::lock_type.eq(lock_type));
+                }
+                let rows: Vec<LockRow> = query.order(l::path).load(&mut *conn).await?;
+                Ok(rows.into_iter().map(LockRecord::from).collect())
+            }
+
+            async fn modify_lock(
+                &self,
+                key: &str,
+                mutation: &Mutation<'_, Option<LockRecord>>,
+            ) -> StoreResult<Option<LockRecord>> {
+                use $crate::sql::schema::locks::dsl as l;
+                with_deadlock_retry(|| async {
+                    let mut conn = self.conn().await?;
+                    conn.$txn(async |conn| {
+                        let row: Option<LockRow> = locked!(
+                            $flavor,
+                            l::locks.filter(l::path.eq(key)).select(LockRow::as_select())
+                        )
+                        .first(conn)
+                        .await
+                        .optional()?;
+                        let current = row.map(LockRecord::from);
+                        let next = mutation(current.clone())?;
+                        match (&current, &next) {
+                            (_, Some(next)) if next.key != key => {
+                                return Err(StoreError::Rejected(
+                                    "a mutation may not change the lock key".into(),
+                                ))
+                            }
+                            (None, None) => {}
+                            (Some(before), Some(after)) if before == after => {}
+                            (None, Some(after)) => {
+                                diesel::insert_into(l::locks)
+                                    .values(LockRow::from(after))
+                                    .execute(conn)
+                                    .await?;
+                            }
+                            (Some(_), Some(after)) => {
+                                diesel::update(l::locks.filter(l::path.eq(key)))
+                                    .set(LockRow::from(after))
+                                    .execute(conn)
+                                    .await?;
+                            }
+                            (Some(_), None) => {
+                                diesel::delete(l::locks.filter(l::path.eq(key)))
+                                    .execute(conn)
+                                    .await?;
+                            }
+                        }
+                        Ok::<_, StoreError>(next)
+                    })
+                    .await
+                })
+                .await
+            }
+
             async fn delete_actual_lrp(&self, key: &ActualLrpKey) -> StoreResult<()> {
                 use $crate::sql::schema::actual_lrps::dsl as a;
                 with_deadlock_retry(|| async {

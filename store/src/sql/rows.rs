@@ -265,3 +265,44 @@ impl From<&ActualLrpRecord> for ActualLrpRow {
         }
     }
 }
+
+#[derive(Queryable, Selectable, Insertable, AsChangeset, Clone, Debug)]
+#[diesel(table_name = locks)]
+#[diesel(treat_none_as_null = true)]
+pub struct LockRow {
+    pub path: String,
+    pub owner: Option<String>,
+    pub value: Option<String>,
+    pub lock_type: Option<String>,
+    pub modified_index: Option<i64>,
+    pub modified_id: Option<String>,
+    pub ttl: Option<i64>,
+}
+
+impl From<LockRow> for LockRecord {
+    fn from(row: LockRow) -> Self {
+        LockRecord {
+            key: row.path,
+            owner: row.owner.unwrap_or_default(),
+            value: row.value.unwrap_or_default(),
+            lock_type: row.lock_type.unwrap_or_default(),
+            modified_index: row.modified_index.unwrap_or_default(),
+            modified_id: row.modified_id.unwrap_or_default(),
+            ttl: row.ttl.unwrap_or_default(),
+        }
+    }
+}
+
+impl From<&LockRecord> for LockRow {
+    fn from(lock: &LockRecord) -> Self {
+        LockRow {
+            path: lock.key.clone(),
+            owner: Some(lock.owner.clone()),
+            value: Some(lock.value.clone()),
+            lock_type: Some(lock.lock_type.clone()),
+            modified_index: Some(lock.modified_index),
+            modified_id: Some(lock.modified_id.clone()),
+            ttl: Some(lock.ttl),
+        }
+    }
+}

@@ -87,3 +87,18 @@ diesel::table! {
         expire_time -> BigInt,
     }
 }
+
+// Upstream locket's table, column for column (locket db/queries.go); every column but the
+// key is nullable there.
+diesel::table! {
+    locks (path) {
+        path -> Text,
+        owner -> Nullable<Text>,
+        value -> Nullable<Text>,
+        #[sql_name = "type"]
+        lock_type -> Nullable<Text>,
+        modified_index -> Nullable<BigInt>,
+        modified_id -> Nullable<Text>,
+        ttl -> Nullable<BigInt>,
+    }
+}
