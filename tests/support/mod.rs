@@ -79,6 +79,9 @@ pub fn config_json(store: &StoreConfig, extra: serde_json::Value) -> serde_json:
         "etcd_key_prefix": store.etcd_root,
         "log_level": "debug",
         "converge_repeat_interval": "1h",
+        // A fixed lock owner, as a BOSH instance id is: a server restarted after a crash
+        // re-takes its own lock at once instead of waiting out the TTL.
+        "uuid": "test-node",
         "active_key_label": "test-key",
         "encryption_keys": {"test-key": "a test passphrase"},
     });
@@ -243,6 +246,34 @@ impl Server {
         None
     }
 
+    /// Kills the server with SIGKILL, as a crash would, and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether the API port refuses connections (a passive server keeps it closed).
+    pub async fn api_refused(&self) -> bool {
+        match self
+            .client
+            .post(format!("{}/v1/ping", self.api))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+        {
+            Ok(_) => false,
+            Err(e) => e.is_connect(),
+        }
+    }
+
+    /// Whether the health port answers 200.
+    pub async fn healthy(&self) -> bool {
+        matches!(
+            reqwest::Client::new().get(format!("{}/", self.health)).send().await,
+            Ok(r) if r.status() == 200
+        )
+    }
+
     /// Stops the server with SIGTERM and waits for it to exit.
     pub fn stop(&mut self) -> Option<i32> {
         let _ = Command::new("kill")
@@ -279,6 +310,7 @@ pub async fn test_store(backend: Backend) -> Option<bbs_store::testing::TestStor
 }
 pub mod certs;
 pub mod inproc;
+pub mod locket;
 
 /// Expands each case (an `async fn(Backend)`) into one test per backend, in modules named
 /// after the backends, e.g. `postgres::claim_rules`.
