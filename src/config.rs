@@ -489,7 +489,10 @@ impl Settings {
         }
         self.store_config()?;
         if self.lock_ttl < Duration::from_secs(1) {
-            return Err(bad("lock_ttl", "must be at least 1s (it is sent in whole seconds)"));
+            return Err(bad(
+                "lock_ttl",
+                "must be at least 1s (it is sent in whole seconds)",
+            ));
         }
         if self.lock_retry_interval.is_zero() {
             return Err(bad("lock_retry_interval", "must be greater than 0"));
@@ -656,7 +659,6 @@ mod tests {
               "convergence_workers": 20,
               "converge_repeat_interval": "30s",
               "expire_pending_task_duration": "30m",
-              "locket_address": "locket.service.cf.internal:8891",
               "loggregator": {"loggregator_api_port": 3458},
               "uuid": "bbs-0"
             }"#,
@@ -667,11 +669,26 @@ mod tests {
         assert_eq!(s.expire_pending_task_duration, Duration::from_secs(1800));
         assert_eq!(
             s.ignored_keys(),
-            [
-                "max_idle_database_connections",
-                "locket_address",
-                "loggregator"
-            ]
+            ["max_idle_database_connections", "loggregator"]
+        );
+    }
+
+    #[test]
+    fn locket_address_needs_its_certificates() {
+        let e = load(r#"{"locket_address": "locket.service.cf.internal:8891"}"#).unwrap_err();
+        assert_eq!(
+            e.0,
+            "invalid configuration key `locket_ca_cert_file`: must be set: locket speaks only mutual TLS"
+        );
+        let e = load(r#"{"lock_ttl": "500ms"}"#).unwrap_err();
+        assert_eq!(
+            e.0,
+            "invalid configuration key `lock_ttl`: must be at least 1s (it is sent in whole seconds)"
+        );
+        let e = load(r#"{"lock_retry_interval": "0s"}"#).unwrap_err();
+        assert_eq!(
+            e.0,
+            "invalid configuration key `lock_retry_interval`: must be greater than 0"
         );
     }
 

@@ -4,9 +4,9 @@
 pub mod config;
 pub mod http;
 pub mod listener;
+pub mod lock;
 pub mod locket_cells;
 pub mod locket_server;
-pub mod lock;
 pub mod logging;
 pub mod server;
 pub mod tls_config;

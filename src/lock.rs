@@ -65,7 +65,8 @@ impl Activity {
                 })
             }
             None => {
-                let local = LocalLocket::start(LockTable::new(store), STORE_LOCK_SWEEP, log.clone());
+                let local =
+                    LocalLocket::start(LockTable::new(store), STORE_LOCK_SWEEP, log.clone());
                 let wake = Some(local.expirer().released());
                 slog::info!(log, "lock-in-store");
                 Ok(Activity {

@@ -162,7 +162,8 @@ impl LocketSettings {
             let path = path
                 .as_ref()
                 .ok_or_else(|| bad(key, "must be set: locket speaks only mutual TLS"))?;
-            std::fs::read(path).map_err(|e| bad(key, format!("cannot read {}: {e}", path.display())))
+            std::fs::read(path)
+                .map_err(|e| bad(key, format!("cannot read {}: {e}", path.display())))
         };
         let ca = read("ca_file", &self.ca_file)?;
         let cert = read("cert_file", &self.cert_file)?;

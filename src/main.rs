@@ -85,7 +85,8 @@ fn run_locket(config: Option<PathBuf>) -> i32 {
             return 1;
         }
     };
-    let code = actix_web::rt::System::new().block_on(locket_server::run(settings, log.clone(), metrics));
+    let code =
+        actix_web::rt::System::new().block_on(locket_server::run(settings, log.clone(), metrics));
     drop(log);
     std::thread::sleep(std::time::Duration::from_millis(50));
     code

@@ -71,7 +71,10 @@ async fn locks_and_releases_as_upstream_does(backend: Backend) {
     #[allow(deprecated)]
     let stored_type = held.r#type.clone();
     assert_eq!(stored_type, "lock");
-    assert_eq!(c.lock(&lock("node-b"), 15).await, Err(LocketError::LockCollision));
+    assert_eq!(
+        c.lock(&lock("node-b"), 15).await,
+        Err(LocketError::LockCollision)
+    );
     let first = store.store.lock("bbs").await.unwrap().unwrap();
     c.lock(&lock("node-a"), 15).await.unwrap();
     let refreshed = store.store.lock("bbs").await.unwrap().unwrap();
@@ -83,26 +86,50 @@ async fn locks_and_releases_as_upstream_does(backend: Backend) {
     assert_eq!(first.modified_index, 1);
     assert_eq!(first.modified_id.len(), 36, "a guid: {}", first.modified_id);
 
-    assert_eq!(c.release(&lock("node-b")).await, Err(LocketError::LockCollision));
+    assert_eq!(
+        c.release(&lock("node-b")).await,
+        Err(LocketError::LockCollision)
+    );
     c.release(&lock("node-a")).await.unwrap();
     assert_eq!(c.fetch("bbs").await, Err(LocketError::ResourceNotFound));
     c.release(&lock("node-a")).await.unwrap();
     assert_eq!(store.store.lock("bbs").await.unwrap(), None);
 
     // Presences: FetchAll by type, each row as upstream's locket writes it.
-    c.lock(&resource("cell-2", "rep-2", TypeCode::Presence, &presence_json("cell-2")), 15)
-        .await
-        .unwrap();
-    c.lock(&resource("cell-1", "rep-1", TypeCode::Presence, &presence_json("cell-1")), 15)
-        .await
-        .unwrap();
+    c.lock(
+        &resource(
+            "cell-2",
+            "rep-2",
+            TypeCode::Presence,
+            &presence_json("cell-2"),
+        ),
+        15,
+    )
+    .await
+    .unwrap();
+    c.lock(
+        &resource(
+            "cell-1",
+            "rep-1",
+            TypeCode::Presence,
+            &presence_json("cell-1"),
+        ),
+        15,
+    )
+    .await
+    .unwrap();
     c.lock(&lock("node-a"), 15).await.unwrap();
     let presences = c.fetch_all(TypeCode::Presence).await.unwrap();
     let keys: Vec<&str> = presences.iter().map(|r| r.key.as_str()).collect();
     assert_eq!(keys, vec!["cell-1", "cell-2"]);
-    assert!(presences.iter().all(|r| r.type_code == TypeCode::Presence as i32));
+    assert!(presences
+        .iter()
+        .all(|r| r.type_code == TypeCode::Presence as i32));
     let locks = c.fetch_all(TypeCode::Lock).await.unwrap();
-    assert_eq!(locks.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), vec!["bbs"]);
+    assert_eq!(
+        locks.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(),
+        vec!["bbs"]
+    );
     let row = store.store.lock("cell-1").await.unwrap().unwrap();
     assert_eq!(
         bbs_store::LockRecord {
@@ -121,7 +148,9 @@ async fn locks_and_releases_as_upstream_does(backend: Backend) {
     );
 
     // Expiry: a row not refreshed within its TTL is released.
-    c.lock(&resource("short", "me", TypeCode::Lock, ""), 1).await.unwrap();
+    c.lock(&resource("short", "me", TypeCode::Lock, ""), 1)
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while c.fetch("short").await.is_ok() {
         assert!(Instant::now() < deadline, "the lock did not expire");
@@ -130,7 +159,9 @@ async fn locks_and_releases_as_upstream_does(backend: Backend) {
     assert_eq!(store.store.lock("short").await.unwrap(), None);
     // A row refreshed within its TTL stays.
     for _ in 0..4 {
-        c.lock(&resource("kept", "me", TypeCode::Lock, ""), 2).await.unwrap();
+        c.lock(&resource("kept", "me", TypeCode::Lock, ""), 2)
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
     assert_eq!(c.fetch("kept").await.unwrap().owner, "me");
@@ -152,8 +183,16 @@ async fn refuses_bad_requests_with_lockets_errors(backend: Backend) {
     };
     let good = resource("bbs", "me", TypeCode::Lock, "");
     let cases = [
-        (lock(Some(good.clone()), 0), tonic::Code::InvalidArgument, "invalid-ttl"),
-        (lock(Some(good.clone()), -5), tonic::Code::InvalidArgument, "invalid-ttl"),
+        (
+            lock(Some(good.clone()), 0),
+            tonic::Code::InvalidArgument,
+            "invalid-ttl",
+        ),
+        (
+            lock(Some(good.clone()), -5),
+            tonic::Code::InvalidArgument,
+            "invalid-ttl",
+        ),
         (
             lock(Some(resource("bbs", "", TypeCode::Lock, "")), 15),
             tonic::Code::InvalidArgument,
@@ -165,7 +204,13 @@ async fn refuses_bad_requests_with_lockets_errors(backend: Backend) {
             "invalid-type",
         ),
         (
-            lock(Some(Resource { type_code: 9, ..good.clone() }), 15),
+            lock(
+                Some(Resource {
+                    type_code: 9,
+                    ..good.clone()
+                }),
+                15,
+            ),
             tonic::Code::NotFound,
             "invalid-type",
         ),
@@ -181,9 +226,14 @@ async fn refuses_bad_requests_with_lockets_errors(backend: Backend) {
         type_code: 0,
     };
     let status = raw.fetch_all(unknown_type).await.expect_err("refused");
-    assert_eq!((status.code(), status.message()), (tonic::Code::NotFound, "invalid-type"));
+    assert_eq!(
+        (status.code(), status.message()),
+        (tonic::Code::NotFound, "invalid-type")
+    );
     let status = raw
-        .fetch(FetchRequest { key: "nothing".into() })
+        .fetch(FetchRequest {
+            key: "nothing".into(),
+        })
         .await
         .expect_err("not found");
     assert_eq!(
@@ -234,7 +284,11 @@ async fn raw_bytes_call(address: &str) -> tonic::Code {
 }
 
 /// The config of one of several BBS nodes on `store`: a short lock TTL so failover is quick.
-fn node(store: &bbs_store::StoreConfig, uuid: &str, locket: Option<&LocketProcess>) -> serde_json::Value {
+fn node(
+    store: &bbs_store::StoreConfig,
+    uuid: &str,
+    locket: Option<&LocketProcess>,
+) -> serde_json::Value {
     let mut extra = serde_json::json!({
         "uuid": uuid,
         "lock_ttl": "4s",
@@ -291,10 +345,16 @@ fn write_load(client: reqwest::Client, apis: Vec<String>, ledger: Arc<Mutex<Ledg
                 if response.status() != 200 {
                     continue;
                 }
-                let Ok(bytes) = response.bytes().await else { continue };
+                let Ok(bytes) = response.bytes().await else {
+                    continue;
+                };
                 if let Ok(reply) = support::ErrorOnly::decode(bytes) {
                     if reply.error.is_none() {
-                        ledger.lock().unwrap().acknowledged.push((guid.clone(), n, Instant::now()));
+                        ledger
+                            .lock()
+                            .unwrap()
+                            .acknowledged
+                            .push((guid.clone(), n, Instant::now()));
                         break;
                     }
                 }
@@ -305,7 +365,9 @@ fn write_load(client: reqwest::Client, apis: Vec<String>, ledger: Arc<Mutex<Ledg
 }
 
 async fn task_guids(server: &Server) -> std::collections::HashSet<String> {
-    let reply: m::TasksResponse = server.call("/v1/tasks/list.r2", &m::TasksRequest::default()).await;
+    let reply: m::TasksResponse = server
+        .call("/v1/tasks/list.r2", &m::TasksRequest::default())
+        .await;
     assert_eq!(reply.error, None);
     reply.tasks.into_iter().map(|t| t.task_guid).collect()
 }
@@ -325,12 +387,19 @@ async fn failover(backend: Backend, with_locket: bool) {
     let mut b = Server::spawn(node(&store.config, "node-b", locket.as_ref()));
     wait_healthy(&b).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(b.api_refused().await, "the passive node's API must stay closed");
+    assert!(
+        b.api_refused().await,
+        "the passive node's API must stay closed"
+    );
     assert_eq!(metric(&a.metrics().await, "bbs_lock_held"), Some(1.0));
     assert_eq!(metric(&b.metrics().await, "bbs_lock_held"), Some(0.0));
 
     let ledger = Arc::new(Mutex::new(Ledger::default()));
-    write_load(a.client().clone(), vec![a.api.clone(), b.api.clone()], Arc::clone(&ledger));
+    write_load(
+        a.client().clone(),
+        vec![a.api.clone(), b.api.clone()],
+        Arc::clone(&ledger),
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     a.kill();
     let killed = Instant::now();
@@ -346,7 +415,11 @@ async fn failover(backend: Backend, with_locket: bool) {
         if let Some(at) = by_b {
             break at;
         }
-        assert!(Instant::now() < deadline, "the passive did not take over:\n{}", b.log());
+        assert!(
+            Instant::now() < deadline,
+            "the passive did not take over:\n{}",
+            b.log()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -363,12 +436,22 @@ async fn failover(backend: Backend, with_locket: bool) {
         .iter()
         .map(|(g, _, _)| g.clone())
         .collect();
-    assert!(acknowledged.len() > 10, "the load ran: {}", acknowledged.len());
+    assert!(
+        acknowledged.len() > 10,
+        "the load ran: {}",
+        acknowledged.len()
+    );
     let stored = task_guids(&b).await;
-    let lost: Vec<&String> = acknowledged.iter().filter(|g| !stored.contains(*g)).collect();
+    let lost: Vec<&String> = acknowledged
+        .iter()
+        .filter(|g| !stored.contains(*g))
+        .collect();
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
     assert_eq!(metric(&b.metrics().await, "bbs_lock_held"), Some(1.0));
-    assert_eq!(metric(&b.metrics().await, "bbs_lock_acquisitions_total"), Some(1.0));
+    assert_eq!(
+        metric(&b.metrics().await, "bbs_lock_acquisitions_total"),
+        Some(1.0)
+    );
 
     let c = Server::spawn(node(&store.config, "node-c", locket.as_ref()));
     wait_healthy(&c).await;
@@ -422,12 +505,23 @@ async fn locket_presences_are_the_cells(backend: Backend) {
     let b = TestBbs::on(store, settings).await;
 
     assert_eq!(list(&b).await, Vec::<String>::new());
-    c.lock(&resource("cell-1", "rep-1", TypeCode::Presence, &presence_json("cell-1")), 2)
-        .await
-        .unwrap();
-    c.lock(&resource("cell-bad", "rep-x", TypeCode::Presence, "{not json"), 60)
-        .await
-        .unwrap();
+    c.lock(
+        &resource(
+            "cell-1",
+            "rep-1",
+            TypeCode::Presence,
+            &presence_json("cell-1"),
+        ),
+        2,
+    )
+    .await
+    .unwrap();
+    c.lock(
+        &resource("cell-bad", "rep-x", TypeCode::Presence, "{not json"),
+        60,
+    )
+    .await
+    .unwrap();
     assert_eq!(list(&b).await, vec!["cell-1"]);
 
     // Registering over HTTP would be invisible with locket: refused, naming why.
@@ -533,8 +627,12 @@ async fn an_unreachable_locket_is_retried_and_never_lets_a_passive_serve() {
         return;
     };
     let address = format!("127.0.0.1:{}", support::free_port());
-    let mut config = config_json(&store.config, serde_json::json!({"uuid": "node-a", "lock_retry_interval": "300ms"}));
-    if let (Some(config), Some(keys)) = (config.as_object_mut(), client_keys(&address).as_object()) {
+    let mut config = config_json(
+        &store.config,
+        serde_json::json!({"uuid": "node-a", "lock_retry_interval": "300ms"}),
+    );
+    if let (Some(config), Some(keys)) = (config.as_object_mut(), client_keys(&address).as_object())
+    {
         config.extend(keys.clone());
     }
     let server = Server::spawn(config);
@@ -542,7 +640,11 @@ async fn an_unreachable_locket_is_retried_and_never_lets_a_passive_serve() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(server.api_refused().await);
     assert!(server.healthy().await);
-    assert!(server.log().contains("failed-to-acquire-lock"), "{}", server.log());
+    assert!(
+        server.log().contains("failed-to-acquire-lock"),
+        "{}",
+        server.log()
+    );
     let _locket = LocketProcess::start_at(&store.config, &address).await;
     server.wait_ready().await;
 }
@@ -554,9 +656,15 @@ async fn a_bad_locket_certificate_stops_start_up_naming_the_key() {
         return;
     };
     let mut config = config_json(&store.config, serde_json::json!({}));
-    if let (Some(config), Some(keys)) = (config.as_object_mut(), client_keys("127.0.0.1:1").as_object()) {
+    if let (Some(config), Some(keys)) = (
+        config.as_object_mut(),
+        client_keys("127.0.0.1:1").as_object(),
+    ) {
         config.extend(keys.clone());
-        config.insert("locket_client_key_file".into(), serde_json::json!("/nonexistent/key.pem"));
+        config.insert(
+            "locket_client_key_file".into(),
+            serde_json::json!("/nonexistent/key.pem"),
+        );
     }
     let mut server = Server::spawn(config);
     assert_eq!(server.stop_when_exited(Duration::from_secs(20)), Some(2));

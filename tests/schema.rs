@@ -1,7 +1,9 @@
 //! The live SQL schema is upstream's final schema (bbs-reference §7.2, checked against
 //! upstream's migrations): every table, column, type, nullability, default and index, read
 //! back from the database's own catalogue, because a Go BBS adopts the database as it is.
-//! `cell_presences` is this BBS's one addition (cells register over HTTP until locket).
+//! `cell_presences` is this BBS's one addition (cells registered over HTTP when there is no
+//! locket); `locks` is upstream locket's table, column for column (locket db/queries.go), where
+//! the BBS lock lives when no locket process is configured (docs/locket.md).
 
 #[macro_use]
 mod support;
@@ -56,6 +58,13 @@ desired_lrps.metric_tags mediumtext YES -
 desired_lrps.update_strategy int NO 0
 domains.domain varchar(255) NO -
 domains.expire_time bigint YES 0
+locks.path varchar(255) NO -
+locks.owner varchar(255) YES -
+locks.value varchar(4096) YES -
+locks.type varchar(255) YES ''
+locks.modified_index bigint YES 0
+locks.modified_id varchar(255) YES ''
+locks.ttl bigint YES 0
 tasks.guid varchar(255) NO -
 tasks.domain varchar(255) NO -
 tasks.updated_at bigint YES 0
@@ -116,6 +125,13 @@ desired_lrps.metric_tags text YES -
 desired_lrps.update_strategy int4 NO 0
 domains.domain varchar(255) NO -
 domains.expire_time int8 YES 0
+locks.path varchar(255) NO -
+locks.owner varchar(255) YES -
+locks.value varchar(4096) YES -
+locks.type varchar(255) YES ''::character varying
+locks.modified_index int8 YES 0
+locks.modified_id varchar(255) YES ''::character varying
+locks.ttl int8 YES 0
 tasks.guid varchar(255) NO -
 tasks.domain varchar(255) NO -
 tasks.updated_at int8 YES 0
@@ -168,6 +184,7 @@ fn indexes(primary: &dyn Fn(&str) -> String) -> Vec<String> {
         ("configurations", "id"),
         ("desired_lrps", "process_guid"),
         ("domains", "domain"),
+        ("locks", "path"),
         ("tasks", "guid"),
     ] {
         out.push(format!("{table} {} {columns} true", primary(table)));

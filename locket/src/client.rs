@@ -173,6 +173,12 @@ impl Locket for GrpcLocket {
             r#type: crate::rules::type_string(type_code as i32, ""),
             type_code: type_code as i32,
         });
-        Ok(self.client.clone().fetch_all(request).await?.into_inner().resources)
+        Ok(self
+            .client
+            .clone()
+            .fetch_all(request)
+            .await?
+            .into_inner()
+            .resources)
     }
 }

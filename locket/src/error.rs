@@ -84,9 +84,15 @@ mod tests {
             assert_eq!(LocketError::from(Status::from(error.clone())), error);
         }
         let status = Status::from(LocketError::LockCollision);
-        assert_eq!((status.code(), status.message()), (Code::AlreadyExists, "lock-collision"));
+        assert_eq!(
+            (status.code(), status.message()),
+            (Code::AlreadyExists, "lock-collision")
+        );
         let status = Status::from(LocketError::InvalidType);
-        assert_eq!((status.code(), status.message()), (Code::NotFound, "invalid-type"));
+        assert_eq!(
+            (status.code(), status.message()),
+            (Code::NotFound, "invalid-type")
+        );
         let status = Status::from(LocketError::InvalidOwner);
         assert_eq!(status.code(), Code::InvalidArgument);
     }

@@ -168,12 +168,31 @@ mod tests {
         let cases: Vec<(Option<Resource>, i64, Result<(), LocketError>)> = vec![
             (Some(ok.clone()), 15, Ok(())),
             (None, 15, Err(LocketError::InvalidType)),
-            (Some(resource("bbs", "me", TypeCode::Unknown)), 15, Err(LocketError::InvalidType)),
-            (Some(Resource { type_code: 7, ..ok.clone() }), 15, Err(LocketError::InvalidType)),
+            (
+                Some(resource("bbs", "me", TypeCode::Unknown)),
+                15,
+                Err(LocketError::InvalidType),
+            ),
+            (
+                Some(Resource {
+                    type_code: 7,
+                    ..ok.clone()
+                }),
+                15,
+                Err(LocketError::InvalidType),
+            ),
             (Some(ok.clone()), 0, Err(LocketError::InvalidTtl)),
             (Some(ok.clone()), -1, Err(LocketError::InvalidTtl)),
-            (Some(resource("bbs", "", TypeCode::Lock)), 15, Err(LocketError::InvalidOwner)),
-            (Some(resource("", "", TypeCode::Lock)), 0, Err(LocketError::InvalidTtl)),
+            (
+                Some(resource("bbs", "", TypeCode::Lock)),
+                15,
+                Err(LocketError::InvalidOwner),
+            ),
+            (
+                Some(resource("", "", TypeCode::Lock)),
+                0,
+                Err(LocketError::InvalidTtl),
+            ),
             (Some(resource("", "me", TypeCode::Presence)), 15, Ok(())),
         ];
         for (request, ttl, expected) in cases {
@@ -198,14 +217,23 @@ mod tests {
         let unowned = row("", 9, "");
         assert_eq!(
             lock(Some(&unowned), &other, 20, || "id-2".into()).unwrap(),
-            LockRecord { owner: "other".into(), modified_index: 10, modified_id: "id-2".into(), ttl: 20, ..row("", 0, "") }
+            LockRecord {
+                owner: "other".into(),
+                modified_index: 10,
+                modified_id: "id-2".into(),
+                ttl: 20,
+                ..row("", 0, "")
+            }
         );
     }
 
     #[test]
     fn the_stored_type_follows_the_type_code() {
         let presence = resource("cell-1", "rep", TypeCode::Presence);
-        assert_eq!(lock(None, &presence, 15, || "i".into()).unwrap().lock_type, "presence");
+        assert_eq!(
+            lock(None, &presence, 15, || "i".into()).unwrap().lock_type,
+            "presence"
+        );
         assert_eq!(type_code_of("presence"), TypeCode::Presence);
         assert_eq!(type_code_of("lock"), TypeCode::Lock);
         assert_eq!(type_code_of("other"), TypeCode::Unknown);
@@ -216,7 +244,10 @@ mod tests {
     fn only_the_owner_releases() {
         let held = row("me", 3, "id");
         assert_eq!(release(Some(&held), "me"), Ok(()));
-        assert_eq!(release(Some(&held), "other"), Err(LocketError::LockCollision));
+        assert_eq!(
+            release(Some(&held), "other"),
+            Err(LocketError::LockCollision)
+        );
         assert_eq!(release(None, "anyone"), Ok(()));
     }
 
@@ -226,15 +257,24 @@ mod tests {
         assert_eq!(expire(Some(&seen), &seen), Expiry::Released);
         assert_eq!(expire(None, &seen), Expiry::Gone);
         assert_eq!(expire(Some(&row("me", 4, "id")), &seen), Expiry::Refreshed);
-        assert_eq!(expire(Some(&row("me", 3, "id-2")), &seen), Expiry::Refreshed);
+        assert_eq!(
+            expire(Some(&row("me", 3, "id-2")), &seen),
+            Expiry::Refreshed
+        );
         assert_eq!(expire(Some(&row("you", 3, "id")), &seen), Expiry::Refreshed);
     }
 
     #[test]
     fn fetch_hides_unowned_rows() {
         assert_eq!(fetched(None), Err(LocketError::ResourceNotFound));
-        assert_eq!(fetched(Some(&row("", 1, "i"))), Err(LocketError::ResourceNotFound));
+        assert_eq!(
+            fetched(Some(&row("", 1, "i"))),
+            Err(LocketError::ResourceNotFound)
+        );
         let shown = fetched(Some(&row("me", 1, "i"))).unwrap();
-        assert_eq!((shown.owner.as_str(), shown.type_code), ("me", TypeCode::Lock as i32));
+        assert_eq!(
+            (shown.owner.as_str(), shown.type_code),
+            ("me", TypeCode::Lock as i32)
+        );
     }
 }

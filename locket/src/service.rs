@@ -104,7 +104,11 @@ impl Service {
 impl LocketRpc for Service {
     async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
         let request = request.into_inner();
-        let key = request.resource.as_ref().map(|r| r.key.clone()).unwrap_or_default();
+        let key = request
+            .resource
+            .as_ref()
+            .map(|r| r.key.clone())
+            .unwrap_or_default();
         self.observed("Lock", &key, async {
             let resource = rules::validate_lock(request.resource.as_ref(), request.ttl_in_seconds)?;
             Locket::lock(&self.locket, resource, request.ttl_in_seconds).await?;

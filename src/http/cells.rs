@@ -31,8 +31,7 @@ pub async fn register(state: web::Data<ApiState>, body: web::Bytes) -> HttpRespo
         let bbs = state.bbs()?;
         if !bbs.registers_cells {
             return Err(BbsError::InvalidRequest(
-                "cells register in locket: this server reads presences from locket_address"
-                    .into(),
+                "cells register in locket: this server reads presences from locket_address".into(),
             ));
         }
         let message = RegisterCell {

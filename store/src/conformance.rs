@@ -682,9 +682,11 @@ pub async fn locks_insert_update_delete_and_list(t: &TestStore) {
         .await
         .unwrap();
     assert_eq!(written, Some(bbs.clone()));
-    s.modify_lock("cell-1", &|_| Ok(Some(lock_row("cell-1", "rep-1", "presence", 1))))
-        .await
-        .unwrap();
+    s.modify_lock("cell-1", &|_| {
+        Ok(Some(lock_row("cell-1", "rep-1", "presence", 1)))
+    })
+    .await
+    .unwrap();
     let refreshed = s
         .modify_lock("bbs", &|current| {
             let mut row = current.expect("the row is there");
@@ -704,19 +706,29 @@ pub async fn locks_insert_update_delete_and_list(t: &TestStore) {
         s.locks(Some("presence")).await.unwrap(),
         vec![lock_row("cell-1", "rep-1", "presence", 1)]
     );
-    assert_eq!(s.locks(Some("lock")).await.unwrap(), vec![refreshed.clone()]);
+    assert_eq!(
+        s.locks(Some("lock")).await.unwrap(),
+        vec![refreshed.clone()]
+    );
     assert_eq!(s.locks(None).await.unwrap().len(), 2);
     let refused = s
-        .modify_lock("bbs", &|_| Err(StoreError::Rejected("lock-collision".into())))
+        .modify_lock("bbs", &|_| {
+            Err(StoreError::Rejected("lock-collision".into()))
+        })
         .await;
     assert_eq!(refused, Err(StoreError::Rejected("lock-collision".into())));
     assert_eq!(s.lock("bbs").await.unwrap(), Some(refreshed));
     assert_eq!(s.modify_lock("bbs", &|_| Ok(None)).await.unwrap(), None);
     assert_eq!(s.lock("bbs").await.unwrap(), None);
     let renamed = s
-        .modify_lock("cell-1", &|_| Ok(Some(lock_row("cell-2", "rep-1", "presence", 1))))
+        .modify_lock("cell-1", &|_| {
+            Ok(Some(lock_row("cell-2", "rep-1", "presence", 1)))
+        })
         .await;
-    assert!(matches!(renamed, Err(StoreError::Rejected(_))), "{renamed:?}");
+    assert!(
+        matches!(renamed, Err(StoreError::Rejected(_))),
+        "{renamed:?}"
+    );
 }
 
 /// Two writers racing on one lock row: each read-modify-write sees the other's, so no

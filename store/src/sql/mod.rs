@@ -679,7 +679,9 @@ macro_rules! sql_store {
                     conn.$txn(async |conn| {
                         let row: Option<LockRow> = locked!(
                             $flavor,
-                            l::locks.filter(l::path.eq(key)).select(LockRow::as_select())
+                            l::locks
+                                .filter(l::path.eq(key))
+                                .select(LockRow::as_select())
                         )
                         .first(conn)
                         .await
