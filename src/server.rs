@@ -15,6 +15,9 @@ use slog::{error, info, Logger};
 use crate::config::Settings;
 use crate::http::{api_app, debug_app, health_app, ApiState};
 
+/// How often a standby catches up with the store while it waits for the lock.
+const STANDBY_REFRESH: Duration = Duration::from_secs(10);
+
 /// How long an idle API connection is kept: longer than Go's 90 s client idle timeout.
 const KEEP_ALIVE_SECONDS: u64 = 120;
 
@@ -201,35 +204,8 @@ pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>
             return servers.stop(2, &log).await;
         }
     };
-    tokio::select! {
-        () = activity.runner.acquire() => {}
-        signal = &mut terminated => {
-            info!(log, "signalled-while-passive"; "signal" => signal);
-            activity.stop();
-            return servers.stop(0, &log).await;
-        }
-    }
-
-    // Signals are ours (stop_api): a graceful stop would wait out idle keep-alive connections
-    // and open event streams.
-    let api_state = state.clone();
-    let (api, api_handle) = match crate::listener::serve(listen, move || {
-        api_app(api_state.clone(), max_body)
-    }) {
-        Ok(server) => server,
-        Err(e) => {
-            error!(log, "api-listen-failed"; "address" => &settings.listen_address, "error" => %e);
-            activity.runner.release().await;
-            return servers.stop(1, &log).await;
-        }
-    };
-    let servers = Servers {
-        api: Some(api_handle.clone()),
-        ..servers
-    };
-    let api_task = actix_rt::spawn(api);
-    info!(log, "listening"; "address" => &settings.listen_address);
-
+    // Load every record while waiting for the lock (a standby), so taking over costs only a
+    // catch-up on what the active server changed since (actors/src/standby.rs).
     let arbiters: Vec<Arbiter> = (0..std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2))
@@ -256,72 +232,164 @@ pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>
         convergence_workers: settings.convergence_workers as usize,
         outbound_tls: outbound_tls.clone(),
         cell_directory: activity.cells.clone(),
+        standby: true,
     };
-    let started = tokio::select! {
-        started = Bbs::start(store, &actor_settings, &handles, &log) => Some(started),
-        signal = &mut terminated => {
-            info!(log, "signalled-while-starting"; "signal" => signal);
-            None
+    let stop_arbiters = |arbiters: Vec<Arbiter>| {
+        for arbiter in arbiters {
+            arbiter.stop();
         }
-        lost = activity.runner.keep() => {
-            error!(log, "lost-lock-while-starting"; "error" => %lost);
+    };
+    let mut acquire = Box::pin(activity.runner.acquire());
+    let mut held = false;
+    // Once held, the lock is refreshed while the rest of start-up runs.
+    let mut keep = Box::pin(activity.runner.keep());
+    let loading = std::time::Instant::now();
+    let mut load = Box::pin(Bbs::start(store, &actor_settings, &handles, &log));
+    let loaded = loop {
+        tokio::select! {
+            loaded = &mut load => break loaded,
+            () = &mut acquire, if !held => held = true,
+            lost = &mut keep, if held => {
+                error!(log, "lost-lock-while-starting"; "error" => %lost);
+                stop_arbiters(arbiters);
+                return servers.stop(1, &log).await;
+            }
+            signal = &mut terminated => {
+                info!(log, "signalled-while-starting"; "signal" => signal);
+                if held {
+                    activity.runner.release().await;
+                }
+                activity.stop();
+                stop_arbiters(arbiters);
+                return servers.stop(0, &log).await;
+            }
+        }
+    };
+    drop(load);
+    let bbs = match loaded {
+        Ok(bbs) => bbs,
+        Err(e) => {
+            error!(log, "actors-start-failed"; "error" => %e);
+            if held {
+                activity.runner.release().await;
+            }
+            activity.stop();
+            stop_arbiters(arbiters);
             return servers.stop(1, &log).await;
         }
     };
-    let code = match started {
-        None => {
+    info!(log, "standby-ready"; "load_ms" => loading.elapsed().as_millis() as u64);
+    // A standby keeps up while it waits, so the catch-up at take-over stays small.
+    let mut refresh = tokio::time::interval(STANDBY_REFRESH);
+    refresh.tick().await;
+    while !held {
+        tokio::select! {
+            () = &mut acquire => held = true,
+            _ = refresh.tick() => {
+                if let Err(e) = bbs.catch_up(&log).await {
+                    slog::warn!(log, "standby-catch-up-failed"; "error" => %e);
+                }
+            }
+            signal = &mut terminated => {
+                info!(log, "signalled-while-passive"; "signal" => signal);
+                activity.stop();
+                stop_arbiters(arbiters);
+                return servers.stop(0, &log).await;
+            }
+        }
+    }
+    drop(acquire);
+    let catching_up = std::time::Instant::now();
+    let started = tokio::select! {
+        caught_up = bbs.catch_up(&log) => caught_up.map(|report| (bbs, report)),
+        lost = &mut keep => {
+            error!(log, "lost-lock-while-starting"; "error" => %lost);
+            stop_arbiters(arbiters);
+            return servers.stop(1, &log).await;
+        }
+    };
+    drop(keep);
+    let bbs = match started {
+        Ok((bbs, report)) => {
+            info!(log, "caught-up"; "duration_ms" => catching_up.elapsed().as_millis() as u64,
+                "tasks" => report.tasks, "desired_lrps" => report.desired_lrps, "actual_lrps" => report.actual_lrps);
+            bbs
+        }
+        Err(e) => {
+            error!(log, "catch-up-failed"; "error" => %e);
+            activity.runner.release().await;
+            activity.stop();
+            stop_arbiters(arbiters);
+            return servers.stop(1, &log).await;
+        }
+    };
+    if let Err(e) = bbs.activate().await {
+        error!(log, "activation-failed"; "error" => %e);
+        activity.runner.release().await;
+        activity.stop();
+        stop_arbiters(arbiters);
+        return servers.stop(1, &log).await;
+    }
+
+    // Signals are ours (stop_api): a graceful stop would wait out idle keep-alive connections
+    // and open event streams.
+    let api_state = state.clone();
+    let (api, api_handle) = match crate::listener::serve(listen, move || {
+        api_app(api_state.clone(), max_body)
+    }) {
+        Ok(server) => server,
+        Err(e) => {
+            error!(log, "api-listen-failed"; "address" => &settings.listen_address, "error" => %e);
+            activity.runner.release().await;
+            activity.stop();
+            stop_arbiters(arbiters);
+            return servers.stop(1, &log).await;
+        }
+    };
+    let servers = Servers {
+        api: Some(api_handle.clone()),
+        ..servers
+    };
+    let api_task = actix_rt::spawn(api);
+
+    let encryptor = bbs.encryptor.clone();
+    let encryptor_log = log.clone();
+    actix_rt::spawn(async move {
+        match encryptor.call(bbs_actors::encryptor::Rotate).await {
+            Ok(Ok(report)) => {
+                info!(encryptor_log, "encryption-checked"; "rewritten" => report.rewritten, "failed" => report.failed)
+            }
+            Ok(Err(e)) | Err(e) => {
+                error!(encryptor_log, "encryption-rotation-failed"; "error" => %e)
+            }
+        }
+    });
+    state.set_ready(bbs);
+    metrics::gauge!("bbs_master_elected").set(1.0);
+    info!(log, "started"; "address" => &settings.listen_address);
+    let code = tokio::select! {
+        _ = api_task => 0,
+        signal = &mut terminated => {
+            info!(log, "stopping"; "signal" => signal);
+            stop_api(&state, &api_handle, &log).await;
             activity.runner.release().await;
             0
         }
-        Some(Err(e)) => {
-            error!(log, "actors-start-failed"; "error" => %e);
+        _ = state.unrecoverable() => {
+            error!(log, "unrecoverable-error-shutting-down");
+            stop_api(&state, &api_handle, &log).await;
             activity.runner.release().await;
             1
         }
-        Some(Ok(bbs)) => {
-            let encryptor = bbs.encryptor.clone();
-            let encryptor_log = log.clone();
-            actix_rt::spawn(async move {
-                match encryptor.call(bbs_actors::encryptor::Rotate).await {
-                    Ok(Ok(report)) => {
-                        info!(encryptor_log, "encryption-checked"; "rewritten" => report.rewritten, "failed" => report.failed)
-                    }
-                    Ok(Err(e)) | Err(e) => {
-                        error!(encryptor_log, "encryption-rotation-failed"; "error" => %e)
-                    }
-                }
-            });
-            state.set_ready(bbs);
-            metrics::gauge!("bbs_master_elected").set(1.0);
-            info!(log, "started");
-            let code = tokio::select! {
-                _ = api_task => 0,
-                signal = &mut terminated => {
-                    info!(log, "stopping"; "signal" => signal);
-                    stop_api(&state, &api_handle, &log).await;
-                    activity.runner.release().await;
-                    0
-                }
-                _ = state.unrecoverable() => {
-                    error!(log, "unrecoverable-error-shutting-down");
-                    stop_api(&state, &api_handle, &log).await;
-                    activity.runner.release().await;
-                    1
-                }
-                // Upstream exits at once: another server may already be acting.
-                lost = activity.runner.keep() => {
-                    error!(log, "lost-lock-exiting"; "error" => %lost);
-                    1
-                }
-            };
-            info!(log, "api-stopped");
-            for arbiter in arbiters {
-                arbiter.stop();
-            }
-            code
+        // Upstream exits at once: another server may already be acting.
+        lost = activity.runner.keep() => {
+            error!(log, "lost-lock-exiting"; "error" => %lost);
+            1
         }
     };
+    info!(log, "api-stopped");
     activity.stop();
+    stop_arbiters(arbiters);
     servers.stop(code, &log).await
 }
 

@@ -611,7 +611,206 @@ async fn locket_presences_are_the_cells(backend: Backend) {
     assert_eq!(by_presence(Presence::Ordinary).unwrap().state, "UNCLAIMED");
 }
 
+/// Every record list, each entry encoded and the entries sorted: equal lists mean equal
+/// servers, whatever order each keeps its records in.
+async fn everything(b: &TestBbs) -> Vec<Vec<Vec<u8>>> {
+    let tasks: m::TasksResponse = b
+        .call("/v1/tasks/list.r2", &m::TasksRequest::default())
+        .await;
+    let desired: m::DesiredLrpsResponse = b
+        .call(
+            "/v1/desired_lrps/list.r3",
+            &m::DesiredLrpsRequest::default(),
+        )
+        .await;
+    let actual: m::ActualLrpsResponse = b
+        .call("/v1/actual_lrps/list", &m::ActualLrpsRequest::default())
+        .await;
+    let domains: m::DomainsResponse = b
+        .call("/v1/domains/list", &support::ErrorOnly::default())
+        .await;
+    let sorted = |mut v: Vec<Vec<u8>>| {
+        v.sort();
+        v
+    };
+    vec![
+        sorted(tasks.tasks.iter().map(|t| t.encode_to_vec()).collect()),
+        sorted(
+            desired
+                .desired_lrps
+                .iter()
+                .map(|d| d.encode_to_vec())
+                .collect(),
+        ),
+        sorted(
+            actual
+                .actual_lrps
+                .iter()
+                .map(|a| a.encode_to_vec())
+                .collect(),
+        ),
+        sorted(
+            domains
+                .domains
+                .iter()
+                .map(|d| d.as_bytes().to_vec())
+                .collect(),
+        ),
+    ]
+}
+
+/// A standby loaded before the active server's latest writes catches up on every kind of
+/// change (new, changed and removed tasks, desired and actual LRPs; domains), writes nothing
+/// and acts on nothing while it stands by.
+async fn a_standby_catches_up_with_what_the_active_wrote(backend: Backend) {
+    let auctioneer = FakeServer::start(202).await;
+    let settings = || ActorSettings {
+        auctioneer_address: Some(auctioneer.url.clone()),
+        communication_timeout: Duration::from_secs(2),
+        ..ActorSettings::default()
+    };
+    let Some(active) = TestBbs::start(backend, settings()).await else {
+        return;
+    };
+    let desire_task = |guid: &str| support::fixtures::desire_task(guid);
+    for guid in ["t-keep", "t-cancel", "t-delete"] {
+        let reply: support::ErrorOnly =
+            active.call("/v1/tasks/desire.r2", &desire_task(guid)).await;
+        assert_eq!(reply.error, None);
+    }
+    for (guid, instances) in [("web", 2), ("gone", 1)] {
+        let reply: m::DesiredLrpLifecycleResponse = active
+            .call(
+                "/v1/desired_lrp/desire.r2",
+                &m::DesireLrpRequest {
+                    desired_lrp: Some(support::fixtures::desired_lrp(guid, instances)),
+                },
+            )
+            .await;
+        assert_eq!(reply.error, None);
+    }
+    let standby = TestBbs::on(
+        active.store.sharing(),
+        ActorSettings {
+            standby: true,
+            ..settings()
+        },
+    )
+    .await;
+    assert_eq!(everything(&standby).await, everything(&active).await);
+
+    // The active server changes every kind of record.
+    let reply: support::ErrorOnly = active
+        .call("/v1/tasks/desire.r2", &desire_task("t-new"))
+        .await;
+    assert_eq!(reply.error, None);
+    let cancel = m::TaskGuidRequest {
+        task_guid: "t-cancel".into(),
+    };
+    let reply: support::ErrorOnly = active.call("/v1/tasks/cancel", &cancel).await;
+    assert_eq!(reply.error, None);
+    let reply: support::ErrorOnly = active
+        .call(
+            "/v1/tasks/cancel",
+            &m::TaskGuidRequest {
+                task_guid: "t-delete".into(),
+            },
+        )
+        .await;
+    assert_eq!(reply.error, None);
+    let reply: support::ErrorOnly = active
+        .call(
+            "/v1/tasks/resolving",
+            &m::TaskGuidRequest {
+                task_guid: "t-delete".into(),
+            },
+        )
+        .await;
+    assert_eq!(reply.error, None);
+    let reply: support::ErrorOnly = active
+        .call(
+            "/v1/tasks/delete",
+            &m::TaskGuidRequest {
+                task_guid: "t-delete".into(),
+            },
+        )
+        .await;
+    assert_eq!(reply.error, None);
+    let reply: m::DesiredLrpLifecycleResponse = active
+        .call(
+            "/v1/desired_lrp/update",
+            &m::UpdateDesiredLrpRequest {
+                process_guid: "web".into(),
+                update: Some(m::DesiredLrpUpdate {
+                    optional_instances: Some(m::desired_lrp_update::OptionalInstances::Instances(
+                        3,
+                    )),
+                    ..Default::default()
+                }),
+            },
+        )
+        .await;
+    assert_eq!(reply.error, None);
+    let reply: m::DesiredLrpLifecycleResponse = active
+        .call(
+            "/v1/desired_lrp/remove",
+            &m::RemoveDesiredLrpRequest {
+                process_guid: "gone".into(),
+            },
+        )
+        .await;
+    assert_eq!(reply.error, None);
+    let start = m::StartActualLrpRequest {
+        actual_lrp_key: Some(m::ActualLrpKey {
+            process_guid: "web".into(),
+            index: 0,
+            domain: "cf-apps".into(),
+        }),
+        actual_lrp_instance_key: Some(m::ActualLrpInstanceKey {
+            instance_guid: "ig-0".into(),
+            cell_id: "cell-1".into(),
+        }),
+        actual_lrp_net_info: Some(m::ActualLrpNetInfo {
+            address: "10.0.0.1".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let reply: m::ActualLrpLifecycleResponse =
+        active.call("/v1/actual_lrps/start.r1", &start).await;
+    assert_eq!(reply.error, None);
+    let reply: support::ErrorOnly = active
+        .call(
+            "/v1/domains/upsert",
+            &m::UpsertDomainRequest {
+                domain: "new-domain".into(),
+                ttl: 0,
+            },
+        )
+        .await;
+    assert_eq!(reply.error, None);
+    assert_ne!(everything(&standby).await, everything(&active).await);
+
+    let log = support::inproc::quiet_log();
+    let report = standby.bbs.catch_up(&log).await.unwrap();
+    assert_eq!(everything(&standby).await, everything(&active).await);
+    assert_eq!(
+        (report.tasks, report.desired_lrps),
+        (3, 2),
+        "t-new, t-cancel changed, t-delete removed; web changed, gone removed"
+    );
+    assert!(report.actual_lrps >= 3, "{report:?}");
+    // Nothing is left to catch up, and standing by did not act.
+    assert_eq!(
+        standby.bbs.catch_up(&log).await.unwrap(),
+        bbs_actors::standby::CatchUp::default()
+    );
+    assert!(!standby.bbs.active.is_active());
+    assert!(active.bbs.active.is_active());
+}
+
 on_every_backend!(
+    a_standby_catches_up_with_what_the_active_wrote,
     locks_and_releases_as_upstream_does,
     refuses_bad_requests_with_lockets_errors,
     active_passive_with_the_store_lock,

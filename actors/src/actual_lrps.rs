@@ -143,6 +143,21 @@ fn cells_of(instance: &Instance) -> impl Iterator<Item = String> + '_ {
 }
 
 impl ActualLrpActor {
+    /// Takes an instance out of the table and its indexes into `touched` (once), for a
+    /// catch-up to change and put back.
+    fn detach<'t>(
+        &mut self,
+        touched: &'t mut HashMap<InstanceId, Instance>,
+        id: InstanceId,
+    ) -> &'t mut Instance {
+        if !touched.contains_key(&id) {
+            let old = self.instances.remove(&id).map(|b| *b);
+            self.reindex(&id, old.as_ref(), false);
+            touched.insert(id.clone(), old.unwrap_or_default());
+        }
+        touched.entry(id).or_default()
+    }
+
     fn reindex(&mut self, id: &InstanceId, instance: Option<&Instance>, add: bool) {
         let Some(instance) = instance else { return };
         if add {
@@ -822,7 +837,102 @@ impl Handler<Evacuate> for ActualLrpActor {
     }
 }
 
+/// The version of every row this shard holds, for a standby's catch-up (crate::standby).
+#[derive(Message)]
+#[rtype(result = "Vec<(bbs_store::ActualLrpKey, bbs_store::ActualLrpVersion)>")]
+pub struct ActualVersions;
+
+/// Rows another server wrote (to decode and hold) or removed, applied without a store write
+/// or an event: the store already has them and the events went to that server's subscribers.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct RefreshActual {
+    pub records: Vec<bbs_store::ActualLrpRecord>,
+    pub removed: Vec<bbs_store::ActualLrpKey>,
+}
+
+/// A store presence as the model's.
+fn model_presence(presence: bbs_store::Presence) -> Presence {
+    match presence {
+        bbs_store::Presence::Ordinary => Presence::Ordinary,
+        bbs_store::Presence::Evacuating => Presence::Evacuating,
+        bbs_store::Presence::Suspect => Presence::Suspect,
+    }
+}
+
+/// A row's version as the store reads it from its columns.
+pub fn actual_version(lrp: &m::ActualLrp) -> bbs_store::ActualLrpVersion {
+    let tag = lrp.modification_tag.clone().unwrap_or_default();
+    bbs_store::ActualLrpVersion {
+        modification_tag_epoch: tag.epoch,
+        modification_tag_index: tag.index as i32,
+        state: lrp.state.clone(),
+        since: lrp.since,
+    }
+}
+
+impl Handler<ActualVersions> for ActualLrpActor {
+    type Result = Vec<(bbs_store::ActualLrpKey, bbs_store::ActualLrpVersion)>;
+
+    fn handle(&mut self, _: ActualVersions, _: &mut Self::Context) -> Self::Result {
+        let mut out = Vec::with_capacity(self.instances.len());
+        for ((guid, index), instance) in &self.instances {
+            for presence in [
+                bbs_store::Presence::Ordinary,
+                bbs_store::Presence::Evacuating,
+                bbs_store::Presence::Suspect,
+            ] {
+                if let Some(lrp) = instance.slot(model_presence(presence)) {
+                    let key = bbs_store::ActualLrpKey {
+                        process_guid: guid.clone(),
+                        index: *index,
+                        presence,
+                    };
+                    out.push((key, actual_version(lrp)));
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Handler<RefreshActual> for ActualLrpActor {
+    type Result = usize;
+
+    fn handle(&mut self, msg: RefreshActual, _: &mut Self::Context) -> usize {
+        let mut applied = 0;
+        // Each touched instance leaves the table and its indexes once, and comes back once.
+        let mut touched: HashMap<InstanceId, Instance> = HashMap::new();
+        for key in msg.removed {
+            let instance = self.detach(&mut touched, id(&key.process_guid, key.index));
+            *instance.slot_mut(model_presence(key.presence)) = None;
+            applied += 1;
+        }
+        for record in msg.records {
+            let lrp = match actual_from_record(&self.codec, &record) {
+                Ok(lrp) => lrp,
+                Err(_) => {
+                    metrics::counter!("bbs_records_undecodable_total", "kind" => "actual_lrp")
+                        .increment(1);
+                    continue;
+                }
+            };
+            let instance = self.detach(&mut touched, id(&record.process_guid, record.index));
+            *instance.slot_mut(model_presence(record.presence)) = Some(lrp);
+            applied += 1;
+        }
+        for (id, instance) in touched {
+            if !instance.is_empty() {
+                self.reindex(&id, Some(&instance), true);
+                self.instances.insert(id, Box::new(instance));
+            }
+        }
+        applied
+    }
+}
+
 crate::metered_handlers!(ActualLrpActor: PlanConvergence, ApplyLrpAction, Evacuate, CountLrps);
+crate::metered_handlers!(ActualLrpActor: ActualVersions, RefreshActual);
 
 crate::metered_handlers!(ActualLrpActor:
     CreateUnclaimed, ClaimLrp, StartLrp, CrashLrp, FailLrp, RemoveLrpInstance, RetireLrp,
@@ -911,6 +1021,11 @@ impl ActualLrps {
 
     pub fn shards(&self) -> &[Mailbox<ActualLrpActor>] {
         &self.shards
+    }
+
+    /// The index in [`Self::shards`] of the shard owning `process_guid`.
+    pub fn shard_index(&self, process_guid: &str) -> usize {
+        shard_of(process_guid, self.shards.len())
     }
 
     pub fn shard(&self, process_guid: &str) -> &Mailbox<ActualLrpActor> {

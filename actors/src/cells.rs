@@ -157,28 +157,49 @@ impl Actor for CellActor {
     }
 }
 
+/// The registrations as another server left them, for a standby's catch-up.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReplaceCells {
+    pub records: Vec<CellRecord>,
+    pub log: slog::Logger,
+}
+
+impl Handler<ReplaceCells> for CellActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReplaceCells, _: &mut Self::Context) {
+        self.cells = decode_cells(msg.records, &msg.log);
+    }
+}
+
+/// Stored registrations, decoded; one that does not decode is skipped with a log line.
+fn decode_cells(records: Vec<CellRecord>, log: &slog::Logger) -> HashMap<String, Registered> {
+    let mut cells = HashMap::new();
+    for record in records {
+        match presence_from_json(&record.presence) {
+            Ok(presence) => {
+                cells.insert(
+                    record.cell_id,
+                    Registered {
+                        presence,
+                        expire_time: record.expire_time,
+                    },
+                );
+            }
+            Err(e) => {
+                slog::warn!(log, "cell-presence-undecodable-skipped"; "cell_id" => &record.cell_id, "error" => %e)
+            }
+        }
+    }
+    cells
+}
+
 impl CellActor {
     pub async fn start(storage: StoragePool, log: &slog::Logger) -> BbsResult<Mailbox<CellActor>> {
         let records = storage.run(|s| async move { s.cells().await }).await?;
-        let mut cells = HashMap::new();
-        for record in records {
-            match presence_from_json(&record.presence) {
-                Ok(presence) => {
-                    cells.insert(
-                        record.cell_id,
-                        Registered {
-                            presence,
-                            expire_time: record.expire_time,
-                        },
-                    );
-                }
-                Err(e) => {
-                    slog::warn!(log, "cell-presence-undecodable-skipped"; "cell_id" => &record.cell_id, "error" => %e)
-                }
-            }
-        }
         let actor = CellActor {
-            cells,
+            cells: decode_cells(records, log),
             locks: KeyedLocks::default(),
             storage,
         };
@@ -279,7 +300,7 @@ impl Handler<LiveCells> for CellActor {
     }
 }
 
-crate::metered_handlers!(CellActor: RegisterCell, LiveCells);
+crate::metered_handlers!(CellActor: RegisterCell, LiveCells, ReplaceCells);
 
 /// The registry as a [`CellDirectory`].
 #[derive(Clone)]

@@ -58,6 +58,7 @@ pub struct ConvergerActor {
     tasks: Mailbox<TaskActor>,
     settings: ConvergerSettings,
     running: bool,
+    active: crate::Activation,
 }
 
 impl Actor for ConvergerActor {
@@ -65,7 +66,8 @@ impl Actor for ConvergerActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.run_interval(self.settings.interval, |actor, ctx| {
-            if actor.running {
+            // Only the lock holder converges (upstream runs no converger while passive).
+            if actor.running || !actor.active.is_active() {
                 return;
             }
             actor.running = true;
@@ -91,6 +93,7 @@ impl ConvergerActor {
         domains: Mailbox<DomainActor>,
         tasks: Mailbox<TaskActor>,
         settings: ConvergerSettings,
+        active: crate::Activation,
     ) -> Mailbox<ConvergerActor> {
         let actor = ConvergerActor {
             lrps,
@@ -98,6 +101,7 @@ impl ConvergerActor {
             tasks,
             settings,
             running: false,
+            active,
         };
         Mailbox::new(actor.start(), "converger", 16)
     }

@@ -374,3 +374,66 @@ impl Handler<DesiredInstances> for DesiredLrpActor {
 crate::metered_handlers!(DesiredLrpActor:
     DesireLrp, UpdateLrp, RemoveLrp, GetDesiredLrp, ListDesiredLrps, ListSchedulingInfos,
     ConvergenceView, SchedulingInfosOf, DesiredInstances);
+
+/// The version of every desired LRP held, for a standby's catch-up (crate::standby).
+#[derive(Message)]
+#[rtype(result = "Vec<(String, bbs_store::DesiredLrpVersion)>")]
+pub struct DesiredVersions;
+
+/// Desired LRPs another server wrote or removed, applied without a store write or an event.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct RefreshDesired {
+    pub records: Vec<DesiredLrpRecord>,
+    pub removed: Vec<String>,
+}
+
+impl Handler<DesiredVersions> for DesiredLrpActor {
+    type Result = Vec<(String, bbs_store::DesiredLrpVersion)>;
+
+    fn handle(&mut self, _: DesiredVersions, _: &mut Self::Context) -> Self::Result {
+        self.lrps
+            .iter()
+            .map(|(guid, entry)| {
+                let tag = entry
+                    .scheduling
+                    .modification_tag
+                    .clone()
+                    .unwrap_or_default();
+                let version = bbs_store::DesiredLrpVersion {
+                    modification_tag_epoch: tag.epoch,
+                    modification_tag_index: tag.index as i32,
+                    instances: entry.scheduling.instances,
+                };
+                (guid.clone(), version)
+            })
+            .collect()
+    }
+}
+
+impl Handler<RefreshDesired> for DesiredLrpActor {
+    type Result = usize;
+
+    fn handle(&mut self, msg: RefreshDesired, _: &mut Self::Context) -> usize {
+        let mut applied = 0;
+        for guid in msg.removed {
+            applied += usize::from(self.lrps.remove(&guid).is_some());
+        }
+        for record in msg.records {
+            match desired_from_record(&self.codec, &record) {
+                Ok(entry) => {
+                    self.lrps
+                        .insert(record.scheduling.process_guid.clone(), Box::new(entry));
+                    applied += 1;
+                }
+                Err(_) => {
+                    metrics::counter!("bbs_records_undecodable_total", "kind" => "desired_lrp")
+                        .increment(1);
+                }
+            }
+        }
+        applied
+    }
+}
+
+crate::metered_handlers!(DesiredLrpActor: DesiredVersions, RefreshDesired);

@@ -179,4 +179,21 @@ impl Handler<FreshDomains> for DomainActor {
     }
 }
 
-crate::metered_handlers!(DomainActor: UpsertDomain, FreshDomains, PruneExpiredDomains);
+/// The domains as another server left them, for a standby's catch-up.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReplaceDomains(pub Vec<DomainRecord>);
+
+impl Handler<ReplaceDomains> for DomainActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReplaceDomains, _: &mut Self::Context) {
+        self.expiries = msg
+            .0
+            .into_iter()
+            .map(|d| (d.domain, d.expire_time))
+            .collect();
+    }
+}
+
+crate::metered_handlers!(DomainActor: UpsertDomain, FreshDomains, PruneExpiredDomains, ReplaceDomains);

@@ -25,6 +25,7 @@ pub mod mailbox;
 pub mod outbound;
 pub mod rep;
 pub mod rules;
+pub mod standby;
 pub mod storage;
 pub mod tasks;
 pub mod write_through;
@@ -73,6 +74,24 @@ pub struct ActorSettings {
     pub outbound_tls: OutboundTls,
     /// Where cells are learnt from when not from this server's own registry (locket).
     pub cell_directory: Option<ExternalCells>,
+    /// Start without acting (no convergence, no callbacks) until [`Bbs::activate`]: a server
+    /// waiting for the lock.
+    pub standby: bool,
+}
+
+/// Whether this server acts: shared by the parts that act on their own (convergence, the
+/// callback sweeps), which do nothing while it stands by.
+#[derive(Clone, Debug, Default)]
+pub struct Activation(Arc<std::sync::atomic::AtomicBool>);
+
+impl Activation {
+    pub fn is_active(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn set(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
 }
 
 /// A cell directory supplied from outside the actors (locket's presences).
@@ -103,6 +122,7 @@ impl Default for ActorSettings {
             convergence_workers: 20,
             outbound_tls: OutboundTls::default(),
             cell_directory: None,
+            standby: false,
         }
     }
 }
@@ -122,6 +142,7 @@ pub struct Bbs {
     pub directory: cells::Directory,
     /// False when cells come from locket: registering over HTTP would be invisible.
     pub registers_cells: bool,
+    pub active: Activation,
     pub converger: Mailbox<converger::ConvergerActor>,
 }
 
@@ -187,6 +208,7 @@ impl Bbs {
             rep: rep.clone(),
             log: log.new(slog::o!("component" => "lrps")),
         };
+        let active = Activation::default();
         let (callbacks, callback_receiver) = CallbackQueue::new(CALLBACK_QUEUE_CAPACITY);
         let tasks = tasks::TaskActor::start(tasks::TaskActorDeps {
             storage: storage.clone(),
@@ -200,6 +222,7 @@ impl Bbs {
             events: events.clone(),
             cells: directory.clone(),
             rep,
+            active: active.clone(),
         })
         .await?;
         callbacks::start_workers(
@@ -213,7 +236,6 @@ impl Bbs {
             )?,
             log.new(slog::o!("component" => "task-callbacks")),
         );
-        tasks::TaskActor::deliver_owed_callbacks(&tasks).await?;
         let encryptor = encryptor::EncryptorActor::start(
             storage.clone(),
             codec.clone(),
@@ -233,8 +255,9 @@ impl Bbs {
                 },
                 workers: settings.convergence_workers,
             },
+            active.clone(),
         );
-        Ok(Bbs {
+        let bbs = Bbs {
             storage,
             domains,
             tasks,
@@ -244,7 +267,23 @@ impl Bbs {
             cells,
             directory,
             registers_cells: settings.cell_directory.is_none(),
+            active,
             converger,
-        })
+        };
+        if !settings.standby {
+            bbs.activate().await?;
+        }
+        Ok(bbs)
+    }
+
+    /// Starts acting: the callbacks owed from before are queued, and convergence and the
+    /// callback sweeps run from now on.
+    pub async fn activate(&self) -> BbsResult<()> {
+        if self.active.is_active() {
+            return Ok(());
+        }
+        self.active.set();
+        tasks::TaskActor::deliver_owed_callbacks(&self.tasks).await?;
+        Ok(())
     }
 }

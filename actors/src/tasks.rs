@@ -112,6 +112,8 @@ pub struct TaskActorDeps {
     pub events: crate::events::EventHub,
     pub cells: crate::cells::Directory,
     pub rep: crate::rep::RepClient,
+    /// False while this server stands by without the lock: no callbacks are swept then.
+    pub active: crate::Activation,
 }
 
 pub struct TaskActor {
@@ -125,8 +127,10 @@ impl Actor for TaskActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.deps.mailbox_capacity);
-        ctx.run_interval(self.deps.redelivery_delay, |_, ctx| {
-            ctx.notify(SweepCallbacks { startup: false });
+        ctx.run_interval(self.deps.redelivery_delay, |actor, ctx| {
+            if actor.deps.active.is_active() {
+                ctx.notify(SweepCallbacks { startup: false });
+            }
         });
     }
 }
@@ -680,3 +684,61 @@ crate::metered_handlers!(TaskActor:
     DesireTask, StartTask, CancelTask, FailTask, RejectTask, CompleteTask, ResolvingTask,
     DeleteTask, ListTasks, GetTask, SweepCallbacks, ConvergeTasks,
     ApplyTaskAction);
+
+/// The version of every task held, for a standby's catch-up (crate::standby).
+#[derive(Message)]
+#[rtype(result = "Vec<(String, bbs_store::TaskVersion)>")]
+pub struct TaskVersions;
+
+/// Tasks another server wrote or removed, applied without a store write or an event.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct RefreshTasks {
+    pub records: Vec<TaskRecord>,
+    pub removed: Vec<String>,
+}
+
+impl Handler<TaskVersions> for TaskActor {
+    type Result = Vec<(String, bbs_store::TaskVersion)>;
+
+    fn handle(&mut self, _: TaskVersions, _: &mut Self::Context) -> Self::Result {
+        self.tasks
+            .iter()
+            .map(|(guid, task)| {
+                let version = bbs_store::TaskVersion {
+                    updated_at: task.updated_at,
+                    state: task.state,
+                    rejection_count: task.rejection_count,
+                };
+                (guid.clone(), version)
+            })
+            .collect()
+    }
+}
+
+impl Handler<RefreshTasks> for TaskActor {
+    type Result = usize;
+
+    fn handle(&mut self, msg: RefreshTasks, _: &mut Self::Context) -> usize {
+        let mut applied = 0;
+        for guid in msg.removed {
+            applied += usize::from(self.tasks.remove(&guid).is_some());
+        }
+        for record in msg.records {
+            let guid = record.guid.clone();
+            match from_record(&self.deps.codec, record) {
+                Ok(task) => {
+                    self.tasks.insert(guid, task);
+                    applied += 1;
+                }
+                Err(_) => {
+                    metrics::counter!("bbs_records_undecodable_total", "kind" => "task")
+                        .increment(1);
+                }
+            }
+        }
+        applied
+    }
+}
+
+crate::metered_handlers!(TaskActor: TaskVersions, RefreshTasks);

@@ -655,6 +655,51 @@ pub async fn cells_upsert_list_delete(t: &TestStore) {
     assert_eq!(s.cells().await.unwrap(), vec![cell("cell-2", 30)]);
 }
 
+/// The versions a standby compares: one per record, equal to what the record's own
+/// `version()` says, and different after each kind of write.
+pub async fn record_versions_follow_every_write(t: &TestStore) {
+    let s = &t.store;
+    assert_eq!(
+        s.record_versions().await.unwrap(),
+        RecordVersions::default()
+    );
+    let mut one_task = task("t1", "d", "cell-1");
+    one_task.updated_at = 7;
+    s.insert_task(&one_task).await.unwrap();
+    let lrp = desired("web", "d");
+    s.insert_desired_lrp(&lrp).await.unwrap();
+    let mut row = actual("web", 0, Presence::Ordinary, "cell-1");
+    row.since = 11;
+    s.insert_actual_lrp(&row).await.unwrap();
+    s.insert_actual_lrp(&actual("web", 0, Presence::Suspect, "cell-2"))
+        .await
+        .unwrap();
+    let mut versions = s.record_versions().await.unwrap();
+    versions
+        .actual_lrps
+        .sort_by_key(|(k, _)| k.presence.as_i32());
+    assert_eq!(versions.tasks, vec![("t1".to_owned(), one_task.version())]);
+    assert_eq!(
+        versions.desired_lrps,
+        vec![("web".to_owned(), lrp.scheduling.version())]
+    );
+    assert_eq!(versions.actual_lrps.len(), 2);
+    assert_eq!(versions.actual_lrps[0], (row.key(), row.version()));
+
+    one_task.updated_at = 8;
+    s.update_task(&one_task).await.unwrap();
+    let mut changed = lrp.clone();
+    changed.scheduling.modification_tag_index += 1;
+    s.update_desired_lrp(&changed).await.unwrap();
+    row.modification_tag_index += 1;
+    row.state = "RUNNING".into();
+    s.update_actual_lrp(&row).await.unwrap();
+    let after = s.record_versions().await.unwrap();
+    assert_eq!(after.tasks[0].1.updated_at, 8);
+    assert_eq!(after.desired_lrps[0].1, changed.scheduling.version());
+    assert!(after.actual_lrps.contains(&(row.key(), row.version())));
+}
+
 fn lock_row(key: &str, owner: &str, lock_type: &str, index: i64) -> LockRecord {
     LockRecord {
         key: key.into(),
@@ -875,6 +920,7 @@ macro_rules! store_conformance_suite {
                     actual_lrp_batches_are_all_or_nothing,
                     large_lists_are_complete,
                     cells_upsert_list_delete,
+                    record_versions_follow_every_write,
                     locks_insert_update_delete_and_list,
                     locks_concurrent_modify_loses_no_update,
                     large_records_round_trip,

@@ -244,3 +244,68 @@ pub struct LockRecord {
     /// Seconds.
     pub ttl: i64,
 }
+
+/// The columns that change whenever a task changes (every transition sets `updated_at`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskVersion {
+    pub updated_at: Nanos,
+    pub state: i32,
+    pub rejection_count: i32,
+}
+
+/// The columns that change whenever a desired LRP changes (an update bumps its tag).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredLrpVersion {
+    pub modification_tag_epoch: String,
+    pub modification_tag_index: i32,
+    pub instances: i32,
+}
+
+/// The columns that change whenever an actual LRP row changes (every change bumps its tag).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActualLrpVersion {
+    pub modification_tag_epoch: String,
+    pub modification_tag_index: i32,
+    pub state: String,
+    pub since: Nanos,
+}
+
+/// Every record's version, cheap to read: what a standby server compares with the records it
+/// loaded to find those another server changed since, without decoding them all again.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecordVersions {
+    pub tasks: Vec<(String, TaskVersion)>,
+    pub desired_lrps: Vec<(String, DesiredLrpVersion)>,
+    pub actual_lrps: Vec<(ActualLrpKey, ActualLrpVersion)>,
+}
+
+impl TaskRecord {
+    pub fn version(&self) -> TaskVersion {
+        TaskVersion {
+            updated_at: self.updated_at,
+            state: self.state,
+            rejection_count: self.rejection_count,
+        }
+    }
+}
+
+impl DesiredLrpSchedulingRecord {
+    pub fn version(&self) -> DesiredLrpVersion {
+        DesiredLrpVersion {
+            modification_tag_epoch: self.modification_tag_epoch.clone(),
+            modification_tag_index: self.modification_tag_index,
+            instances: self.instances,
+        }
+    }
+}
+
+impl ActualLrpRecord {
+    pub fn version(&self) -> ActualLrpVersion {
+        ActualLrpVersion {
+            modification_tag_epoch: self.modification_tag_epoch.clone(),
+            modification_tag_index: self.modification_tag_index,
+            state: self.state.clone(),
+            since: self.since,
+        }
+    }
+}

@@ -132,6 +132,27 @@ pub trait Store: Send + Sync + 'static {
     async fn cells(&self) -> StoreResult<Vec<CellRecord>>;
     async fn delete_cell(&self, cell_id: &str) -> StoreResult<()>;
 
+    /// Every record's version. This default reads the records whole (etcd has no narrower
+    /// read); the SQL stores read only the version columns.
+    async fn record_versions(&self) -> StoreResult<RecordVersions> {
+        let tasks = self.tasks(&TaskFilter::default()).await?;
+        let desired = self
+            .desired_lrp_scheduling_infos(&DesiredLrpFilter::default())
+            .await?;
+        let actual = self.actual_lrps(&ActualLrpFilter::default()).await?;
+        Ok(RecordVersions {
+            tasks: tasks
+                .iter()
+                .map(|t| (t.guid.clone(), t.version()))
+                .collect(),
+            desired_lrps: desired
+                .iter()
+                .map(|d| (d.process_guid.clone(), d.version()))
+                .collect(),
+            actual_lrps: actual.iter().map(|a| (a.key(), a.version())).collect(),
+        })
+    }
+
     /// One row of locket's `locks` table, whoever owns it (an empty owner included).
     async fn lock(&self, key: &str) -> StoreResult<Option<LockRecord>>;
     /// Every row of locket's `locks` table, or those of one `type`, sorted by key.

@@ -187,6 +187,17 @@ impl TestStore {
             .collect()
     }
 
+    /// Another handle on the same database (no clean-up of its own), for a second server
+    /// beside the first; the original must outlive it.
+    pub fn sharing(&self) -> TestStore {
+        TestStore {
+            store: Arc::clone(&self.store),
+            config: self.config.clone(),
+            cleanup: None,
+            _dir: None,
+        }
+    }
+
     /// Opens the same database again, as a restarted server would.
     pub async fn reopen(&self) -> StoreResult<Arc<dyn Store>> {
         connect(&self.config).await

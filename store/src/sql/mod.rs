@@ -645,6 +645,82 @@ macro_rules! sql_store {
                 expect_one(deleted)
             }
 
+            async fn record_versions(&self) -> StoreResult<RecordVersions> {
+                use $crate::sql::schema::actual_lrps::dsl as a;
+                use $crate::sql::schema::desired_lrps::dsl as d;
+                use $crate::sql::schema::tasks::dsl as t;
+                let mut conn = self.conn().await?;
+                let tasks: Vec<(String, Option<i64>, Option<i32>, i32)> = t::tasks
+                    .select((t::guid, t::updated_at, t::state, t::rejection_count))
+                    .load(&mut *conn)
+                    .await?;
+                let desired: Vec<(String, String, Option<i32>, i32)> = d::desired_lrps
+                    .select((
+                        d::process_guid,
+                        d::modification_tag_epoch,
+                        d::modification_tag_index,
+                        d::instances,
+                    ))
+                    .load(&mut *conn)
+                    .await?;
+                let actual: Vec<(String, i32, i32, String, Option<i32>, String, Option<i64>)> =
+                    a::actual_lrps
+                        .select((
+                            a::process_guid,
+                            a::instance_index,
+                            a::presence,
+                            a::modification_tag_epoch,
+                            a::modification_tag_index,
+                            a::state,
+                            a::since,
+                        ))
+                        .load(&mut *conn)
+                        .await?;
+                let mut versions = RecordVersions::default();
+                versions.tasks = tasks
+                    .into_iter()
+                    .map(|(guid, updated_at, state, rejection_count)| {
+                        let version = TaskVersion {
+                            updated_at: updated_at.unwrap_or_default(),
+                            state: state.unwrap_or_default(),
+                            rejection_count,
+                        };
+                        (guid, version)
+                    })
+                    .collect();
+                versions.desired_lrps = desired
+                    .into_iter()
+                    .map(|(guid, epoch, index, instances)| {
+                        let version = DesiredLrpVersion {
+                            modification_tag_epoch: epoch,
+                            modification_tag_index: index.unwrap_or_default(),
+                            instances,
+                        };
+                        (guid, version)
+                    })
+                    .collect();
+                for (guid, index, presence, epoch, tag_index, state, since) in actual {
+                    // A presence this version does not know is left to the full load's
+                    // judgement (which skips it too).
+                    let Some(presence) = Presence::from_i32(presence) else {
+                        continue;
+                    };
+                    let key = ActualLrpKey {
+                        process_guid: guid,
+                        index,
+                        presence,
+                    };
+                    let version = ActualLrpVersion {
+                        modification_tag_epoch: epoch,
+                        modification_tag_index: tag_index.unwrap_or_default(),
+                        state,
+                        since: since.unwrap_or_default(),
+                    };
+                    versions.actual_lrps.push((key, version));
+                }
+                Ok(versions)
+            }
+
             async fn lock(&self, key: &str) -> StoreResult<Option<LockRecord>> {
                 use $crate::sql::schema::locks::dsl as l;
                 let mut conn = self.conn().await?;
