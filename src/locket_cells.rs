@@ -37,7 +37,9 @@ fn unknown(error: LocketError) -> BbsError {
 impl CellDirectory for LocketCells {
     async fn cell(&self, cell_id: &str) -> BbsResult<Option<m::CellPresence>> {
         match self.locket.fetch(cell_id).await {
-            Ok(resource) => Ok(self.presence(&resource)),
+            // Upstream's CellById fails here; "not present" would let a retire delete an
+            // instance its cell may still run.
+            Ok(resource) => presence_from_json(&resource.value).map(Some),
             Err(LocketError::ResourceNotFound) => Ok(None),
             Err(e) => Err(unknown(e)),
         }

@@ -15,8 +15,10 @@ use slog::{error, info, Logger};
 use crate::config::Settings;
 use crate::http::{api_app, debug_app, health_app, ApiState};
 
-/// How often a standby catches up with the store while it waits for the lock.
-const STANDBY_REFRESH: Duration = Duration::from_secs(10);
+/// How often a standby catches up with the store while it waits for the lock. Reading every
+/// version costs seconds at 250K instances, and the rep loop's re-asserts change nothing, so
+/// this only keeps a long wait's backlog small.
+const STANDBY_REFRESH: Duration = Duration::from_secs(60);
 
 /// How long an idle API connection is kept: longer than Go's 90 s client idle timeout.
 const KEEP_ALIVE_SECONDS: u64 = 120;
@@ -197,7 +199,25 @@ pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>
 
     // Only the lock holder opens the API and acts (upstream: a passive BBS refuses
     // connections and answers only on its health port).
-    let activity = match crate::lock::Activity::new(&settings, store.clone(), &log) {
+    // A lock kept in the store gets connections of its own: a pool busy with loading,
+    // convergence or a catch-up must not delay a refresh past the TTL.
+    let lock_store = match settings.locket_address.as_deref() {
+        Some(address) if !address.is_empty() => store.clone(),
+        _ => {
+            let config = bbs_store::StoreConfig {
+                max_connections: 2,
+                ..store_config.clone()
+            };
+            match bbs_store::connect(&config).await {
+                Ok(lock_store) => lock_store,
+                Err(e) => {
+                    error!(log, "store-open-failed"; "backend" => store_config.backend.name(), "error" => %e);
+                    return servers.stop(1, &log).await;
+                }
+            }
+        }
+    };
+    let activity = match crate::lock::Activity::new(&settings, lock_store, &log) {
         Ok(activity) => activity,
         Err(e) => {
             error!(log, "invalid-config"; "error" => %e);
@@ -234,34 +254,34 @@ pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>
         cell_directory: activity.cells.clone(),
         standby: true,
     };
-    let stop_arbiters = |arbiters: Vec<Arbiter>| {
-        for arbiter in arbiters {
-            arbiter.stop();
-        }
+    let mut run = Run {
+        activity,
+        keeper: None,
+        arbiters,
+        servers,
     };
-    let mut acquire = Box::pin(activity.runner.acquire());
+    // The lock is sought, and once held refreshed, by tasks of their own, so nothing this
+    // server does meanwhile (loading, catching up) delays a refresh.
+    let runner = run.activity.runner.clone();
+    let mut acquired = actix_rt::spawn(async move { runner.acquire().await });
     let mut held = false;
-    // Once held, the lock is refreshed while the rest of start-up runs.
-    let mut keep = Box::pin(activity.runner.keep());
     let loading = std::time::Instant::now();
     let mut load = Box::pin(Bbs::start(store, &actor_settings, &handles, &log));
     let loaded = loop {
         tokio::select! {
             loaded = &mut load => break loaded,
-            () = &mut acquire, if !held => held = true,
-            lost = &mut keep, if held => {
-                error!(log, "lost-lock-while-starting"; "error" => %lost);
-                stop_arbiters(arbiters);
-                return servers.stop(1, &log).await;
+            _ = &mut acquired, if !held => {
+                held = true;
+                run.hold();
+            }
+            lost = run.lost() => {
+                error!(log, "lost-lock-while-starting"; "error" => lost);
+                return run.finish(1, false, &log).await;
             }
             signal = &mut terminated => {
                 info!(log, "signalled-while-starting"; "signal" => signal);
-                if held {
-                    activity.runner.release().await;
-                }
-                activity.stop();
-                stop_arbiters(arbiters);
-                return servers.stop(0, &log).await;
+                acquired.abort();
+                return run.finish(0, true, &log).await;
             }
         }
     };
@@ -270,12 +290,8 @@ pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>
         Ok(bbs) => bbs,
         Err(e) => {
             error!(log, "actors-start-failed"; "error" => %e);
-            if held {
-                activity.runner.release().await;
-            }
-            activity.stop();
-            stop_arbiters(arbiters);
-            return servers.stop(1, &log).await;
+            acquired.abort();
+            return run.finish(1, true, &log).await;
         }
     };
     info!(log, "standby-ready"; "load_ms" => loading.elapsed().as_millis() as u64);
@@ -284,7 +300,10 @@ pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>
     refresh.tick().await;
     while !held {
         tokio::select! {
-            () = &mut acquire => held = true,
+            _ = &mut acquired => {
+                held = true;
+                run.hold();
+            }
             _ = refresh.tick() => {
                 if let Err(e) = bbs.catch_up(&log).await {
                     slog::warn!(log, "standby-catch-up-failed"; "error" => %e);
@@ -292,43 +311,35 @@ pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>
             }
             signal = &mut terminated => {
                 info!(log, "signalled-while-passive"; "signal" => signal);
-                activity.stop();
-                stop_arbiters(arbiters);
-                return servers.stop(0, &log).await;
+                acquired.abort();
+                // Upstream releases on every signal: an attempt in flight may have won.
+                return run.finish(0, true, &log).await;
             }
         }
     }
-    drop(acquire);
     let catching_up = std::time::Instant::now();
-    let started = tokio::select! {
-        caught_up = bbs.catch_up(&log) => caught_up.map(|report| (bbs, report)),
-        lost = &mut keep => {
-            error!(log, "lost-lock-while-starting"; "error" => %lost);
-            stop_arbiters(arbiters);
-            return servers.stop(1, &log).await;
+    let caught_up = tokio::select! {
+        caught_up = bbs.catch_up(&log) => caught_up,
+        lost = run.lost() => {
+            error!(log, "lost-lock-while-starting"; "error" => lost);
+            return run.finish(1, false, &log).await;
         }
     };
-    drop(keep);
-    let bbs = match started {
-        Ok((bbs, report)) => {
+    match caught_up {
+        Ok(report) => {
             info!(log, "caught-up"; "duration_ms" => catching_up.elapsed().as_millis() as u64,
-                "tasks" => report.tasks, "desired_lrps" => report.desired_lrps, "actual_lrps" => report.actual_lrps);
-            bbs
+                "tasks" => report.tasks, "desired_lrps" => report.desired_lrps, "actual_lrps" => report.actual_lrps,
+                "versions_read_ms" => report.versions_read.as_millis() as u64);
         }
         Err(e) => {
             error!(log, "catch-up-failed"; "error" => %e);
-            activity.runner.release().await;
-            activity.stop();
-            stop_arbiters(arbiters);
-            return servers.stop(1, &log).await;
+            return run.finish(1, true, &log).await;
         }
-    };
+    }
     if let Err(e) = bbs.activate().await {
         error!(log, "activation-failed"; "error" => %e);
-        activity.runner.release().await;
-        activity.stop();
-        stop_arbiters(arbiters);
-        return servers.stop(1, &log).await;
+        bbs.deactivate();
+        return run.finish(1, true, &log).await;
     }
 
     // Signals are ours (stop_api): a graceful stop would wait out idle keep-alive connections
@@ -340,16 +351,11 @@ pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>
         Ok(server) => server,
         Err(e) => {
             error!(log, "api-listen-failed"; "address" => &settings.listen_address, "error" => %e);
-            activity.runner.release().await;
-            activity.stop();
-            stop_arbiters(arbiters);
-            return servers.stop(1, &log).await;
+            bbs.deactivate();
+            return run.finish(1, true, &log).await;
         }
     };
-    let servers = Servers {
-        api: Some(api_handle.clone()),
-        ..servers
-    };
+    run.servers.api = Some(api_handle.clone());
     let api_task = actix_rt::spawn(api);
 
     let encryptor = bbs.encryptor.clone();
@@ -364,33 +370,76 @@ pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>
             }
         }
     });
-    state.set_ready(bbs);
+    state.set_ready(bbs.clone());
     metrics::gauge!("bbs_master_elected").set(1.0);
     info!(log, "started"; "address" => &settings.listen_address);
+    // The lock stays refreshed while the API drains; everything else stops before it is
+    // released, so no write of this server's can follow a successor's catch-up.
     let code = tokio::select! {
         _ = api_task => 0,
         signal = &mut terminated => {
             info!(log, "stopping"; "signal" => signal);
             stop_api(&state, &api_handle, &log).await;
-            activity.runner.release().await;
             0
         }
         _ = state.unrecoverable() => {
             error!(log, "unrecoverable-error-shutting-down");
             stop_api(&state, &api_handle, &log).await;
-            activity.runner.release().await;
             1
         }
         // Upstream exits at once: another server may already be acting.
-        lost = activity.runner.keep() => {
-            error!(log, "lost-lock-exiting"; "error" => %lost);
-            1
+        lost = run.lost() => {
+            error!(log, "lost-lock-exiting"; "error" => lost);
+            bbs.deactivate();
+            return run.finish(1, false, &log).await;
         }
     };
     info!(log, "api-stopped");
-    activity.stop();
-    stop_arbiters(arbiters);
-    servers.stop(code, &log).await
+    bbs.deactivate();
+    run.finish(code, true, &log).await
+}
+
+/// What a run holds that its end must let go of, in order.
+struct Run {
+    activity: crate::lock::Activity,
+    /// The task refreshing the lock, once held; it answers the error that lost it.
+    keeper: Option<actix_rt::task::JoinHandle<bbs_locket::LocketError>>,
+    arbiters: Vec<Arbiter>,
+    servers: Servers,
+}
+
+impl Run {
+    /// The lock is held: keep refreshing it from now on.
+    fn hold(&mut self) {
+        let runner = self.activity.runner.clone();
+        self.keeper = Some(actix_rt::spawn(async move { runner.keep().await }));
+    }
+
+    /// Resolves when the held lock is lost; never while it is not held.
+    async fn lost(&mut self) -> String {
+        match self.keeper.as_mut() {
+            Some(keeper) => match keeper.await {
+                Ok(error) => error.to_string(),
+                Err(e) => format!("the lock refresh stopped: {e}"),
+            },
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Stops the actors, then (when `release`) gives the lock up, then closes the servers.
+    async fn finish(mut self, code: i32, release: bool, log: &Logger) -> i32 {
+        for arbiter in self.arbiters.drain(..) {
+            arbiter.stop();
+        }
+        if let Some(keeper) = self.keeper.take() {
+            keeper.abort();
+        }
+        if release {
+            self.activity.runner.release().await;
+        }
+        self.activity.stop();
+        self.servers.stop(code, log).await
+    }
 }
 
 /// The servers a run may have opened; the API only once the lock is held.

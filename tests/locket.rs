@@ -576,6 +576,57 @@ async fn locket_presences_are_the_cells(backend: Backend) {
     let report = b.bbs.converger.call(Converge).await.unwrap().unwrap();
     assert_eq!(report.cells, 1, "cell-1 is present (cell-bad is skipped)");
 
+    // An instance on the cell whose presence does not parse: retiring it is an error (as
+    // upstream's CellById is), never a deletion of an instance its cell may still run.
+    let desire: m::DesiredLrpLifecycleResponse = b
+        .call(
+            "/v1/desired_lrp/desire.r2",
+            &m::DesireLrpRequest {
+                desired_lrp: Some(support::fixtures::desired_lrp("api", 1)),
+            },
+        )
+        .await;
+    assert_eq!(desire.error, None);
+    let on_bad_cell = m::StartActualLrpRequest {
+        actual_lrp_key: Some(m::ActualLrpKey {
+            process_guid: "api".into(),
+            index: 0,
+            domain: "cf-apps".into(),
+        }),
+        actual_lrp_instance_key: Some(m::ActualLrpInstanceKey {
+            instance_guid: "ig-api".into(),
+            cell_id: "cell-bad".into(),
+        }),
+        ..start.clone()
+    };
+    let started: m::ActualLrpLifecycleResponse =
+        b.call("/v1/actual_lrps/start.r1", &on_bad_cell).await;
+    assert_eq!(started.error, None);
+    let retired: m::ActualLrpLifecycleResponse = b
+        .call(
+            "/v1/actual_lrps/retire",
+            &m::RetireActualLrpRequest {
+                actual_lrp_key: on_bad_cell.actual_lrp_key.clone(),
+            },
+        )
+        .await;
+    let error = retired.error.expect("the presence does not parse");
+    assert_eq!(
+        error.r#type,
+        m::error::Type::Deserialize as i32,
+        "{error:?}"
+    );
+    let kept: m::ActualLrpsResponse = b
+        .call(
+            "/v1/actual_lrps/list",
+            &m::ActualLrpsRequest {
+                process_guid: "api".into(),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(kept.actual_lrps.len(), 1, "the instance is kept");
+
     // cell-1's rep stops refreshing: locket expires its presence.
     let deadline = Instant::now() + Duration::from_secs(10);
     while list(&b).await.contains(&"cell-1".to_owned()) {
@@ -801,9 +852,10 @@ async fn a_standby_catches_up_with_what_the_active_wrote(backend: Backend) {
     );
     assert!(report.actual_lrps >= 3, "{report:?}");
     // Nothing is left to catch up, and standing by did not act.
+    let again = standby.bbs.catch_up(&log).await.unwrap();
     assert_eq!(
-        standby.bbs.catch_up(&log).await.unwrap(),
-        bbs_actors::standby::CatchUp::default()
+        (again.tasks, again.desired_lrps, again.actual_lrps),
+        (0, 0, 0)
     );
     assert!(!standby.bbs.active.is_active());
     assert!(active.bbs.active.is_active());
@@ -846,6 +898,34 @@ async fn an_unreachable_locket_is_retried_and_never_lets_a_passive_serve() {
     );
     let _locket = LocketProcess::start_at(&store.config, &address).await;
     server.wait_ready().await;
+}
+
+/// A locket that restarts (a rolling deploy) costs the active server nothing: its refresh
+/// waits for the connection within the retry interval, as upstream's WaitForReady does, and
+/// the lock row is still its own.
+#[actix_web::test]
+async fn a_locket_restart_does_not_cost_the_lock() {
+    let Some(store) = support::test_store(Backend::Sqlite).await else {
+        return;
+    };
+    let locket = LocketProcess::start(&store.config).await;
+    let address = locket.address.clone();
+    let mut config = config_json(
+        &store.config,
+        serde_json::json!({"uuid": "node-a", "lock_ttl": "10s", "lock_retry_interval": "3s"}),
+    );
+    if let (Some(config), Some(keys)) = (config.as_object_mut(), client_keys(&address).as_object())
+    {
+        config.extend(keys.clone());
+    }
+    let mut server = Server::start(config).await;
+    drop(locket);
+    let _locket = LocketProcess::start_at(&store.config, &address).await;
+    // Two refreshes later the server still serves, and never logged a lost lock.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    server.wait_ready().await;
+    assert!(!server.log().contains("lost-lock"), "{}", server.log());
+    assert_eq!(server.stop(), Some(0));
 }
 
 /// A locket certificate that cannot be read stops start-up naming the key.

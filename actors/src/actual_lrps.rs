@@ -909,17 +909,18 @@ impl Handler<RefreshActual> for ActualLrpActor {
             applied += 1;
         }
         for record in msg.records {
+            // A row that does not decode leaves its slot empty: what was held is stale.
             let lrp = match actual_from_record(&self.codec, &record) {
-                Ok(lrp) => lrp,
+                Ok(lrp) => Some(lrp),
                 Err(_) => {
                     metrics::counter!("bbs_records_undecodable_total", "kind" => "actual_lrp")
                         .increment(1);
-                    continue;
+                    None
                 }
             };
+            applied += usize::from(lrp.is_some());
             let instance = self.detach(&mut touched, id(&record.process_guid, record.index));
-            *instance.slot_mut(model_presence(record.presence)) = Some(lrp);
-            applied += 1;
+            *instance.slot_mut(model_presence(record.presence)) = lrp;
         }
         for (id, instance) in touched {
             if !instance.is_empty() {

@@ -426,9 +426,11 @@ impl Handler<RefreshDesired> for DesiredLrpActor {
                         .insert(record.scheduling.process_guid.clone(), Box::new(entry));
                     applied += 1;
                 }
+                // What it held before is stale now: not served rather than served wrong.
                 Err(_) => {
                     metrics::counter!("bbs_records_undecodable_total", "kind" => "desired_lrp")
                         .increment(1);
+                    self.lrps.remove(&record.scheduling.process_guid);
                 }
             }
         }

@@ -89,8 +89,8 @@ impl Activation {
         self.0.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    fn set(&self) {
-        self.0.store(true, std::sync::atomic::Ordering::Release);
+    fn set(&self, active: bool) {
+        self.0.store(active, std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -276,13 +276,18 @@ impl Bbs {
         Ok(bbs)
     }
 
+    /// Stops acting on its own (convergence, callback sweeps), before the lock is given up.
+    pub fn deactivate(&self) {
+        self.active.set(false);
+    }
+
     /// Starts acting: the callbacks owed from before are queued, and convergence and the
     /// callback sweeps run from now on.
     pub async fn activate(&self) -> BbsResult<()> {
         if self.active.is_active() {
             return Ok(());
         }
-        self.active.set();
+        self.active.set(true);
         tasks::TaskActor::deliver_owed_callbacks(&self.tasks).await?;
         Ok(())
     }

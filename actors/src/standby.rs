@@ -29,6 +29,8 @@ pub struct CatchUp {
     pub tasks: usize,
     pub desired_lrps: usize,
     pub actual_lrps: usize,
+    /// Reading every record's version from the store (the fixed part of the cost).
+    pub versions_read: std::time::Duration,
 }
 
 /// The keys whose version differs (or that only the store has), and those only memory has.
@@ -56,9 +58,11 @@ impl Bbs {
     /// Brings memory up to the store after another server's writes.
     pub async fn catch_up(&self, log: &slog::Logger) -> BbsResult<CatchUp> {
         let storage = &self.storage;
+        let reading = std::time::Instant::now();
         let versions: RecordVersions = storage
             .run(|s| async move { s.record_versions().await })
             .await?;
+        let versions_read = reading.elapsed();
         let domains = storage.run(|s| async move { s.domains().await }).await?;
         self.domains.call(ReplaceDomains(domains)).await?;
         if self.registers_cells {
@@ -66,7 +70,10 @@ impl Bbs {
             let log = log.clone();
             self.cells.call(ReplaceCells { records, log }).await?;
         }
-        let mut report = CatchUp::default();
+        let mut report = CatchUp {
+            versions_read,
+            ..CatchUp::default()
+        };
 
         let held: HashMap<_, _> = self.tasks.call(TaskVersions).await?.into_iter().collect();
         let (changed, removed) = diff(&versions.tasks, &held);

@@ -731,9 +731,12 @@ impl Handler<RefreshTasks> for TaskActor {
                     self.tasks.insert(guid, task);
                     applied += 1;
                 }
-                Err(_) => {
+                // What it held before is stale now: not served rather than served wrong.
+                Err(e) => {
                     metrics::counter!("bbs_records_undecodable_total", "kind" => "task")
                         .increment(1);
+                    warn!(self.deps.log, "task-undecodable-dropped"; "task_guid" => &guid, "error" => %e);
+                    self.tasks.remove(&guid);
                 }
             }
         }

@@ -1,6 +1,8 @@
 //! A BBS API client as the Go one talks: protobuf bodies POSTed over HTTP/1.1 keep-alive
 //! connections, business errors in each response's `error` field.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bbs_models as m;
@@ -61,7 +63,11 @@ answers!(
 #[derive(Clone)]
 pub struct BbsClient {
     http: reqwest::Client,
-    base: String,
+    /// One or more BBS addresses (comma-separated `--bbs-url`): active and passive nodes.
+    bases: Arc<[String]>,
+    /// The address last seen to take connections; a refused connection moves to the next,
+    /// as a Diego client pointed at several BBS nodes does.
+    current: Arc<AtomicUsize>,
     tls: Option<bbs_tls::rustls::ClientConfig>,
 }
 
@@ -85,9 +91,15 @@ impl BbsClient {
             .tcp_nodelay(true)
             .http1_only()
             .build()?;
+        let bases: Vec<String> = base
+            .split(',')
+            .map(|b| b.trim().trim_end_matches('/').to_owned())
+            .filter(|b| !b.is_empty())
+            .collect();
         Ok(BbsClient {
             http,
-            base: base.trim_end_matches('/').to_owned(),
+            bases: bases.into(),
+            current: Arc::default(),
             tls,
         })
     }
@@ -102,7 +114,25 @@ impl BbsClient {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
+        let at = self.current.load(Ordering::Relaxed) % self.bases.len().max(1);
+        format!(
+            "{}{}",
+            self.bases.get(at).map(String::as_str).unwrap_or(""),
+            path
+        )
+    }
+
+    /// Moves to the next address after a refused connection.
+    fn next_address(&self, failed: &str) {
+        let at = self.current.load(Ordering::Relaxed);
+        if self.url("") == failed {
+            let _ = self.current.compare_exchange(
+                at,
+                at.wrapping_add(1),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
     }
 
     pub async fn call<Req: Message, Resp: Answer>(
@@ -110,13 +140,29 @@ impl BbsClient {
         route: &'static str,
         request: &Req,
     ) -> Result<Resp, CallError> {
-        let response = self
-            .http
-            .post(self.url(route))
-            .header("Content-Type", "application/x-protobuf")
-            .body(request.encode_to_vec())
-            .send()
-            .await?;
+        let body = request.encode_to_vec();
+        let mut tries = self.bases.len().max(1);
+        let response = loop {
+            let base = self.url("");
+            let sent = self
+                .http
+                .post(format!("{base}{route}"))
+                .header("Content-Type", "application/x-protobuf")
+                .body(body.clone())
+                .send()
+                .await;
+            match sent {
+                Err(e) if e.is_connect() && tries > 1 => {
+                    tries -= 1;
+                    self.next_address(&base);
+                }
+                Err(e) if e.is_connect() => {
+                    self.next_address(&base);
+                    return Err(e.into());
+                }
+                other => break other?,
+            }
+        };
         let status = response.status().as_u16();
         if status != 200 {
             return Err(CallError::Status { route, status });

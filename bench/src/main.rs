@@ -44,7 +44,8 @@ enum Command {
 
 #[derive(Args, Clone)]
 struct RunArgs {
-    /// The BBS API (https:// with --ca, --cert and --key).
+    /// The BBS API (https:// with --ca, --cert and --key); several comma-separated addresses
+    /// (an active and a passive node) are tried in turn when one refuses the connection.
     #[arg(long, default_value = "http://127.0.0.1:8889")]
     bbs_url: String,
     /// The CA the BBS's certificate is checked against (mutual TLS, with --cert and --key).

@@ -12,6 +12,9 @@ use crate::error::LocketError;
 use crate::models::{Resource, TypeCode};
 use crate::{Locket, BBS_LOCK_KEY, LOCK_TYPE};
 
+/// Between attempts on a connection that is not ready, within one request's time.
+const UNAVAILABLE_PAUSE: Duration = Duration::from_millis(200);
+
 /// The BBS lock's identity and timing (bbs-reference §10).
 #[derive(Clone, Debug)]
 pub struct LockSettings {
@@ -40,6 +43,7 @@ impl LockSettings {
     }
 }
 
+#[derive(Clone)]
 pub struct LockRunner {
     locket: Arc<dyn Locket>,
     settings: LockSettings,
@@ -65,19 +69,33 @@ impl LockRunner {
         }
     }
 
+    /// One lock request, given the retry interval. A connection that is not ready yet is
+    /// waited for within that time, as upstream's gRPC `WaitForReady` does, so a locket restart
+    /// or a connection blip does not count as a lost lock.
     async fn attempt(&self) -> Result<(), LocketError> {
         let resource = self.settings.resource();
-        match tokio::time::timeout(
-            self.settings.retry_interval,
-            self.locket.lock(&resource, self.settings.ttl_seconds()),
-        )
-        .await
-        {
-            Ok(result) => result,
-            Err(_) => Err(LocketError::Transport {
-                code: tonic::Code::DeadlineExceeded,
-                message: "lock request timed out".into(),
-            }),
+        let deadline = tokio::time::Instant::now() + self.settings.retry_interval;
+        loop {
+            let result = tokio::time::timeout_at(
+                deadline,
+                self.locket.lock(&resource, self.settings.ttl_seconds()),
+            )
+            .await;
+            match result {
+                Ok(Err(LocketError::Transport {
+                    code: tonic::Code::Unavailable,
+                    ..
+                })) if tokio::time::Instant::now() + UNAVAILABLE_PAUSE < deadline => {
+                    tokio::time::sleep(UNAVAILABLE_PAUSE).await;
+                }
+                Ok(result) => return result,
+                Err(_) => {
+                    return Err(LocketError::Transport {
+                        code: tonic::Code::DeadlineExceeded,
+                        message: "lock request timed out".into(),
+                    })
+                }
+            }
         }
     }
 
