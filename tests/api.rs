@@ -355,9 +355,9 @@ async fn metrics_show_every_actor_mailbox() {
             "{actor} mailbox not drained:\n{metrics}"
         );
     }
-    // The start-up callback sweep, then the list.
+    // The take-over's catch-up (versions, refresh), the start-up callback sweep, the list.
     assert!(
-        metrics.contains("bbs_actor_messages_handled_total{actor=\"tasks\"} 2"),
+        metrics.contains("bbs_actor_messages_handled_total{actor=\"tasks\"} 4"),
         "{metrics}"
     );
 }
