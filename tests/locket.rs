@@ -660,6 +660,21 @@ async fn locket_presences_are_the_cells(backend: Backend) {
         ("RUNNING", "cell-1")
     );
     assert_eq!(by_presence(Presence::Ordinary).unwrap().state, "UNCLAIMED");
+    // The replacement is sent to auction: the desire's auction of web/0, then this one.
+    let web_auctions = || {
+        auctioneer
+            .received()
+            .into_iter()
+            .filter(|r| r.path == "/v1/lrps")
+            .flat_map(|r| r.body.as_array().cloned().unwrap_or_default())
+            .filter(|a| a["process_guid"] == "web" && a["indices"] == serde_json::json!([0]))
+            .count()
+    };
+    assert!(
+        support::inproc::eventually(Duration::from_secs(5), || web_auctions() >= 2).await,
+        "auctions of web/0: {}",
+        web_auctions()
+    );
 }
 
 /// Every record list, each entry encoded and the entries sorted: equal lists mean equal
