@@ -11,12 +11,28 @@ use std::time::{Duration, Instant};
 use bbs_store::{Backend, StoreConfig};
 use prost::Message;
 
-/// A free loopback port (bound, then released for the server to take).
+/// A free loopback port (bound, then released for the server to take). Taken below the
+/// kernel's ephemeral range (32768 and up), so an outgoing connection of some other test cannot
+/// take it between this check and the server's bind; each test binary walks its own stretch
+/// (by process id), and no port is handed out twice.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id() * 997) % SPAN,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {LOW} and {}", LOW + SPAN)
 }
 
 /// The `error` field every upstream response carries as field 1.
