@@ -674,6 +674,19 @@ mod tests {
     }
 
     #[test]
+    fn the_deploy_configs_load() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+        for name in ["sqlite.json", "mysql.json", "postgres.json", "etcd.json"] {
+            Settings::load(Some(&dir.join(name)), Vec::new())
+                .unwrap_or_else(|e| panic!("deploy/{name}: {e}"));
+        }
+        let locket = std::fs::read_to_string(dir.join("locket.json")).unwrap();
+        let locket: crate::locket_server::LocketSettings = serde_json::from_str(&locket).unwrap();
+        assert_eq!(locket.database_driver, "mysql");
+        locket.store_config().unwrap();
+    }
+
+    #[test]
     fn locket_address_needs_its_certificates() {
         let e = load(r#"{"locket_address": "locket.service.cf.internal:8891"}"#).unwrap_err();
         assert_eq!(
