@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::HttpServer;
 use bbs_locket::service::{self, LocalLocket, SWEEP_INTERVAL};
 use bbs_locket::table::LockTable;
 use bbs_store::{Backend, StoreConfig, StoreTls};
@@ -197,25 +196,11 @@ pub async fn run(settings: LocketSettings, log: Logger, metrics: Arc<PrometheusH
             return 2;
         }
     };
-    let debug = if settings.debug_address.is_empty() {
-        None
-    } else {
-        let handle = Arc::clone(&metrics);
-        match HttpServer::new(move || crate::http::debug_app(Arc::clone(&handle)))
-            .workers(1)
-            .disable_signals()
-            .bind(&settings.debug_address)
-        {
-            Ok(server) => {
-                let server = server.run();
-                let handle = server.handle();
-                actix_rt::spawn(server);
-                Some(handle)
-            }
-            Err(e) => {
-                error!(log, "debug-listen-failed"; "address" => &settings.debug_address, "error" => %e);
-                return 1;
-            }
+    let debug = match crate::server::serve_debug(&settings.debug_address, &metrics) {
+        Ok(handle) => handle,
+        Err(e) => {
+            error!(log, "debug-listen-failed"; "address" => &settings.debug_address, "error" => %e);
+            return 1;
         }
     };
     let code = serve(settings, tls, store_config, &log).await;

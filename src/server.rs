@@ -68,6 +68,25 @@ async fn stop_api(state: &ApiState, handle: &actix_server::ServerHandle, log: &L
     handle.stop(false).await;
 }
 
+/// Serves `/metrics` on `address` (none when it is empty), for the BBS and `bbs locket`.
+pub(crate) fn serve_debug(
+    address: &str,
+    metrics: &Arc<PrometheusHandle>,
+) -> std::io::Result<Option<actix_web::dev::ServerHandle>> {
+    if address.is_empty() {
+        return Ok(None);
+    }
+    let handle = Arc::clone(metrics);
+    let server = HttpServer::new(move || debug_app(Arc::clone(&handle)))
+        .workers(1)
+        .disable_signals()
+        .bind(address)?
+        .run();
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    Ok(Some(handle))
+}
+
 /// Latency buckets for every `*_seconds` histogram, from 100 µs to 30 s.
 const SECONDS_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -121,25 +140,11 @@ pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>
     let health_handle = health.handle();
     actix_rt::spawn(health);
 
-    let debug_handle = if settings.debug_address.is_empty() {
-        None
-    } else {
-        let handle = Arc::clone(&metrics);
-        match HttpServer::new(move || debug_app(Arc::clone(&handle)))
-            .workers(1)
-            .disable_signals()
-            .bind(&settings.debug_address)
-        {
-            Ok(server) => {
-                let server = server.run();
-                let handle = server.handle();
-                actix_rt::spawn(server);
-                Some(handle)
-            }
-            Err(e) => {
-                error!(log, "debug-listen-failed"; "address" => &settings.debug_address, "error" => %e);
-                return 1;
-            }
+    let debug_handle = match serve_debug(&settings.debug_address, &metrics) {
+        Ok(handle) => handle,
+        Err(e) => {
+            error!(log, "debug-listen-failed"; "address" => &settings.debug_address, "error" => %e);
+            return 1;
         }
     };
     let upkeep = Arc::clone(&metrics);
