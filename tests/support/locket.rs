@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -98,19 +98,10 @@ impl LocketProcess {
         std::fs::File::create(&path)
             .and_then(|mut f| f.write_all(config.to_string().as_bytes()))
             .expect("write locket.json");
-        let child = Command::new(env!("CARGO_BIN_EXE_bbs"))
-            .arg("locket")
-            .arg("--config")
-            .arg(&path)
-            .current_dir(dir.path())
-            .stdout(Stdio::from(
-                std::fs::File::create(dir.path().join("stdout.log")).unwrap(),
-            ))
-            .stderr(Stdio::from(
-                std::fs::File::create(dir.path().join("stderr.log")).unwrap(),
-            ))
-            .spawn()
-            .expect("start bbs locket");
+        let child = super::spawn_bbs(
+            &["locket".as_ref(), "--config".as_ref(), path.as_os_str()],
+            dir.path(),
+        );
         LocketProcess {
             child,
             address: address.into(),

@@ -54,6 +54,19 @@ pub fn tls() -> Option<&'static certs::Pki> {
     .as_ref()
 }
 
+/// Runs the `bbs` binary with `args` in `dir`, its output in `dir`'s stdout.log and
+/// stderr.log (read back by `log()`).
+pub fn spawn_bbs(args: &[&std::ffi::OsStr], dir: &std::path::Path) -> Child {
+    let log = |name: &str| Stdio::from(std::fs::File::create(dir.join(name)).unwrap());
+    Command::new(env!("CARGO_BIN_EXE_bbs"))
+        .args(args)
+        .current_dir(dir)
+        .stdout(log("stdout.log"))
+        .stderr(log("stderr.log"))
+        .spawn()
+        .expect("start bbs")
+}
+
 pub struct Server {
     child: Child,
     pub api: String,
@@ -137,18 +150,7 @@ impl Server {
         let config_path = dir.path().join("bbs.json");
         let mut file = std::fs::File::create(&config_path).unwrap();
         file.write_all(config.to_string().as_bytes()).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_bbs"))
-            .arg("--config")
-            .arg(&config_path)
-            .current_dir(dir.path())
-            .stdout(Stdio::from(
-                std::fs::File::create(dir.path().join("stdout.log")).unwrap(),
-            ))
-            .stderr(Stdio::from(
-                std::fs::File::create(dir.path().join("stderr.log")).unwrap(),
-            ))
-            .spawn()
-            .expect("start bbs");
+        let child = spawn_bbs(&["--config".as_ref(), config_path.as_os_str()], dir.path());
         let scheme = if config.get("cert_file").is_some() {
             "https"
         } else {
