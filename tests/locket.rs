@@ -43,15 +43,9 @@ fn presence_json(cell: &str) -> String {
 
 /// A raw tonic client, for requests the typed [`Locket`] trait cannot express.
 async fn raw_client(address: &str) -> LocketClient<tonic::transport::Channel> {
-    let pki = support::locket::pki();
-    let config = bbs_locket::client::ClientConfig {
-        address: address.into(),
-        ca_cert_file: Some(pki.ca.clone()),
-        client_cert_file: Some(pki.client.cert.clone()),
-        client_key_file: Some(pki.client.key.clone()),
-        ..Default::default()
-    };
-    LocketClient::new(bbs_locket::client::channel(&config).unwrap())
+    LocketClient::new(
+        bbs_locket::client::channel(&support::locket::client_config(address)).unwrap(),
+    )
 }
 
 async fn locks_and_releases_as_upstream_does(backend: Backend) {
@@ -260,15 +254,7 @@ async fn raw_bytes_call(address: &str) -> tonic::Code {
         #[prost(int64, tag = "1")]
         wrong_wire_type: i64,
     }
-    let pki = support::locket::pki();
-    let config = bbs_locket::client::ClientConfig {
-        address: address.into(),
-        ca_cert_file: Some(pki.ca.clone()),
-        client_cert_file: Some(pki.client.cert.clone()),
-        client_key_file: Some(pki.client.key.clone()),
-        ..Default::default()
-    };
-    let channel = bbs_locket::client::channel(&config).unwrap();
+    let channel = bbs_locket::client::channel(&support::locket::client_config(address)).unwrap();
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
     let codec = tonic_prost::ProstCodec::<NotALockRequest, LockResponse>::default();
@@ -770,38 +756,18 @@ async fn a_standby_catches_up_with_what_the_active_wrote(backend: Backend) {
         .call("/v1/tasks/desire.r2", &desire_task("t-new"))
         .await;
     assert_eq!(reply.error, None);
-    let cancel = m::TaskGuidRequest {
-        task_guid: "t-cancel".into(),
-    };
-    let reply: support::ErrorOnly = active.call("/v1/tasks/cancel", &cancel).await;
-    assert_eq!(reply.error, None);
-    let reply: support::ErrorOnly = active
-        .call(
-            "/v1/tasks/cancel",
-            &m::TaskGuidRequest {
-                task_guid: "t-delete".into(),
-            },
-        )
-        .await;
-    assert_eq!(reply.error, None);
-    let reply: support::ErrorOnly = active
-        .call(
-            "/v1/tasks/resolving",
-            &m::TaskGuidRequest {
-                task_guid: "t-delete".into(),
-            },
-        )
-        .await;
-    assert_eq!(reply.error, None);
-    let reply: support::ErrorOnly = active
-        .call(
-            "/v1/tasks/delete",
-            &m::TaskGuidRequest {
-                task_guid: "t-delete".into(),
-            },
-        )
-        .await;
-    assert_eq!(reply.error, None);
+    for (path, guid) in [
+        ("/v1/tasks/cancel", "t-cancel"),
+        ("/v1/tasks/cancel", "t-delete"),
+        ("/v1/tasks/resolving", "t-delete"),
+        ("/v1/tasks/delete", "t-delete"),
+    ] {
+        let request = m::TaskGuidRequest {
+            task_guid: guid.into(),
+        };
+        let reply: support::ErrorOnly = active.call(path, &request).await;
+        assert_eq!(reply.error, None, "{path} {guid}");
+    }
     let reply: m::DesiredLrpLifecycleResponse = active
         .call(
             "/v1/desired_lrp/update",

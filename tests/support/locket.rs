@@ -34,19 +34,23 @@ pub fn client_keys(address: &str) -> serde_json::Value {
     })
 }
 
-/// A gRPC client of the locket at `address`, each call timing out after 5 s.
-pub fn client(address: &str) -> GrpcLocket {
+/// The client keys for the locket at `address`, presenting the suite's client certificate.
+pub fn client_config(address: &str) -> ClientConfig {
     let pki = pki();
-    let config = ClientConfig {
+    ClientConfig {
         address: address.into(),
         ca_cert_file: Some(pki.ca.clone()),
         client_cert_file: Some(pki.client.cert.clone()),
         client_key_file: Some(pki.client.key.clone()),
         keepalive_time: 10,
         keepalive_timeout: 22,
-    };
+    }
+}
+
+/// A gRPC client of the locket at `address`, each call timing out after 5 s.
+pub fn client(address: &str) -> GrpcLocket {
     GrpcLocket::new(
-        bbs_locket::client::channel(&config).expect("a locket channel"),
+        bbs_locket::client::channel(&client_config(address)).expect("a locket channel"),
         Duration::from_secs(5),
     )
 }
