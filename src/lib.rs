@@ -8,5 +8,6 @@ pub mod lock;
 pub mod locket_cells;
 pub mod locket_server;
 pub mod logging;
+pub mod migrate;
 pub mod server;
 pub mod tls_config;

@@ -1,6 +1,6 @@
 //! `bbs`: a wire-compatible, actor-based Diego BBS.
 
-use bbs::{config, locket_server, logging, server};
+use bbs::{config, locket_server, logging, migrate, server};
 
 use std::path::PathBuf;
 
@@ -23,6 +23,9 @@ enum Command {
     /// Runs a locket-compatible gRPC server (upstream locket's config keys; docs/locket.md)
     /// instead of the BBS.
     Locket,
+    /// Copies every record from one store to another, re-sealed under the target's key, and
+    /// verifies the copy (docs/migration.md).
+    Migrate(migrate::MigrateArgs),
 }
 
 /// Accepts Go's single-dash `-config` too, so upstream's job scripts work unchanged.
@@ -37,8 +40,10 @@ fn normalized_args() -> Vec<String> {
 
 fn main() {
     let cli = Cli::parse_from(normalized_args());
-    if let Some(Command::Locket) = cli.command {
-        std::process::exit(run_locket(cli.config));
+    match cli.command {
+        Some(Command::Locket) => std::process::exit(run_locket(cli.config)),
+        Some(Command::Migrate(args)) => std::process::exit(migrate::run(args)),
+        None => {}
     }
     let settings = match config::Settings::load(cli.config.as_deref(), std::env::vars()) {
         Ok(settings) => settings,

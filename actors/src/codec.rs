@@ -101,6 +101,24 @@ impl Codec {
         }
     }
 
+    /// A blob's plaintext payload (the envelope and model, or the JSON), opened with
+    /// whichever key its label names.
+    pub fn open(&self, blob: &str) -> BbsResult<Vec<u8>> {
+        self.decode_bytes(blob)
+    }
+
+    /// A payload sealed under the active key in the configured format (unencrypted without
+    /// keys): the inverse of [`Codec::open`].
+    pub fn seal(&self, payload: &[u8]) -> String {
+        self.encode_bytes(payload)
+    }
+
+    /// Whether the Go BBS at its final version can read the blob: only its AES-GCM encoding
+    /// (`02`); it has no reader for the others.
+    pub fn is_upstream_encoding(blob: &str) -> bool {
+        blob.starts_with(ENCODING_AES_GCM)
+    }
+
     /// The key label a blob was sealed with; `None` for an unencrypted blob.
     pub fn label_of(blob: &str) -> BbsResult<Option<String>> {
         let (prefix, raw) = Self::split(blob)?;

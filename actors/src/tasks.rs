@@ -157,7 +157,8 @@ fn to_record(codec: &Codec, task: &Task) -> TaskRecord {
     }
 }
 
-fn from_record(codec: &Codec, record: TaskRecord) -> BbsResult<Task> {
+/// A stored task as the API serves it; an error when its definition cannot be opened.
+pub fn from_record(codec: &Codec, record: TaskRecord) -> BbsResult<Task> {
     let definition: TaskDefinition = codec.decode_model(&record.task_definition)?;
     Ok(Task {
         task_definition: Some(definition),

@@ -11,6 +11,7 @@ mod errors;
 mod migrate;
 mod rows;
 mod schema;
+mod upstream_schema;
 
 pub use connect::{connect_mysql, connect_postgres, connect_sqlite, mysql_url_from_dsn};
 
@@ -643,6 +644,24 @@ macro_rules! sql_store {
                     .execute(&mut *conn)
                     .await?;
                 expect_one(deleted)
+            }
+
+            async fn upstream_schema_differences(&self) -> StoreResult<Option<Vec<String>>> {
+                use $crate::sql::upstream_schema as upstream;
+                let Some((columns_sql, indexes_sql)) = upstream::catalogue_queries(self.backend)
+                else {
+                    return Ok(None);
+                };
+                let mut conn = self.conn().await?;
+                let columns: Vec<upstream::CatalogueRow> =
+                    diesel::sql_query(columns_sql).load(&mut *conn).await?;
+                let indexes: Vec<upstream::CatalogueRow> =
+                    diesel::sql_query(indexes_sql).load(&mut *conn).await?;
+                Ok(Some(upstream::differences(
+                    self.backend,
+                    &upstream::live_columns(self.backend, columns),
+                    &upstream::live_indexes(indexes),
+                )))
             }
 
             async fn record_versions(&self) -> StoreResult<RecordVersions> {

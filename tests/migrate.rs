@@ -1,0 +1,895 @@
+//! `bbs migrate` (docs/migration.md): every record copied between every pair of stores in a
+//! chain, re-sealed under each target's key, served field for field by a server on the last;
+//! a kill half-way and `--resume`; and every refusal (a missing key, an unreadable record, a
+//! non-empty or newer target, the same store twice) with nothing written that should not be.
+
+#[macro_use]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use bbs_actors::codec::Codec;
+use bbs_models as m;
+use bbs_store::testing::TestStore;
+use bbs_store::{configuration_ids, Backend, Store, StoreConfig};
+use serde_json::json;
+use support::{config_json, Server};
+
+const UNICODE: &str = "ünïcødé ✓ 日本語 😀";
+
+/// A server config for `store` sealing under `label` (passphrase derived from it), in `dir`.
+fn write_config(
+    dir: &Path,
+    name: &str,
+    store: &StoreConfig,
+    keys: &[&str],
+    format: &str,
+) -> PathBuf {
+    let encryption_keys: serde_json::Map<String, serde_json::Value> = keys
+        .iter()
+        .map(|label| (label.to_string(), json!(format!("passphrase of {label}"))))
+        .collect();
+    let config = config_json(
+        store,
+        json!({
+            "active_key_label": keys[0],
+            "encryption_keys": encryption_keys,
+            "encryption_write_format": format,
+        }),
+    );
+    let path = dir.join(format!("{name}.json"));
+    std::fs::write(&path, config.to_string()).unwrap();
+    path
+}
+
+fn bbs_migrate(args: &[&std::ffi::OsStr]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_bbs"));
+    command.arg("migrate").args(args);
+    command
+}
+
+fn run(args: &[&std::ffi::OsStr]) -> Output {
+    bbs_migrate(args).output().expect("runs bbs migrate")
+}
+
+fn text(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn migrate(from: &Path, to: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "--from".as_ref(),
+        from.as_os_str(),
+        "--to".as_ref(),
+        to.as_os_str(),
+    ];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    run(&args)
+}
+
+fn assert_clean(output: &Output) {
+    let (stdout, stderr) = text(output);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stdout.contains("verification: every record matches"),
+        "{stdout}"
+    );
+}
+
+fn presence(cell: &str) -> m::CellPresence {
+    m::CellPresence {
+        cell_id: cell.into(),
+        rep_address: "http://127.0.0.1:1".into(),
+        rep_url: "http://127.0.0.1:1".into(),
+        zone: UNICODE.into(),
+        capacity: Some(m::CellCapacity {
+            memory_mb: 1024,
+            disk_mb: 4096,
+            containers: 100,
+        }),
+        ..Default::default()
+    }
+}
+
+fn instance(guid: &str, index: i32) -> (m::ActualLrpKey, m::ActualLrpInstanceKey) {
+    (
+        m::ActualLrpKey {
+            process_guid: guid.into(),
+            index,
+            domain: "cf-apps".into(),
+        },
+        m::ActualLrpInstanceKey {
+            instance_guid: format!("{guid}-{index}"),
+            cell_id: "cell-1".into(),
+        },
+    )
+}
+
+/// Records of every kind through the API: domains, desired LRPs (one with a 1 MiB run info,
+/// unicode throughout), claimed, running and evacuating instances, tasks pending, running and
+/// completed, and a cell presence.
+async fn seed(server: &Server) {
+    for (domain, ttl) in [("cf-apps", 0), ("d", 3600)] {
+        let reply: m::UpsertDomainResponse = server
+            .call(
+                "/v1/domains/upsert",
+                &m::UpsertDomainRequest {
+                    domain: domain.into(),
+                    ttl,
+                },
+            )
+            .await;
+        assert_eq!(reply.error, None);
+    }
+    let reply: m::RegisterCellResponse = server
+        .call(
+            "/v1/cells/register",
+            &m::RegisterCellRequest {
+                cell_presence: Some(presence("cell-1")),
+                ttl_seconds: 3600,
+            },
+        )
+        .await;
+    assert_eq!(reply.error, None);
+    let mut big = support::fixtures::desired_lrp("big", 1);
+    big.annotation = UNICODE.into();
+    big.environment_variables = vec![m::EnvironmentVariable {
+        name: "HUGE".into(),
+        value: "x".repeat(1024 * 1024),
+    }];
+    let mut web = support::fixtures::desired_lrp("web", 3);
+    web.annotation = format!("annotation {UNICODE}");
+    for lrp in [big, web] {
+        let reply: m::DesiredLrpLifecycleResponse = server
+            .call(
+                "/v1/desired_lrp/desire.r2",
+                &m::DesireLrpRequest {
+                    desired_lrp: Some(lrp),
+                },
+            )
+            .await;
+        assert_eq!(reply.error, None);
+    }
+    let web = "web";
+    let (key, instance_key) = instance(web, 0);
+    let reply: m::ActualLrpLifecycleResponse = server
+        .call(
+            "/v1/actual_lrps/claim",
+            &m::ClaimActualLrpRequest {
+                process_guid: key.process_guid.clone(),
+                index: key.index,
+                actual_lrp_instance_key: Some(instance_key),
+            },
+        )
+        .await;
+    assert_eq!(reply.error, None);
+    for index in [1, 2] {
+        let (key, instance_key) = instance(web, index);
+        let reply: m::ActualLrpLifecycleResponse = server
+            .call(
+                "/v1/actual_lrps/start.r1",
+                &m::StartActualLrpRequest {
+                    actual_lrp_key: Some(key),
+                    actual_lrp_instance_key: Some(instance_key),
+                    actual_lrp_net_info: Some(m::ActualLrpNetInfo {
+                        address: "10.0.0.1".into(),
+                        instance_address: "10.255.0.1".into(),
+                        ports: vec![m::PortMapping {
+                            container_port: 8080,
+                            host_port: 61000 + index as u32,
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }),
+                    availability_zone: UNICODE.into(),
+                    ..Default::default()
+                },
+            )
+            .await;
+        assert_eq!(reply.error, None);
+    }
+    // Index 2 evacuates: an evacuating row beside an unclaimed ordinary one.
+    let (key, instance_key) = instance(web, 2);
+    let reply: m::EvacuationResponse = server
+        .call(
+            "/v1/actual_lrps/evacuate_running.r1",
+            &m::EvacuateRunningActualLrpRequest {
+                actual_lrp_key: Some(key),
+                actual_lrp_instance_key: Some(instance_key),
+                actual_lrp_net_info: Some(m::ActualLrpNetInfo {
+                    address: "10.0.0.1".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(reply.error, None);
+    for guid in ["pending", "running", "completed"] {
+        let mut request = support::fixtures::desire_task(guid);
+        if let Some(definition) = request.task_definition.as_mut() {
+            definition.annotation = UNICODE.into();
+        }
+        let reply: m::TaskLifecycleResponse = server.call("/v1/tasks/desire.r2", &request).await;
+        assert_eq!(reply.error, None);
+    }
+    for guid in ["running", "completed"] {
+        let reply: m::StartTaskResponse = server
+            .call(
+                "/v1/tasks/start",
+                &m::StartTaskRequest {
+                    task_guid: guid.into(),
+                    cell_id: "cell-1".into(),
+                },
+            )
+            .await;
+        assert_eq!(reply.error, None);
+    }
+    let reply: m::TaskLifecycleResponse = server
+        .call(
+            "/v1/tasks/complete",
+            &m::CompleteTaskRequest {
+                task_guid: "completed".into(),
+                cell_id: "cell-1".into(),
+                result: format!("résultat {UNICODE}"),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(reply.error, None);
+}
+
+/// Everything the API serves, in a stable order.
+#[derive(Debug, PartialEq)]
+struct Served {
+    domains: Vec<String>,
+    desired: Vec<m::DesiredLrp>,
+    actual: Vec<m::ActualLrp>,
+    tasks: Vec<m::Task>,
+    cells: Vec<m::CellPresence>,
+}
+
+async fn served(server: &Server) -> Served {
+    let domains: m::DomainsResponse = server.call("/v1/domains/list", &()).await;
+    let desired: m::DesiredLrpsResponse = server
+        .call(
+            "/v1/desired_lrps/list.r3",
+            &m::DesiredLrpsRequest::default(),
+        )
+        .await;
+    let actual: m::ActualLrpsResponse = server
+        .call("/v1/actual_lrps/list", &m::ActualLrpsRequest::default())
+        .await;
+    let tasks: m::TasksResponse = server
+        .call("/v1/tasks/list.r3", &m::TasksRequest::default())
+        .await;
+    let cells: m::CellsResponse = server.call("/v1/cells/list.r1", &()).await;
+    let mut served = Served {
+        domains: domains.domains,
+        desired: desired.desired_lrps,
+        actual: actual.actual_lrps,
+        tasks: tasks.tasks,
+        cells: cells.cells,
+    };
+    served.domains.sort();
+    served
+        .desired
+        .sort_by(|a, b| a.process_guid.cmp(&b.process_guid));
+    served.actual.sort_by_key(|a| {
+        let key = a.actual_lrp_key.clone().unwrap_or_default();
+        (key.process_guid, key.index, a.presence)
+    });
+    served.tasks.sort_by(|a, b| a.task_guid.cmp(&b.task_guid));
+    served.cells.sort_by(|a, b| a.cell_id.cmp(&b.cell_id));
+    served
+}
+
+/// Every blob's key label in the store.
+async fn labels(store: &dyn Store) -> Vec<Option<String>> {
+    let mut blobs = Vec::new();
+    for t in store.tasks(&Default::default()).await.unwrap() {
+        blobs.push(t.task_definition);
+    }
+    for d in store.desired_lrps(&Default::default()).await.unwrap() {
+        blobs.extend([
+            d.run_info,
+            d.scheduling.routes,
+            d.scheduling.volume_placement,
+        ]);
+        blobs.extend(d.scheduling.metric_tags);
+    }
+    for a in store.actual_lrps(&Default::default()).await.unwrap() {
+        blobs.push(a.net_info);
+        blobs.extend(a.internal_routes);
+        blobs.extend(a.metric_tags);
+    }
+    blobs.iter().map(|b| Codec::label_of(b).unwrap()).collect()
+}
+
+/// How many records of each kind the store holds.
+async fn counts(store: &dyn Store) -> [usize; 5] {
+    [
+        store.domains().await.unwrap().len(),
+        store.desired_lrps(&Default::default()).await.unwrap().len(),
+        store.actual_lrps(&Default::default()).await.unwrap().len(),
+        store.tasks(&Default::default()).await.unwrap().len(),
+        store.cells().await.unwrap().len(),
+    ]
+}
+
+async fn stores(backends: &[Backend]) -> Option<Vec<TestStore>> {
+    let mut stores = Vec::new();
+    for backend in backends {
+        stores.push(support::test_store(*backend).await?);
+    }
+    Some(stores)
+}
+
+/// SQLite → MySQL (upstream's AES-GCM) → PostgreSQL → etcd → SQLite, each hop under a new
+/// key and verified; a server on the last store serves exactly what the first served.
+#[actix_web::test]
+async fn records_round_trip_through_every_store() {
+    let chain = [
+        Backend::Sqlite,
+        Backend::Mysql,
+        Backend::Postgres,
+        Backend::Etcd,
+        Backend::Sqlite,
+    ];
+    let Some(stores) = stores(&chain).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let formats = [
+        "xchacha20-poly1305",
+        "aes-256-gcm",
+        "xchacha20-poly1305",
+        "aes-256-gcm",
+        "xchacha20-poly1305",
+    ];
+    let configs: Vec<PathBuf> = stores
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            write_config(
+                dir.path(),
+                &format!("hop{i}"),
+                &s.config,
+                &[&format!("key-{i}")],
+                formats[i],
+            )
+        })
+        .collect();
+
+    let config = |i: usize| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(&configs[i]).unwrap()).unwrap()
+    };
+    let mut source = Server::start(config(0)).await;
+    seed(&source).await;
+    let before = served(&source).await;
+    assert_eq!(source.stop(), Some(0));
+    assert_eq!(before.actual.len(), 5, "{:?}", before.actual);
+    assert_eq!(before.tasks.len(), 3);
+
+    for hop in 1..chain.len() {
+        let output = migrate(&configs[hop - 1], &configs[hop], &[]);
+        assert_clean(&output);
+        let (stdout, stderr) = text(&output);
+        assert!(stdout.contains("actual LRPs"), "{stdout}");
+        assert!(
+            stderr.contains("copied tasks: 3 written (3 new, 0 replaced)"),
+            "{stderr}"
+        );
+        let target = stores[hop].store.as_ref();
+        assert_eq!(counts(target).await, [2, 2, 5, 3, 1]);
+        let label = format!("key-{hop}");
+        assert!(labels(target)
+            .await
+            .iter()
+            .all(|l| l.as_deref() == Some(label.as_str())));
+        assert_eq!(
+            target
+                .configuration(configuration_ids::ENCRYPTION_KEY_LABEL)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some(label.as_str())
+        );
+        // Comparing again writes nothing and finds nothing.
+        let verify = run(&[
+            "--verify-only".as_ref(),
+            "--from".as_ref(),
+            configs[hop - 1].as_os_str(),
+            "--to".as_ref(),
+            configs[hop].as_os_str(),
+        ]);
+        assert_clean(&verify);
+    }
+    // The AES-GCM hop wrote upstream's blobs only.
+    for task in stores[1].store.tasks(&Default::default()).await.unwrap() {
+        assert!(Codec::is_upstream_encoding(&task.task_definition));
+    }
+
+    let last = Server::start(config(chain.len() - 1)).await;
+    assert_eq!(served(&last).await, before);
+}
+
+/// Seeds `n` tasks straight into a store (sealed under `codec`), for the runs that need many.
+async fn seed_tasks(store: &dyn Store, codec: &Codec, n: usize) {
+    let definition = support::fixtures::desire_task("x").task_definition.unwrap();
+    let blob = codec.encode_model(&definition);
+    futures::stream::iter(0..n)
+        .for_each_concurrent(16, |i| {
+            let blob = blob.clone();
+            async move {
+                store
+                    .insert_task(&bbs_store::TaskRecord {
+                        guid: format!("task-{i:05}"),
+                        domain: "d".into(),
+                        created_at: i as i64,
+                        updated_at: i as i64,
+                        state: 1,
+                        task_definition: blob,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+            }
+        })
+        .await;
+}
+
+fn codec(label: &str, format: bbs_actors::keyring::WriteFormat) -> Codec {
+    let keys =
+        std::collections::BTreeMap::from([(label.to_owned(), format!("passphrase of {label}"))]);
+    Codec::with_keys(std::sync::Arc::new(
+        bbs_actors::keyring::KeyRing::new(&keys, label, format).unwrap(),
+    ))
+}
+
+use futures::StreamExt;
+
+/// Killed with SIGKILL half-way (held at a known point by the test-only
+/// BBS_MIGRATE_PAUSE_AFTER), the run is refused without --resume and finished with it, every
+/// record there once.
+#[actix_web::test]
+async fn a_killed_migration_finishes_with_resume() {
+    let Some(stores) = stores(&[Backend::Sqlite, Backend::Postgres]).await else {
+        return;
+    };
+    let (source, target) = (&stores[0], &stores[1]);
+    let dir = tempfile::tempdir().unwrap();
+    let from = write_config(
+        dir.path(),
+        "from",
+        &source.config,
+        &["a"],
+        "xchacha20-poly1305",
+    );
+    let to = write_config(dir.path(), "to", &target.config, &["b"], "aes-256-gcm");
+    seed_tasks(
+        source.store.as_ref(),
+        &codec("a", bbs_actors::keyring::WriteFormat::XChaCha20Poly1305),
+        1000,
+    )
+    .await;
+
+    let mut child = bbs_migrate(&[
+        "--from".as_ref(),
+        from.as_os_str(),
+        "--to".as_ref(),
+        to.as_os_str(),
+    ])
+    .env("BBS_MIGRATE_PAUSE_AFTER", "300")
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let copied = target.store.tasks(&Default::default()).await.unwrap().len();
+        if copied >= 300 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {copied} tasks copied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let copied = target.store.tasks(&Default::default()).await.unwrap().len();
+    assert!((300..1000).contains(&copied), "{copied}");
+
+    let refused = migrate(&from, &to, &[]);
+    let (_, stderr) = text(&refused);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the target already holds records ({copied} tasks); run with --resume"
+        )),
+        "{stderr}"
+    );
+
+    let resumed = migrate(&from, &to, &["--resume"]);
+    assert_clean(&resumed);
+    let (_, stderr) = text(&resumed);
+    assert!(
+        stderr.contains(&format!(
+            "copied tasks: {} written ({} new, 0 replaced), {copied} already there",
+            1000 - copied,
+            1000 - copied
+        )),
+        "{stderr}"
+    );
+    assert_eq!(counts(target.store.as_ref()).await, [0, 0, 0, 1000, 0]);
+    // Resuming a finished migration writes nothing.
+    let again = migrate(&from, &to, &["--resume"]);
+    assert_clean(&again);
+    assert!(text(&again)
+        .1
+        .contains("copied tasks: 0 written (0 new, 0 replaced), 1000 already there"));
+}
+
+/// A changed record in the target is found by --verify-only and replaced by --resume.
+#[actix_web::test]
+async fn verification_finds_a_changed_record_and_resume_mends_it() {
+    let Some(stores) = stores(&[Backend::Etcd, Backend::Mysql]).await else {
+        return;
+    };
+    let (source, target) = (&stores[0], &stores[1]);
+    let dir = tempfile::tempdir().unwrap();
+    let from = write_config(dir.path(), "from", &source.config, &["a"], "aes-256-gcm");
+    let to = write_config(
+        dir.path(),
+        "to",
+        &target.config,
+        &["b"],
+        "xchacha20-poly1305",
+    );
+    seed_tasks(
+        source.store.as_ref(),
+        &codec("a", bbs_actors::keyring::WriteFormat::UpstreamAesGcm),
+        5,
+    )
+    .await;
+    assert_clean(&migrate(&from, &to, &[]));
+    let mut task = target.store.task("task-00002").await.unwrap().unwrap();
+    task.result = "changed".into();
+    target.store.update_task(&task).await.unwrap();
+    target
+        .store
+        .insert_task(&bbs_store::TaskRecord {
+            guid: "only-in-target".into(),
+            ..task.clone()
+        })
+        .await
+        .unwrap();
+
+    let verify = run(&[
+        "--verify-only".as_ref(),
+        "--from".as_ref(),
+        from.as_os_str(),
+        "--to".as_ref(),
+        to.as_os_str(),
+    ]);
+    let (stdout, _) = text(&verify);
+    assert_eq!(verify.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("tasks different in the target: task-00002"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("tasks only in the target: only-in-target"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("verification: DIFFERENCES"), "{stdout}");
+
+    let resumed = migrate(&from, &to, &["--resume"]);
+    let (stdout, stderr) = text(&resumed);
+    assert!(
+        stderr.contains("copied tasks: 1 written (0 new, 1 replaced), 4 already there"),
+        "{stderr}"
+    );
+    // What only the target holds is reported, never deleted.
+    assert_eq!(resumed.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("tasks only in the target: only-in-target"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("task-00002"), "{stdout}");
+    assert_eq!(
+        target
+            .store
+            .task("task-00002")
+            .await
+            .unwrap()
+            .unwrap()
+            .result,
+        ""
+    );
+}
+
+/// A source sealed under a label --from lacks stops the run before anything is written,
+/// naming the label.
+#[actix_web::test]
+async fn a_missing_key_stops_before_writing() {
+    let Some(stores) = stores(&[Backend::Postgres, Backend::Sqlite]).await else {
+        return;
+    };
+    let (source, target) = (&stores[0], &stores[1]);
+    let dir = tempfile::tempdir().unwrap();
+    source
+        .store
+        .upsert_domain(&bbs_store::DomainRecord {
+            domain: "d".into(),
+            expire_time: i64::MAX,
+        })
+        .await
+        .unwrap();
+    let writer = codec(
+        "old-key",
+        bbs_actors::keyring::WriteFormat::XChaCha20Poly1305,
+    );
+    seed_tasks(source.store.as_ref(), &writer, 3).await;
+    let from = write_config(
+        dir.path(),
+        "from",
+        &source.config,
+        &["new-key"],
+        "aes-256-gcm",
+    );
+    let to = write_config(dir.path(), "to", &target.config, &["t"], "aes-256-gcm");
+    let output = migrate(&from, &to, &[]);
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "bbs migrate: the source holds tasks sealed with key label \"old-key\" (first: \
+             task-00000), which is not among --from's encryption_keys; nothing was written"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(counts(target.store.as_ref()).await, [0, 0, 0, 0, 0]);
+}
+
+/// A record that cannot be opened is named by kind and key; the rest is copied and the run
+/// exits non-zero.
+#[actix_web::test]
+async fn an_unreadable_record_is_reported_and_the_rest_copied() {
+    let Some(stores) = stores(&[Backend::Mysql, Backend::Etcd]).await else {
+        return;
+    };
+    let (source, target) = (&stores[0], &stores[1]);
+    let dir = tempfile::tempdir().unwrap();
+    let writer = codec("a", bbs_actors::keyring::WriteFormat::UpstreamAesGcm);
+    seed_tasks(source.store.as_ref(), &writer, 4).await;
+    source
+        .store
+        .insert_task(&bbs_store::TaskRecord {
+            guid: "broken".into(),
+            domain: "d".into(),
+            state: 1,
+            task_definition: "02bm90IGEgYmxvYg==".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let from = write_config(dir.path(), "from", &source.config, &["a"], "aes-256-gcm");
+    let to = write_config(dir.path(), "to", &target.config, &["b"], "aes-256-gcm");
+    let output = migrate(&from, &to, &[]);
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("unreadable in the source, not copied: tasks broken: "),
+        "{stdout}"
+    );
+    let row: Vec<&str> = stdout
+        .lines()
+        .find(|l| l.starts_with("tasks "))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    // kind, source, target, matching, missing, extra, different, unreadable
+    assert_eq!(
+        row,
+        ["tasks", "5", "4", "4", "0", "0", "0", "1"],
+        "{stdout}"
+    );
+    assert_eq!(counts(target.store.as_ref()).await, [0, 0, 0, 4, 0]);
+}
+
+/// Refusals that write nothing: a target at a newer schema version, the same store on both
+/// sides, a SQLite source that does not exist, a bad config, --resume with --verify-only.
+#[actix_web::test]
+async fn bad_targets_and_arguments_are_refused() {
+    let Some(stores) = stores(&[Backend::Sqlite, Backend::Postgres]).await else {
+        return;
+    };
+    let (source, target) = (&stores[0], &stores[1]);
+    let dir = tempfile::tempdir().unwrap();
+    seed_tasks(
+        source.store.as_ref(),
+        &codec("a", bbs_actors::keyring::WriteFormat::XChaCha20Poly1305),
+        2,
+    )
+    .await;
+    let from = write_config(
+        dir.path(),
+        "from",
+        &source.config,
+        &["a"],
+        "xchacha20-poly1305",
+    );
+    let to = write_config(dir.path(), "to", &target.config, &["b"], "aes-256-gcm");
+
+    let newer = bbs_store::SCHEMA_VERSION + 1;
+    target
+        .store
+        .set_configuration(
+            configuration_ids::VERSION,
+            &format!(r#"{{"CurrentVersion":{newer}}}"#),
+        )
+        .await
+        .unwrap();
+    let output = migrate(&from, &to, &[]);
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "bbs migrate: target: unrecoverable store error: Existing DB version ({newer}) \
+             exceeds bbs version ({})",
+            bbs_store::SCHEMA_VERSION
+        )),
+        "{stderr}"
+    );
+    assert_eq!(counts(target.store.as_ref()).await, [0, 0, 0, 0, 0]);
+
+    let output = migrate(&from, &from, &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        text(&output).1.trim(),
+        "bbs migrate: --from and --to name the same store"
+    );
+
+    let missing = dir.path().join("missing.json");
+    let gone = StoreConfig {
+        connection_string: dir.path().join("nowhere.db").display().to_string(),
+        ..source.config.clone()
+    };
+    let from_gone = write_config(dir.path(), "gone", &gone, &["a"], "xchacha20-poly1305");
+    let output = migrate(&from_gone, &to, &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        text(&output).1.trim(),
+        format!(
+            "bbs migrate: --from: the SQLite database {} does not exist",
+            gone.connection_string
+        )
+    );
+    assert!(!Path::new(&gone.connection_string).exists());
+
+    let output = migrate(&missing, &to, &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        text(&output).1.trim(),
+        format!(
+            "bbs migrate: --from {}: config file {} does not exist",
+            missing.display(),
+            missing.display()
+        )
+    );
+
+    let output = migrate(&from, &to, &["--verify-only", "--resume"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        text(&output).1.trim(),
+        "bbs migrate: --verify-only writes nothing, so --resume has no meaning"
+    );
+}
+
+/// The hand-back check: a database this server wrote in its own format is not ready for the
+/// Go BBS and says why; copied under upstream's AES-GCM it is; SQLite never is; a schema
+/// that departs from upstream's is named.
+#[actix_web::test]
+async fn the_hand_back_check_names_what_the_go_bbs_cannot_read() {
+    let Some(stores) = stores(&[Backend::Mysql, Backend::Mysql, Backend::Sqlite]).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ours = write_config(
+        dir.path(),
+        "ours",
+        &stores[0].config,
+        &["a"],
+        "xchacha20-poly1305",
+    );
+    let upstream = write_config(
+        dir.path(),
+        "upstream",
+        &stores[1].config,
+        &["b"],
+        "aes-256-gcm",
+    );
+    let sqlite = write_config(
+        dir.path(),
+        "sqlite",
+        &stores[2].config,
+        &["c"],
+        "aes-256-gcm",
+    );
+    seed_tasks(
+        stores[0].store.as_ref(),
+        &codec("a", bbs_actors::keyring::WriteFormat::XChaCha20Poly1305),
+        3,
+    )
+    .await;
+    let check = |config: &Path| {
+        run(&[
+            "--verify-only".as_ref(),
+            "--from".as_ref(),
+            config.as_os_str(),
+        ])
+    };
+
+    let output = check(&ours);
+    let (stdout, _) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(
+            "problem: 3 tasks hold blobs not in upstream's AES-GCM (02) format: task-00000, \
+             task-00001, task-00002"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("hand-back check: NOT safe to hand back to the Go BBS (1 problem;"),
+        "{stdout}"
+    );
+
+    assert_clean(&migrate(&ours, &upstream, &[]));
+    let output = check(&upstream);
+    let (stdout, _) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("recorded encryption_key_label: \"b\""),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("hand-back check: safe to hand back to the Go BBS"),
+        "{stdout}"
+    );
+
+    stores[1]
+        .raw_sql("ALTER TABLE tasks MODIFY rejection_reason VARCHAR(255) NOT NULL DEFAULT ''")
+        .await;
+    let output = check(&upstream);
+    let (stdout, _) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(
+            "problem: schema differs from upstream's version 1772581987: missing: \
+             tasks.rejection_reason varchar(1024) NO ''"
+        ),
+        "{stdout}"
+    );
+
+    assert_clean(&migrate(&upstream, &sqlite, &[]));
+    let output = check(&sqlite);
+    let (stdout, _) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(
+            "problem: the Go BBS keeps its records in MySQL or PostgreSQL only, and this store \
+             is sqlite"
+        ),
+        "{stdout}"
+    );
+}
