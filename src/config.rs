@@ -47,6 +47,12 @@ pub struct Settings {
     pub etcd_ca_file: Option<PathBuf>,
     pub etcd_cert_file: Option<PathBuf>,
     pub etcd_key_file: Option<PathBuf>,
+    /// Upstream's etcd-era store (the etcd v2 API): with a SQL `database_driver`, its records
+    /// are copied once into an empty SQL store at start-up, as the Go BBS did; `bbs migrate
+    /// --from-etcd-v2` reads it too (docs/migration.md).
+    pub etcd_cluster_urls: Vec<String>,
+    pub etcd_client_session_cache_size: Option<serde_json::Value>,
+    pub etcd_max_idle_conns_per_host: Option<serde_json::Value>,
 
     // Events.
     /// Events kept for resuming subscribers, by count and by age.
@@ -146,7 +152,15 @@ pub struct Settings {
 impl Settings {
     /// Names of the ignored upstream keys that are set, for a start-up log line.
     pub fn ignored_keys(&self) -> Vec<&'static str> {
-        let all: [(&'static str, bool); 21] = [
+        let all: [(&'static str, bool); 23] = [
+            (
+                "etcd_client_session_cache_size",
+                self.etcd_client_session_cache_size.is_some(),
+            ),
+            (
+                "etcd_max_idle_conns_per_host",
+                self.etcd_max_idle_conns_per_host.is_some(),
+            ),
             ("require_ssl", self.require_ssl.is_some()),
             ("advertise_url", self.advertise_url.is_some()),
             ("access_log_path", self.access_log_path.is_some()),
@@ -225,6 +239,9 @@ impl Default for Settings {
             etcd_ca_file: None,
             etcd_cert_file: None,
             etcd_key_file: None,
+            etcd_cluster_urls: Vec::new(),
+            etcd_client_session_cache_size: None,
+            etcd_max_idle_conns_per_host: None,
             event_retention_count: 10_000,
             event_retention_duration: Duration::from_secs(300),
             event_subscriber_buffer: 1024,
@@ -393,6 +410,7 @@ impl Settings {
             parse_address("debug_address", &self.debug_address)?;
         }
         self.backend()?;
+        self.etcd_v2()?;
         if !matches!(
             self.log_level.as_str(),
             "debug" | "info" | "warn" | "error" | "fatal"
@@ -547,6 +565,49 @@ impl Settings {
         bbs_actors::keyring::KeyRing::new(&self.encryption_keys, active, self.write_format()?)
             .map(Some)
             .map_err(|e| bad("encryption_keys", e))
+    }
+
+    /// The etcd-era cluster from `etcd_cluster_urls`, checked as upstream checked it: http or
+    /// https URLs, one scheme for all, and a client certificate and key for https.
+    pub fn etcd_v2(&self) -> Result<Option<crate::migrate::etcd_v2::EtcdV2Config>, ConfigError> {
+        if self.etcd_cluster_urls.is_empty() {
+            return Ok(None);
+        }
+        let mut scheme: Option<String> = None;
+        for raw in &self.etcd_cluster_urls {
+            let parsed = url::Url::parse(raw)
+                .map_err(|e| bad("etcd_cluster_urls", format!("{raw:?} is not a URL: {e}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(bad(
+                    "etcd_cluster_urls",
+                    format!("{raw:?} is neither http nor https"),
+                ));
+            }
+            match &scheme {
+                Some(s) if s != parsed.scheme() => {
+                    return Err(bad(
+                        "etcd_cluster_urls",
+                        "the URLs mix http and https; use one scheme",
+                    ))
+                }
+                _ => scheme = Some(parsed.scheme().to_owned()),
+            }
+        }
+        let identity = match (&self.etcd_cert_file, &self.etcd_key_file) {
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            _ => None,
+        };
+        if scheme.as_deref() == Some("https") && identity.is_none() {
+            return Err(bad(
+                "etcd_cert_file",
+                "etcd_cert_file and etcd_key_file are required with https etcd_cluster_urls",
+            ));
+        }
+        Ok(Some(crate::migrate::etcd_v2::EtcdV2Config {
+            urls: self.etcd_cluster_urls.clone(),
+            ca: self.etcd_ca_file.clone(),
+            identity,
+        }))
     }
 
     pub fn backend(&self) -> Result<Backend, ConfigError> {

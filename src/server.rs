@@ -103,6 +103,52 @@ pub fn install_metrics() -> Result<Arc<PrometheusHandle>, String> {
 }
 
 /// Runs the server until SIGINT/SIGTERM. Returns the process exit code.
+/// Upstream's one-time copy from its etcd-era store into an empty SQL store, when
+/// `etcd_cluster_urls` is set beside a SQL `database_driver` (docs/migration.md). Every node
+/// may run it: records already there are left alone, and etcd is marked once copied.
+async fn copy_from_etcd_v2(
+    settings: &Settings,
+    store: &dyn bbs_store::Store,
+    keys: Option<&Arc<bbs_actors::keyring::KeyRing>>,
+    log: &Logger,
+) -> Result<(), i32> {
+    let config = match settings.etcd_v2() {
+        Ok(Some(config)) => config,
+        Ok(None) => return Ok(()),
+        Err(e) => {
+            error!(log, "invalid-config"; "error" => %e);
+            return Err(2);
+        }
+    };
+    if store.backend() == bbs_store::Backend::Etcd {
+        slog::warn!(log, "etcd-v2-ignored"; "detail" => "etcd_cluster_urls is copied from only into a SQL store");
+        return Ok(());
+    }
+    let codec = match keys {
+        Some(keys) => bbs_actors::codec::Codec::with_keys(keys.clone()),
+        None => bbs_actors::codec::Codec::new(),
+    };
+    let started = std::time::Instant::now();
+    match crate::migrate::copy_etcd_v2_at_start(&config, store, &codec).await {
+        Ok(None) => {
+            info!(log, "etcd-v2-nothing-to-copy");
+            Ok(())
+        }
+        Ok(Some(copy)) => {
+            for (kind, key, why) in &copy.unreadable {
+                slog::warn!(log, "etcd-v2-record-skipped"; "kind" => kind, "key" => key, "error" => why);
+            }
+            info!(log, "etcd-v2-copied"; "copied" => copy.copied, "already_there" => copy.already_there,
+                "skipped" => copy.unreadable.len(), "duration_ms" => started.elapsed().as_millis() as u64);
+            Ok(())
+        }
+        Err(e) => {
+            error!(log, "etcd-v2-copy-failed"; "error" => %e);
+            Err(1)
+        }
+    }
+}
+
 pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>) -> i32 {
     let ignored = settings.ignored_keys();
     if !ignored.is_empty() {
@@ -201,6 +247,9 @@ pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>
         Ok(store) => store,
     };
     info!(log, "store-ready"; "backend" => store_config.backend.name(), "duration_ms" => started.elapsed().as_millis() as u64);
+    if let Err(code) = copy_from_etcd_v2(&settings, store.as_ref(), key_ring.as_ref(), &log).await {
+        return servers.stop(code, &log).await;
+    }
 
     // Only the lock holder opens the API and acts (upstream: a passive BBS refuses
     // connections and answers only on its health port).

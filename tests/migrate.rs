@@ -893,3 +893,312 @@ async fn the_hand_back_check_names_what_the_go_bbs_cannot_read() {
         "{stdout}"
     );
 }
+
+/// The etcd-era keyspace the tests lay out, and what it should serve.
+struct EtcdEra {
+    desired: m::DesiredLrp,
+    tasks: Vec<m::Task>,
+    /// Ordinary instances, then the evacuating one.
+    actual: Vec<m::ActualLrp>,
+}
+
+fn etcd_era_lrp(index: i32, state: &str, cell: &str) -> m::ActualLrp {
+    m::ActualLrp {
+        actual_lrp_key: Some(m::ActualLrpKey {
+            process_guid: "web".into(),
+            index,
+            domain: "cf-apps".into(),
+        }),
+        actual_lrp_instance_key: Some(m::ActualLrpInstanceKey {
+            instance_guid: if cell.is_empty() {
+                String::new()
+            } else {
+                format!("ig-{index}-{cell}")
+            },
+            cell_id: cell.into(),
+        }),
+        actual_lrp_net_info: Some(m::ActualLrpNetInfo {
+            address: if cell.is_empty() { "" } else { "10.0.0.9" }.into(),
+            ..Default::default()
+        }),
+        state: state.into(),
+        since: 1_450_000_000_000_000_000 + index as i64,
+        modification_tag: Some(m::ModificationTag {
+            epoch: format!("epoch-{index}"),
+            index: 4,
+        }),
+        ..Default::default()
+    }
+}
+
+/// Upstream's etcd-era keyspace as the Go BBS wrote it (bbs-reference §7.4): serialized models
+/// sealed with AES-GCM (`02`) under the label `go-key`, one task from before encryption
+/// (`01`), a domain with a TTL and one without, an instance evacuating beside its
+/// replacement, `/version` at the last etcd-era migration.
+async fn lay_out_etcd_era(etcd: &support::etcd_v2::EtcdV2) -> EtcdEra {
+    let sealed = codec("go-key", bbs_actors::keyring::WriteFormat::UpstreamAesGcm);
+    let plain = Codec::new();
+    etcd.put("/version", r#"{"CurrentVersion":1451635200}"#, None)
+        .await;
+    etcd.put("/encryption-key", "go-key", None).await;
+    etcd.put("/v1/domain/cf-apps", "", Some(3600)).await;
+    etcd.put("/v1/domain/no-ttl", "", None).await;
+
+    let mut lrp = support::fixtures::desired_lrp("web", 2);
+    lrp.annotation = UNICODE.into();
+    let mut routes = m::ProtoRoutes::default();
+    routes.routes.insert(
+        "cf-router".into(),
+        br#"[{"hostnames":["web.example.com"],"port":8080}]"#.to_vec(),
+    );
+    lrp.routes = Some(routes);
+    let entry = bbs_actors::rules::desired_lrps::split(
+        &lrp,
+        "etcd-epoch".into(),
+        1_450_000_000_000_000_000,
+    );
+    let mut run_info = entry.run_info.unpack();
+    run_info.metric_tags = entry.metric_tags.clone().into_iter().collect();
+    etcd.put(
+        "/v1/desired_lrp/schedule/web",
+        &sealed.encode_model(&*entry.scheduling),
+        None,
+    )
+    .await;
+    etcd.put(
+        "/v1/desired_lrp/run/web",
+        &sealed.encode_model(&run_info),
+        None,
+    )
+    .await;
+
+    let actual = vec![
+        etcd_era_lrp(0, "UNCLAIMED", ""),
+        etcd_era_lrp(1, "RUNNING", "cell-1"),
+        etcd_era_lrp(0, "RUNNING", "draining-cell"),
+    ];
+    etcd.put(
+        "/v1/actual/web/0/instance",
+        &sealed.encode_model(&actual[0]),
+        None,
+    )
+    .await;
+    etcd.put(
+        "/v1/actual/web/1/instance",
+        &sealed.encode_model(&actual[1]),
+        None,
+    )
+    .await;
+    etcd.put(
+        "/v1/actual/web/0/evacuating",
+        &sealed.encode_model(&actual[2]),
+        Some(600),
+    )
+    .await;
+
+    let mut tasks = Vec::new();
+    for (guid, state, codec) in [("t-sealed", 1, &sealed), ("t-plain", 3, &plain)] {
+        let task = m::Task {
+            task_guid: guid.into(),
+            domain: "d".into(),
+            task_definition: support::fixtures::desire_task(guid).task_definition,
+            created_at: 1_450_000_000_000_000_000,
+            updated_at: 1_450_000_000_000_000_001,
+            state,
+            result: if state == 3 {
+                UNICODE.into()
+            } else {
+                String::new()
+            },
+            ..Default::default()
+        };
+        etcd.put(
+            &format!("/v1/task/{guid}"),
+            &codec.encode_model(&task),
+            None,
+        )
+        .await;
+        tasks.push(task);
+    }
+    EtcdEra {
+        // Full reads fill in the metrics guid from the source_id tag, as upstream does.
+        desired: bbs_actors::rules::desired_lrps::populate_metrics_guid(
+            bbs_actors::rules::desired_lrps::rebuild(&entry),
+        ),
+        tasks,
+        actual,
+    }
+}
+
+/// A config whose `etcd_cluster_urls` names `etcd`, with the Go BBS's key, on `store`.
+fn etcd_era_config(store: &StoreConfig, etcd: &support::etcd_v2::EtcdV2) -> serde_json::Value {
+    config_json(
+        store,
+        json!({
+            "etcd_cluster_urls": [etcd.url],
+            "active_key_label": "go-key",
+            "encryption_keys": {"go-key": "passphrase of go-key"},
+            "encryption_write_format": "aes-256-gcm",
+        }),
+    )
+}
+
+async fn served_desired(server: &Server) -> Vec<m::DesiredLrp> {
+    let reply: m::DesiredLrpsResponse = server
+        .call(
+            "/v1/desired_lrps/list.r3",
+            &m::DesiredLrpsRequest::default(),
+        )
+        .await;
+    reply.desired_lrps
+}
+
+/// `bbs migrate --from-etcd-v2` takes an etcd-era store straight to PostgreSQL: every record
+/// served as the Go BBS served it, the evacuating instance kept; a node that does not decode
+/// is named and the run exits non-zero after copying the rest.
+#[actix_web::test]
+async fn an_etcd_era_store_is_migrated_to_sql() {
+    let Some(stores) = stores(&[
+        Backend::Etcd,
+        Backend::Postgres,
+        Backend::Sqlite,
+        Backend::Sqlite,
+    ])
+    .await
+    else {
+        return;
+    };
+    let etcd = support::etcd_v2::EtcdV2::start().await;
+    let era = lay_out_etcd_era(&etcd).await;
+    let dir = tempfile::tempdir().unwrap();
+    let from = dir.path().join("etcd-era.json");
+    std::fs::write(&from, etcd_era_config(&stores[2].config, &etcd).to_string()).unwrap();
+    let to = write_config(
+        dir.path(),
+        "to",
+        &stores[1].config,
+        &["new-key"],
+        "xchacha20-poly1305",
+    );
+
+    let output = migrate(&from, &to, &["--from-etcd-v2"]);
+    assert_clean(&output);
+    let (_, stderr) = text(&output);
+    assert!(stderr.contains("read the etcd v2 store in"), "{stderr}");
+    assert!(
+        stderr.contains("2 domains, 1 desired LRPs, 3 actual LRPs, 2 tasks, 0 unreadable"),
+        "{stderr}"
+    );
+    assert_eq!(counts(stores[1].store.as_ref()).await, [2, 1, 3, 2, 0]);
+    // Nothing is written to the etcd-era store.
+    assert_eq!(
+        etcd.get("/version").await.as_deref(),
+        Some(r#"{"CurrentVersion":1451635200}"#)
+    );
+
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&to).unwrap()).unwrap();
+    let server = Server::start(config).await;
+    assert_eq!(served_desired(&server).await, [era.desired.clone()]);
+    let actual: m::ActualLrpsResponse = server
+        .call("/v1/actual_lrps/list", &m::ActualLrpsRequest::default())
+        .await;
+    let mut expected = era.actual.clone();
+    expected[2].presence = m::actual_lrp::Presence::Evacuating as i32;
+    for lrp in &mut expected {
+        lrp.optional_routable = Some(m::actual_lrp::OptionalRoutable::Routable(
+            lrp.state == "RUNNING",
+        ));
+    }
+    let order = |a: &m::ActualLrp| {
+        (
+            a.actual_lrp_key.clone().unwrap_or_default().index,
+            a.presence,
+        )
+    };
+    expected.sort_by_key(order);
+    let mut got = actual.actual_lrps;
+    got.sort_by_key(order);
+    assert_eq!(got, expected);
+    let tasks: m::TasksResponse = server
+        .call("/v1/tasks/list.r3", &m::TasksRequest::default())
+        .await;
+    let mut got = tasks.tasks;
+    got.sort_by(|a, b| b.task_guid.cmp(&a.task_guid));
+    assert_eq!(got, era.tasks);
+    // Upstream's rule: expiry is now plus the etcd TTL, so a domain without one is stale.
+    let domains: m::DomainsResponse = server.call("/v1/domains/list", &()).await;
+    assert_eq!(domains.domains, ["cf-apps"]);
+
+    etcd.put("/v1/task/broken", "02bm90IGEgYmxvYg==", None)
+        .await;
+    let to = write_config(
+        dir.path(),
+        "to2",
+        &stores[3].config,
+        &["k"],
+        "xchacha20-poly1305",
+    );
+    let output = migrate(&from, &to, &["--from-etcd-v2"]);
+    let (stdout, _) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("unreadable in the source, not copied: tasks /v1/task/broken: "),
+        "{stdout}"
+    );
+    assert_eq!(counts(stores[3].store.as_ref()).await, [2, 1, 3, 2, 0]);
+}
+
+/// Upstream's start-up behaviour: a BBS with both the etcd-era store and an empty SQL store
+/// copies once (evacuating instances dropped, as upstream's copy did) and marks etcd copied;
+/// the next start copies nothing; etcd data from before the last etcd-era migration stops
+/// start-up.
+#[actix_web::test]
+async fn a_server_with_both_stores_copies_once_at_start() {
+    let Some(stores) = stores(&[Backend::Etcd, Backend::Mysql]).await else {
+        return;
+    };
+    let etcd = support::etcd_v2::EtcdV2::start().await;
+    let era = lay_out_etcd_era(&etcd).await;
+    let config = etcd_era_config(&stores[1].config, &etcd);
+
+    let mut server = Server::start(config.clone()).await;
+    assert!(server.log().contains("etcd-v2-copied"), "{}", server.log());
+    assert_eq!(served_desired(&server).await, [era.desired.clone()]);
+    let actual: m::ActualLrpsResponse = server
+        .call("/v1/actual_lrps/list", &m::ActualLrpsRequest::default())
+        .await;
+    assert_eq!(actual.actual_lrps.len(), 2);
+    assert!(actual
+        .actual_lrps
+        .iter()
+        .all(|a| a.presence == m::actual_lrp::Presence::Ordinary as i32));
+    assert_eq!(
+        etcd.get("/version").await.as_deref(),
+        Some(r#"{"CurrentVersion":1451635201}"#)
+    );
+    assert_eq!(server.stop(), Some(0));
+
+    let mut again = Server::start(config.clone()).await;
+    assert!(
+        again.log().contains("etcd-v2-nothing-to-copy"),
+        "{}",
+        again.log()
+    );
+    assert_eq!(counts(stores[1].store.as_ref()).await, [2, 1, 2, 2, 0]);
+    assert_eq!(again.stop(), Some(0));
+
+    let old = support::etcd_v2::EtcdV2::start().await;
+    old.put("/version", r#"{"CurrentVersion":1441411196}"#, None)
+        .await;
+    let mut refused = Server::spawn(etcd_era_config(&stores[1].config, &old));
+    assert_eq!(refused.stop_when_exited(Duration::from_secs(30)), Some(1));
+    assert!(
+        refused.log().contains(
+            "the etcd data is at upstream version 1441411196, before the last etcd-era \
+             migration (1451635200); let the Go BBS of that era finish its migrations first"
+        ),
+        "{}",
+        refused.log()
+    );
+}

@@ -135,7 +135,8 @@ impl Actor for TaskActor {
     }
 }
 
-fn to_record(codec: &Codec, task: &Task) -> TaskRecord {
+/// A task as the store keeps it, its definition sealed by `codec`.
+pub fn to_record(codec: &Codec, task: &Task) -> TaskRecord {
     TaskRecord {
         guid: task.task_guid.clone(),
         domain: task.domain.clone(),

@@ -19,7 +19,7 @@ struct Foreign {
 }
 
 async fn blobs_of<K: RecordKind>(side: &Side) -> Result<Foreign, MigrateError> {
-    let records = side.read::<K>().await?;
+    let (records, _) = side.read::<K>().await?;
     let mut found = Foreign {
         kind: K::NAME,
         records: records.len(),
@@ -42,7 +42,7 @@ async fn blobs_of<K: RecordKind>(side: &Side) -> Result<Foreign, MigrateError> {
 }
 
 pub(super) async fn check(side: &Side) -> Result<bool, MigrateError> {
-    let store = side.store.as_ref();
+    let store = side.store()?;
     let mut problems: Vec<String> = Vec::new();
     let backend = store.backend();
     if !matches!(backend, Backend::Mysql | Backend::Postgres) {

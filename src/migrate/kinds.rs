@@ -14,12 +14,16 @@ use bbs_store::{
     DesiredLrpRecord, DomainRecord, Store, StoreResult, TaskFilter, TaskRecord,
 };
 
+use super::etcd_v2::Snapshot;
+
 pub trait RecordKind {
     /// The plural noun the report and the progress bar use.
     const NAME: &'static str;
     type Record: Clone + Serialize + Send + Sync + 'static;
 
     fn read(store: &dyn Store) -> impl Future<Output = StoreResult<Vec<Self::Record>>> + Send;
+    /// The records of this kind read from upstream's etcd-era store.
+    fn from_etcd_v2(snapshot: &Snapshot) -> Vec<Self::Record>;
     /// The record's key, as the report names it.
     fn key(record: &Self::Record) -> String;
     /// Opens the record exactly as the server does when it loads it, so a record that passes
@@ -53,6 +57,9 @@ impl RecordKind for Domains {
     async fn read(store: &dyn Store) -> StoreResult<Vec<DomainRecord>> {
         store.domains().await
     }
+    fn from_etcd_v2(snapshot: &Snapshot) -> Vec<DomainRecord> {
+        snapshot.domains.clone()
+    }
     fn key(record: &DomainRecord) -> String {
         record.domain.clone()
     }
@@ -79,6 +86,9 @@ impl RecordKind for DesiredLrps {
 
     async fn read(store: &dyn Store) -> StoreResult<Vec<DesiredLrpRecord>> {
         store.desired_lrps(&DesiredLrpFilter::default()).await
+    }
+    fn from_etcd_v2(snapshot: &Snapshot) -> Vec<DesiredLrpRecord> {
+        snapshot.desired.clone()
     }
     fn key(record: &DesiredLrpRecord) -> String {
         record.scheduling.process_guid.clone()
@@ -110,6 +120,9 @@ impl RecordKind for ActualLrps {
 
     async fn read(store: &dyn Store) -> StoreResult<Vec<ActualLrpRecord>> {
         store.actual_lrps(&ActualLrpFilter::default()).await
+    }
+    fn from_etcd_v2(snapshot: &Snapshot) -> Vec<ActualLrpRecord> {
+        snapshot.actual.clone()
     }
     fn key(record: &ActualLrpRecord) -> String {
         format!(
@@ -150,6 +163,9 @@ impl RecordKind for Tasks {
     async fn read(store: &dyn Store) -> StoreResult<Vec<TaskRecord>> {
         store.tasks(&TaskFilter::default()).await
     }
+    fn from_etcd_v2(snapshot: &Snapshot) -> Vec<TaskRecord> {
+        snapshot.tasks.clone()
+    }
     fn key(record: &TaskRecord) -> String {
         record.guid.clone()
     }
@@ -176,6 +192,10 @@ impl RecordKind for Cells {
 
     async fn read(store: &dyn Store) -> StoreResult<Vec<CellRecord>> {
         store.cells().await
+    }
+    /// The etcd-era store kept no cell presences (the reps registered in consul then).
+    fn from_etcd_v2(_: &Snapshot) -> Vec<CellRecord> {
+        Vec::new()
     }
     fn key(record: &CellRecord) -> String {
         record.cell_id.clone()

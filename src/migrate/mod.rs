@@ -7,6 +7,7 @@
 //! untouched), each write is atomic, and a run with `--resume` writes only what the target
 //! lacks or holds differently, so a killed run finishes with nothing doubled.
 
+pub mod etcd_v2;
 mod handback;
 mod inventory;
 mod kinds;
@@ -67,6 +68,10 @@ pub struct MigrateArgs {
     /// that the --from database can be handed back to the Go BBS.
     #[arg(long)]
     pub verify_only: bool,
+    /// Read the source from upstream's etcd-era store through the etcd v2 API, at the
+    /// `etcd_cluster_urls` the --from config names (opened with its encryption keys).
+    #[arg(long)]
+    pub from_etcd_v2: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +92,8 @@ enum MigrateError {
         side: &'static str,
         error: StoreError,
     },
+    #[error("source: {0}")]
+    EtcdV2(#[from] etcd_v2::EtcdV2Error),
     #[error(
         "the target already holds records ({0}); run with --resume to finish an interrupted \
          migration into it, or empty it first"
@@ -121,10 +128,17 @@ impl From<MissingKey> for MigrateError {
     }
 }
 
-/// One end of the migration: its store and the codec its keys make.
+/// Where a side's records come from: a store, or everything read at once from upstream's
+/// etcd-era store (read once, so the copy and the verification see the same records).
+enum Records {
+    Store(Arc<dyn Store>),
+    EtcdV2(etcd_v2::Snapshot),
+}
+
+/// One end of the migration: its records and the codec its keys make.
 struct Side {
     name: &'static str,
-    store: Arc<dyn Store>,
+    records: Records,
     codec: Codec,
 }
 
@@ -136,15 +150,41 @@ impl Side {
         }
     }
 
-    async fn read<K: RecordKind>(&self) -> Result<Vec<K::Record>, MigrateError> {
-        K::read(self.store.as_ref())
-            .await
-            .map_err(self.store_error())
+    /// The side's store; only a source read from etcd v2 has none, and it is never written.
+    fn store(&self) -> Result<&dyn Store, MigrateError> {
+        match &self.records {
+            Records::Store(store) => Ok(store.as_ref()),
+            Records::EtcdV2(_) => Err(MigrateError::Usage(format!(
+                "the {} is an etcd v2 snapshot, which can only be read",
+                self.name
+            ))),
+        }
+    }
+
+    /// Every record of a kind, and those the source already found unreadable.
+    async fn read<K: RecordKind>(&self) -> Result<(Vec<K::Record>, Vec<Unreadable>), MigrateError> {
+        match &self.records {
+            Records::Store(store) => Ok((
+                K::read(store.as_ref()).await.map_err(self.store_error())?,
+                Vec::new(),
+            )),
+            Records::EtcdV2(snapshot) => Ok((
+                K::from_etcd_v2(snapshot),
+                snapshot
+                    .unreadable
+                    .iter()
+                    .filter(|u| u.kind == K::NAME)
+                    .cloned()
+                    .collect(),
+            )),
+        }
     }
 
     async fn inventory<K: RecordKind>(&self) -> Result<Inventory, MigrateError> {
-        let records = self.read::<K>().await?;
-        Ok(inventory::inventory::<K>(&self.codec, records)?)
+        let (records, unreadable) = self.read::<K>().await?;
+        let mut inventory = inventory::inventory::<K>(&self.codec, records)?;
+        inventory.unreadable.extend(unreadable);
+        Ok(inventory)
     }
 }
 
@@ -156,12 +196,14 @@ fn load_settings(flag: &str, path: &Path) -> Result<Settings, MigrateError> {
 }
 
 struct Opening {
+    flag: &'static str,
+    path: PathBuf,
     settings: Settings,
     store: StoreConfig,
     codec: Codec,
 }
 
-fn opening(flag: &str, path: &Path) -> Result<Opening, MigrateError> {
+fn opening(flag: &'static str, path: &Path) -> Result<Opening, MigrateError> {
     let settings = load_settings(flag, path)?;
     let usage = |e: crate::config::ConfigError| {
         MigrateError::Usage(format!("{flag} {}: {e}", path.display()))
@@ -172,6 +214,8 @@ fn opening(flag: &str, path: &Path) -> Result<Opening, MigrateError> {
         None => Codec::new(),
     };
     Ok(Opening {
+        flag,
+        path: path.to_owned(),
         settings,
         store,
         codec,
@@ -182,12 +226,68 @@ async fn open_side(name: &'static str, opening: Opening) -> Result<Side, Migrate
     let store = bbs_store::connect(&opening.store)
         .await
         .map_err(|error| MigrateError::Store { side: name, error })?;
-    drop(opening.settings);
     Ok(Side {
         name,
-        store,
+        records: Records::Store(store),
         codec: opening.codec,
     })
+}
+
+/// The source read from upstream's etcd-era store named by the config's `etcd_cluster_urls`.
+async fn open_etcd_v2(opening: Opening) -> Result<Side, MigrateError> {
+    let usage = |e: crate::config::ConfigError| {
+        MigrateError::Usage(format!("{} {}: {e}", opening.flag, opening.path.display()))
+    };
+    let Some(config) = opening.settings.etcd_v2().map_err(usage)? else {
+        return Err(MigrateError::Usage(format!(
+            "--from-etcd-v2: {} names no etcd_cluster_urls",
+            opening.path.display()
+        )));
+    };
+    let etcd = etcd_v2::EtcdV2::connect(&config)?;
+    match etcd.version().await? {
+        Some(v) if v < etcd_v2::LAST_ETCD_VERSION => {
+            return Err(MigrateError::Usage(format!(
+                "--from-etcd-v2: the etcd data is at upstream version {v}, before the last \
+                 etcd-era migration ({}); let the Go BBS of that era finish its migrations first",
+                etcd_v2::LAST_ETCD_VERSION
+            )))
+        }
+        Some(etcd_v2::COPIED_ETCD_VERSION) => eprintln!(
+            "note: the etcd data was already copied to SQL once by the Go BBS (version {})",
+            etcd_v2::COPIED_ETCD_VERSION
+        ),
+        _ => {}
+    }
+    let started = Instant::now();
+    let snapshot = etcd
+        .snapshot(
+            &opening.codec,
+            now_nanos(),
+            etcd_v2::Carry { evacuating: true },
+        )
+        .await?;
+    eprintln!(
+        "read the etcd v2 store in {:.1} s: {} domains, {} desired LRPs, {} actual LRPs, {} tasks, {} unreadable",
+        started.elapsed().as_secs_f64(),
+        snapshot.domains.len(),
+        snapshot.desired.len(),
+        snapshot.actual.len(),
+        snapshot.tasks.len(),
+        snapshot.unreadable.len()
+    );
+    Ok(Side {
+        name: "source",
+        records: Records::EtcdV2(snapshot),
+        codec: opening.codec,
+    })
+}
+
+fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or_default()
 }
 
 /// A SQLite source that does not exist would be created empty and "migrated" as such.
@@ -242,9 +342,8 @@ struct CopyCounts {
 impl<K: RecordKind> Lane<K> {
     async fn load(source: &Side, target: &Side) -> Result<Lane<K>, MigrateError> {
         let started = Instant::now();
-        let records = source.read::<K>().await?;
+        let (records, mut unreadable) = source.read::<K>().await?;
         let mut opened = Vec::with_capacity(records.len());
-        let mut unreadable = Vec::new();
         for record in records {
             match inventory::open::<K>(&source.codec, record)? {
                 Ok(record) => opened.push(record),
@@ -299,7 +398,7 @@ impl<K: RecordKind> Lane<K> {
             kind: K::NAME,
             error,
         };
-        let store = target.store.as_ref();
+        let store = target.store()?;
         futures::stream::iter(inserts.chunks(BATCH))
             .map(|batch| async {
                 K::insert(store, batch).await.map_err(write_error)?;
@@ -470,7 +569,7 @@ async fn copy_all(source: Side, target: Side, resume: bool) -> Result<bool, Migr
     cells.copy(&target).await?;
     if let Some(keys) = target.codec.keys() {
         target
-            .store
+            .store()?
             .set_configuration(configuration_ids::ENCRYPTION_KEY_LABEL, keys.active_label())
             .await
             .map_err(target.store_error())?;
@@ -485,18 +584,29 @@ async fn copy_all(source: Side, target: Side, resume: bool) -> Result<bool, Migr
 
 async fn run_async(args: MigrateArgs) -> Result<bool, MigrateError> {
     let from = opening("--from", &args.from)?;
-    check_source_exists(&from.store)?;
+    if !args.from_etcd_v2 {
+        check_source_exists(&from.store)?;
+    }
     let Some(to_path) = &args.to else {
+        if args.from_etcd_v2 {
+            return Err(MigrateError::Usage(
+                "--verify-only with --from-etcd-v2 compares with a target: give --to".into(),
+            ));
+        }
         let source = open_side("source", from).await?;
         return handback::check(&source).await;
     };
     let to = opening("--to", to_path)?;
-    if same_store(&from.store, &to.store) {
+    if !args.from_etcd_v2 && same_store(&from.store, &to.store) {
         return Err(MigrateError::Usage(
             "--from and --to name the same store".into(),
         ));
     }
-    let source = open_side("source", from).await?;
+    let source = if args.from_etcd_v2 {
+        open_etcd_v2(from).await?
+    } else {
+        open_side("source", from).await?
+    };
     let target = open_side("target", to).await?;
     if args.verify_only {
         let verified = verify_all(&source, &target).await?;
@@ -530,4 +640,71 @@ pub fn run(args: MigrateArgs) -> i32 {
             e.exit_code()
         }
     }
+}
+
+/// What the start-up copy from upstream's etcd-era store did.
+#[derive(Debug, Default)]
+pub struct StartupCopy {
+    pub copied: usize,
+    pub already_there: usize,
+    pub unreadable: Vec<(String, String, String)>,
+}
+
+/// Inserts records the store does not hold; one already there (a node starting beside this
+/// one, or a copy interrupted before etcd was marked) is left as it is.
+async fn insert_absent<K: RecordKind>(
+    store: &dyn Store,
+    records: &[K::Record],
+    copy: &mut StartupCopy,
+) -> Result<(), String> {
+    for record in records {
+        match K::insert(store, std::slice::from_ref(record)).await {
+            Ok(()) => copy.copied += 1,
+            Err(StoreError::Exists) => copy.already_there += 1,
+            Err(e) => return Err(format!("writing {} {}: {e}", K::NAME, K::key(record))),
+        }
+    }
+    Ok(())
+}
+
+/// Upstream's start-up behaviour with both an etcd-era store (`etcd_cluster_urls`) and a SQL
+/// store configured: when etcd's data is at the last etcd-era version and not yet copied, its
+/// domains, desired LRPs, (ordinary) actual LRPs and tasks are copied into SQL, and etcd is
+/// marked as copied so no later start copies again. `None` when there was nothing to copy.
+pub async fn copy_etcd_v2_at_start(
+    config: &etcd_v2::EtcdV2Config,
+    store: &dyn Store,
+    codec: &Codec,
+) -> Result<Option<StartupCopy>, String> {
+    let etcd = etcd_v2::EtcdV2::connect(config).map_err(|e| e.to_string())?;
+    match etcd.version().await.map_err(|e| e.to_string())? {
+        None => return Ok(None),
+        Some(v) if v >= etcd_v2::COPIED_ETCD_VERSION => return Ok(None),
+        Some(v) if v < etcd_v2::LAST_ETCD_VERSION => {
+            return Err(format!(
+                "the etcd data is at upstream version {v}, before the last etcd-era migration \
+                 ({}); let the Go BBS of that era finish its migrations first",
+                etcd_v2::LAST_ETCD_VERSION
+            ))
+        }
+        Some(_) => {}
+    }
+    let snapshot = etcd
+        .snapshot(codec, now_nanos(), etcd_v2::Carry { evacuating: false })
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut copy = StartupCopy {
+        unreadable: snapshot
+            .unreadable
+            .iter()
+            .map(|u| (u.kind.to_owned(), u.key.clone(), u.error.clone()))
+            .collect(),
+        ..StartupCopy::default()
+    };
+    insert_absent::<Domains>(store, &snapshot.domains, &mut copy).await?;
+    insert_absent::<DesiredLrps>(store, &snapshot.desired, &mut copy).await?;
+    insert_absent::<ActualLrps>(store, &snapshot.actual, &mut copy).await?;
+    insert_absent::<Tasks>(store, &snapshot.tasks, &mut copy).await?;
+    etcd.mark_copied().await.map_err(|e| e.to_string())?;
+    Ok(Some(copy))
 }
