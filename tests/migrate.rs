@@ -1099,7 +1099,7 @@ async fn an_etcd_era_store_is_migrated_to_sql() {
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&to).unwrap()).unwrap();
     let server = Server::start(config).await;
-    assert_eq!(served_desired(&server).await, [era.desired.clone()]);
+    assert_eq!(served_desired(&server).await, std::slice::from_ref(&era.desired));
     let actual: m::ActualLrpsResponse = server
         .call("/v1/actual_lrps/list", &m::ActualLrpsRequest::default())
         .await;
@@ -1164,7 +1164,7 @@ async fn a_server_with_both_stores_copies_once_at_start() {
 
     let mut server = Server::start(config.clone()).await;
     assert!(server.log().contains("etcd-v2-copied"), "{}", server.log());
-    assert_eq!(served_desired(&server).await, [era.desired.clone()]);
+    assert_eq!(served_desired(&server).await, std::slice::from_ref(&era.desired));
     let actual: m::ActualLrpsResponse = server
         .call("/v1/actual_lrps/list", &m::ActualLrpsRequest::default())
         .await;
