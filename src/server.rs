@@ -231,9 +231,15 @@ pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>
     };
     info!(log, "health-listening"; "health" => &settings.health_address, "debug" => &settings.debug_address);
 
+    // Lent to upstream's record-rewriting migrations, for a database the Go BBS left at an
+    // earlier schema version.
+    let upgrade_codec = match &key_ring {
+        Some(keys) => bbs_actors::codec::Codec::with_keys(keys.clone()),
+        None => bbs_actors::codec::Codec::new(),
+    };
     let started = std::time::Instant::now();
     let connected = tokio::select! {
-        connected = bbs_store::connect(&store_config) => connected,
+        connected = bbs_store::connect_with(&store_config, Some(&upgrade_codec)) => connected,
         signal = &mut terminated => {
             info!(log, "signalled-while-starting"; "signal" => signal);
             return servers.stop(0, &log).await;

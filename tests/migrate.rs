@@ -1099,7 +1099,10 @@ async fn an_etcd_era_store_is_migrated_to_sql() {
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&to).unwrap()).unwrap();
     let server = Server::start(config).await;
-    assert_eq!(served_desired(&server).await, std::slice::from_ref(&era.desired));
+    assert_eq!(
+        served_desired(&server).await,
+        std::slice::from_ref(&era.desired)
+    );
     let actual: m::ActualLrpsResponse = server
         .call("/v1/actual_lrps/list", &m::ActualLrpsRequest::default())
         .await;
@@ -1164,7 +1167,10 @@ async fn a_server_with_both_stores_copies_once_at_start() {
 
     let mut server = Server::start(config.clone()).await;
     assert!(server.log().contains("etcd-v2-copied"), "{}", server.log());
-    assert_eq!(served_desired(&server).await, std::slice::from_ref(&era.desired));
+    assert_eq!(
+        served_desired(&server).await,
+        std::slice::from_ref(&era.desired)
+    );
     let actual: m::ActualLrpsResponse = server
         .call("/v1/actual_lrps/list", &m::ActualLrpsRequest::default())
         .await;
@@ -1201,4 +1207,178 @@ async fn a_server_with_both_stores_copies_once_at_start() {
         "{}",
         refused.log()
     );
+}
+
+/// A database as the oldest SQL-era Go BBS (schema 1461790966) wrote it, rows and all:
+/// plaintext routes, metric tags only inside the run info, evacuation as a flag. A server
+/// started on it runs upstream's remaining migrations and serves every record field for field.
+async fn a_go_bbs_database_at_the_oldest_version_is_served(backend: Backend) {
+    if !bbs_store::testing::enabled(backend) {
+        return;
+    }
+    let old = bbs_store::testing::UpstreamDatabase::at(backend, 1_461_790_966).await;
+    let sealed = codec("go-key", bbs_actors::keyring::WriteFormat::UpstreamAesGcm);
+
+    let mut lrp = support::fixtures::desired_lrp("web", 2);
+    lrp.annotation = UNICODE.into();
+    lrp.log_guid = "log-guid".into();
+    lrp.memory_mb = 256;
+    lrp.disk_mb = 1024;
+    let mut routes = m::ProtoRoutes::default();
+    routes.routes.insert(
+        "cf-router".into(),
+        br#"[{"hostnames":["web.example.com"],"port":8080}]"#.to_vec(),
+    );
+    lrp.routes = Some(routes);
+    let entry = bbs_actors::rules::desired_lrps::split(&lrp, "go-epoch".into(), 1);
+    let mut run_info = entry.run_info.unpack();
+    run_info.metric_tags = entry.metric_tags.clone().into_iter().collect();
+    let s = &entry.scheduling;
+    let net = m::ActualLrpNetInfo {
+        address: "10.0.0.7".into(),
+        ports: vec![m::PortMapping {
+            container_port: 8080,
+            host_port: 61001,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let definition = support::fixtures::desire_task("t").task_definition.unwrap();
+    old.raw_sql(&format!(
+        "INSERT INTO domains (domain, expire_time) VALUES ('cf-apps', 9223372036854775807);
+         INSERT INTO desired_lrps (process_guid, domain, log_guid, annotation, instances,
+           memory_mb, disk_mb, rootfs, routes, volume_placement, modification_tag_epoch,
+           modification_tag_index, run_info)
+         VALUES ('web', 'cf-apps', 'log-guid', '{annotation}', 2, 256, 1024,
+           'preloaded:cflinuxfs4', '{{\"cf-router\":[{{\"hostnames\":[\"web.example.com\"],\"port\":8080}}]}}',
+           '{volume}', 'go-epoch', 0, '{run}');
+         INSERT INTO actual_lrps (process_guid, instance_index, evacuating, domain, state,
+           instance_guid, cell_id, placement_error, since, net_info, modification_tag_epoch,
+           modification_tag_index, crash_count, crash_reason, expire_time)
+         VALUES ('web', 0, false, 'cf-apps', 'RUNNING', 'ig-0', 'cell-1', '', 7, '{net}',
+                 'e0', 3, 0, '', 0),
+                ('web', 0, true, 'cf-apps', 'RUNNING', 'ig-old', 'draining', '', 6, '{net}',
+                 'e0', 2, 1, 'oom', 0),
+                ('web', 1, false, 'cf-apps', 'UNCLAIMED', '', '', 'insufficient resources',
+                 5, '{empty_net}', 'e1', 1, 0, '', 0);
+         INSERT INTO tasks (guid, domain, updated_at, created_at, first_completed_at, state,
+           cell_id, result, failed, failure_reason, task_definition)
+         VALUES ('t', 'd', 20, 10, 15, 3, 'cell-1', '{annotation}', true, 'exit 1', '{task}')",
+        annotation = UNICODE,
+        volume = sealed.encode_model(&s.volume_placement.clone().unwrap_or_default()),
+        run = sealed.encode_model(&run_info),
+        net = sealed.encode_model(&net),
+        empty_net = sealed.encode_model(&m::ActualLrpNetInfo::default()),
+        task = sealed.encode_model(&definition),
+    ))
+    .await;
+
+    let config = config_json(
+        &old.config,
+        json!({
+            "active_key_label": "go-key",
+            "encryption_keys": {"go-key": "passphrase of go-key"},
+            "encryption_write_format": "aes-256-gcm",
+        }),
+    );
+    let server = Server::start(config).await;
+    assert_eq!(
+        served_desired(&server).await,
+        [bbs_actors::rules::desired_lrps::populate_metrics_guid(
+            bbs_actors::rules::desired_lrps::rebuild(&entry)
+        )]
+    );
+
+    let instance = |index: i32, guid: &str, cell: &str, state: &str| m::ActualLrp {
+        actual_lrp_key: Some(m::ActualLrpKey {
+            process_guid: "web".into(),
+            index,
+            domain: "cf-apps".into(),
+        }),
+        actual_lrp_instance_key: Some(m::ActualLrpInstanceKey {
+            instance_guid: guid.into(),
+            cell_id: cell.into(),
+        }),
+        actual_lrp_net_info: Some(net.clone()),
+        state: state.into(),
+        optional_routable: Some(m::actual_lrp::OptionalRoutable::Routable(
+            state == "RUNNING",
+        )),
+        ..Default::default()
+    };
+    let expected = vec![
+        m::ActualLrp {
+            since: 7,
+            modification_tag: Some(m::ModificationTag {
+                epoch: "e0".into(),
+                index: 3,
+            }),
+            ..instance(0, "ig-0", "cell-1", "RUNNING")
+        },
+        m::ActualLrp {
+            since: 6,
+            crash_count: 1,
+            crash_reason: "oom".into(),
+            presence: m::actual_lrp::Presence::Evacuating as i32,
+            modification_tag: Some(m::ModificationTag {
+                epoch: "e0".into(),
+                index: 2,
+            }),
+            ..instance(0, "ig-old", "draining", "RUNNING")
+        },
+        m::ActualLrp {
+            since: 5,
+            placement_error: "insufficient resources".into(),
+            actual_lrp_net_info: Some(m::ActualLrpNetInfo::default()),
+            modification_tag: Some(m::ModificationTag {
+                epoch: "e1".into(),
+                index: 1,
+            }),
+            ..instance(1, "", "", "UNCLAIMED")
+        },
+    ];
+    let actual: m::ActualLrpsResponse = server
+        .call("/v1/actual_lrps/list", &m::ActualLrpsRequest::default())
+        .await;
+    let mut got = actual.actual_lrps;
+    got.sort_by_key(|a| {
+        (
+            a.actual_lrp_key.clone().unwrap_or_default().index,
+            a.presence,
+        )
+    });
+    assert_eq!(got, expected);
+
+    let tasks: m::TasksResponse = server
+        .call("/v1/tasks/list.r3", &m::TasksRequest::default())
+        .await;
+    assert_eq!(
+        tasks.tasks,
+        [m::Task {
+            task_definition: Some(definition),
+            task_guid: "t".into(),
+            domain: "d".into(),
+            created_at: 10,
+            updated_at: 20,
+            first_completed_at: 15,
+            state: 3,
+            cell_id: "cell-1".into(),
+            result: UNICODE.into(),
+            failed: true,
+            failure_reason: "exit 1".into(),
+            ..Default::default()
+        }]
+    );
+    let domains: m::DomainsResponse = server.call("/v1/domains/list", &()).await;
+    assert_eq!(domains.domains, ["cf-apps"]);
+}
+
+#[actix_web::test]
+async fn a_go_bbs_mysql_database_at_the_oldest_version_is_served() {
+    a_go_bbs_database_at_the_oldest_version_is_served(Backend::Mysql).await
+}
+
+#[actix_web::test]
+async fn a_go_bbs_postgres_database_at_the_oldest_version_is_served() {
+    a_go_bbs_database_at_the_oldest_version_is_served(Backend::Postgres).await
 }

@@ -71,6 +71,16 @@ async fn a_database_from_an_earlier_version_is_brought_to_upstreams_schema(backe
 
 mod mysql {
     #[actix_web::test]
+    async fn earlier_upstream_versions_are_brought_forward() {
+        super::earlier_upstream_versions_are_brought_forward(bbs_store::Backend::Mysql).await
+    }
+
+    #[actix_web::test]
+    async fn a_rewrite_without_keys_is_refused() {
+        super::a_rewrite_without_keys_is_refused(bbs_store::Backend::Mysql).await
+    }
+
+    #[actix_web::test]
     async fn a_new_database_has_upstreams_schema() {
         super::a_new_database_has_upstreams_schema(bbs_store::Backend::Mysql).await
     }
@@ -86,6 +96,16 @@ mod mysql {
 
 mod postgres {
     #[actix_web::test]
+    async fn earlier_upstream_versions_are_brought_forward() {
+        super::earlier_upstream_versions_are_brought_forward(bbs_store::Backend::Postgres).await
+    }
+
+    #[actix_web::test]
+    async fn a_rewrite_without_keys_is_refused() {
+        super::a_rewrite_without_keys_is_refused(bbs_store::Backend::Postgres).await
+    }
+
+    #[actix_web::test]
     async fn a_new_database_has_upstreams_schema() {
         super::a_new_database_has_upstreams_schema(bbs_store::Backend::Postgres).await
     }
@@ -97,4 +117,56 @@ mod postgres {
         )
         .await
     }
+}
+
+/// A database the Go BBS left at an earlier upstream version is brought to upstream's final
+/// schema exactly by replaying upstream's remaining migrations, from the oldest version on.
+async fn earlier_upstream_versions_are_brought_forward(backend: Backend) {
+    if !bbs_store::testing::enabled(backend) {
+        return;
+    }
+    for version in [
+        1_461_790_966,
+        1_474_908_092,
+        1_528_928_964,
+        1_698_182_853,
+        1_764_949_919,
+    ] {
+        let old = bbs_store::testing::UpstreamDatabase::at(backend, version).await;
+        let store = old.open(None).await.expect("brought forward");
+        assert_upstream_schema(&store).await;
+        assert_eq!(
+            store
+                .store
+                .configuration(bbs_store::configuration_ids::VERSION)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some(format!(r#"{{"CurrentVersion":{}}}"#, bbs_store::SCHEMA_VERSION).as_str()),
+            "from {version}"
+        );
+    }
+}
+
+/// Records that need upstream's rewriting migrations stop start-up without the keys, naming
+/// the migration; nothing after it runs.
+async fn a_rewrite_without_keys_is_refused(backend: Backend) {
+    if !bbs_store::testing::enabled(backend) {
+        return;
+    }
+    let old = bbs_store::testing::UpstreamDatabase::at(backend, 1_698_182_853).await;
+    old.raw_sql(
+        "INSERT INTO desired_lrps (process_guid, domain, log_guid, instances, memory_mb, \
+         disk_mb, rootfs, routes, volume_placement, modification_tag_epoch, run_info) \
+         VALUES ('web', 'd', 'l', 1, 0, 0, 'r', '02x', '02x', 'e', '02x')",
+    )
+    .await;
+    let config = old.config.clone();
+    let error = old.open(None).await.err().expect("refused");
+    assert_eq!(
+        error.to_string(),
+        "unrecoverable store error: upstream migration 1722634733_split_metric_tags rewrites \
+         records and needs the encryption keys"
+    );
+    let _ = config;
 }

@@ -62,13 +62,10 @@ fn routes_from_json(value: serde_json::Value) -> m::ProtoRoutes {
     m::ProtoRoutes { routes }
 }
 
-pub fn desired_to_record(codec: &Codec, entry: &DesiredEntry) -> BbsResult<DesiredLrpRecord> {
-    let s = &entry.scheduling;
-    let key = s.desired_lrp_key.clone().unwrap_or_default();
-    let resource = s.desired_lrp_resource.clone().unwrap_or_default();
-    let tag = s.modification_tag.clone().unwrap_or_default();
-    let tags: BTreeMap<&String, MetricTagJson> = entry
-        .metric_tags
+/// A desired LRP's metric tags column: upstream's JSON (`{"name":{"static":"v"}}`, or
+/// `{"dynamic":"INDEX"}`), encoded.
+pub fn encode_metric_tags(codec: &Codec, tags: &BTreeMap<String, m::MetricTagValue>) -> String {
+    let tags: BTreeMap<&String, MetricTagJson> = tags
         .iter()
         .map(|(k, v)| {
             (
@@ -80,6 +77,14 @@ pub fn desired_to_record(codec: &Codec, entry: &DesiredEntry) -> BbsResult<Desir
             )
         })
         .collect();
+    codec.encode_json(&tags)
+}
+
+pub fn desired_to_record(codec: &Codec, entry: &DesiredEntry) -> BbsResult<DesiredLrpRecord> {
+    let s = &entry.scheduling;
+    let key = s.desired_lrp_key.clone().unwrap_or_default();
+    let resource = s.desired_lrp_resource.clone().unwrap_or_default();
+    let tag = s.modification_tag.clone().unwrap_or_default();
     Ok(DesiredLrpRecord {
         scheduling: DesiredLrpSchedulingRecord {
             process_guid: key.process_guid,
@@ -97,7 +102,7 @@ pub fn desired_to_record(codec: &Codec, entry: &DesiredEntry) -> BbsResult<Desir
             placement_tags: (!s.placement_tags.is_empty())
                 .then(|| serde_json::to_string(&s.placement_tags).unwrap_or_default()),
             max_pids: resource.max_pids,
-            metric_tags: Some(codec.encode_json(&tags)),
+            metric_tags: Some(encode_metric_tags(codec, &entry.metric_tags)),
             update_strategy: entry.update_strategy,
         },
         run_info: codec.encode_proto_body(entry.run_info.as_bytes()),
@@ -347,5 +352,19 @@ mod tests {
         lrp.metric_tags.insert("k".into(), "v".into());
         let record = actual_to_record(&codec, &lrp);
         assert_eq!(actual_from_record(&codec, &record).unwrap(), lrp);
+    }
+}
+
+/// The keys lent to upstream's record-rewriting migrations when a database the Go BBS left at
+/// an earlier schema version is brought forward.
+impl bbs_store::UpgradeCodec for Codec {
+    fn seal(&self, plaintext: &[u8]) -> String {
+        Codec::seal(self, plaintext)
+    }
+
+    fn metric_tags_of_run_info(&self, run_info: &str) -> Option<String> {
+        let run_info: m::DesiredLrpRunInfo = self.decode_model(run_info).ok()?;
+        let tags: BTreeMap<String, m::MetricTagValue> = run_info.metric_tags.into_iter().collect();
+        Some(encode_metric_tags(self, &tags))
     }
 }

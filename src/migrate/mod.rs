@@ -223,7 +223,7 @@ fn opening(flag: &'static str, path: &Path) -> Result<Opening, MigrateError> {
 }
 
 async fn open_side(name: &'static str, opening: Opening) -> Result<Side, MigrateError> {
-    let store = bbs_store::connect(&opening.store)
+    let store = bbs_store::connect_with(&opening.store, Some(&opening.codec))
         .await
         .map_err(|error| MigrateError::Store { side: name, error })?;
     Ok(Side {

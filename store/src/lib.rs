@@ -19,7 +19,10 @@ pub use error::{StoreError, StoreResult};
 pub use etcd::connect_etcd;
 pub use migrate::SCHEMA_VERSION;
 pub use records::*;
-pub use sql::{connect_mysql, connect_postgres, connect_sqlite, mysql_url_from_dsn};
+pub use sql::{
+    connect_mysql, connect_postgres, connect_sqlite, mysql_url_from_dsn, SharedUpgradeCodec,
+    UpgradeCodec,
+};
 pub use store::{Backend, Mutation, PoolStats, Store};
 
 /// What it takes to open a store; built from the server configuration.
@@ -52,6 +55,15 @@ pub struct StoreTls {
 
 /// Opens the configured store and brings its schema up to date.
 pub async fn connect(config: &StoreConfig) -> StoreResult<Arc<dyn Store>> {
+    connect_with(config, None).await
+}
+
+/// [`connect`], lending the keys to upstream's record-rewriting migrations for a database the
+/// Go BBS left at an earlier schema version.
+pub async fn connect_with(
+    config: &StoreConfig,
+    upgrade: Option<&dyn UpgradeCodec>,
+) -> StoreResult<Arc<dyn Store>> {
     match config.backend {
         Backend::Sqlite => connect_sqlite(&config.connection_string, config.max_connections).await,
         Backend::Mysql => {
@@ -59,6 +71,7 @@ pub async fn connect(config: &StoreConfig) -> StoreResult<Arc<dyn Store>> {
                 &config.connection_string,
                 config.max_connections,
                 &config.tls,
+                upgrade,
             )
             .await
         }
@@ -67,6 +80,7 @@ pub async fn connect(config: &StoreConfig) -> StoreResult<Arc<dyn Store>> {
                 &config.connection_string,
                 config.max_connections,
                 &config.tls,
+                upgrade,
             )
             .await
         }

@@ -37,6 +37,9 @@ pub async fn recorded_version(store: &dyn Store) -> StoreResult<Option<i64>> {
 pub enum MigrationPlan {
     CreateSchema,
     UpToDate,
+    /// A database the Go BBS left at an earlier upstream version: upstream's remaining
+    /// migrations bring it forward (SQL only; store/src/sql/upgrade.rs).
+    Upgrade(i64),
 }
 
 pub fn plan(recorded: Option<i64>) -> StoreResult<MigrationPlan> {
@@ -46,10 +49,7 @@ pub fn plan(recorded: Option<i64>) -> StoreResult<MigrationPlan> {
         Some(v) if v > SCHEMA_VERSION => Err(StoreError::Unrecoverable(format!(
             "Existing DB version ({v}) exceeds bbs version ({SCHEMA_VERSION})"
         ))),
-        Some(v) => Err(StoreError::Unrecoverable(format!(
-            "Existing DB version ({v}) predates this bbs's schema ({SCHEMA_VERSION}); \
-             let the Go BBS finish its migrations first"
-        ))),
+        Some(v) => Ok(MigrationPlan::Upgrade(v)),
     }
 }
 
@@ -66,10 +66,10 @@ mod tests {
             plan(Some(SCHEMA_VERSION + 1)),
             Err(StoreError::Unrecoverable(m)) if m.contains("exceeds")
         ));
-        assert!(matches!(
-            plan(Some(1_461_790_966)),
-            Err(StoreError::Unrecoverable(m)) if m.contains("predates")
-        ));
+        assert_eq!(
+            plan(Some(1_461_790_966)).unwrap(),
+            MigrationPlan::Upgrade(1_461_790_966)
+        );
     }
 
     #[test]

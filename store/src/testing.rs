@@ -140,27 +140,7 @@ impl TestStore {
 
     /// Runs SQL directly on this test's database (to break or repair it underneath a server).
     pub async fn raw_sql(&self, sql: &str) {
-        match self.config.backend {
-            Backend::Mysql => {
-                let mut c = mysql_connect(&self.config.connection_string)
-                    .await
-                    .expect("connect");
-                c.batch_execute(sql).await.expect("raw sql");
-            }
-            Backend::Postgres => {
-                let mut c = postgres_connect(&self.config.connection_string)
-                    .await
-                    .expect("connect");
-                c.batch_execute(sql).await.expect("raw sql");
-            }
-            Backend::Sqlite => {
-                let mut c = crate::sql::SqliteConn::establish(&self.config.connection_string)
-                    .await
-                    .expect("connect");
-                c.batch_execute(sql).await.expect("raw sql");
-            }
-            Backend::Etcd => panic!("etcd has no SQL"),
-        }
+        raw_sql_on(&self.config, sql).await
     }
 
     /// Runs a query of five text columns (the last nullable) on this test's MySQL or
@@ -216,6 +196,89 @@ struct TextRow {
     d: String,
     #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
     e: Option<String>,
+}
+
+/// A fresh MySQL or PostgreSQL database as the Go BBS left it at an earlier upstream schema
+/// `version`: upstream's migrations up to it, and that version recorded. Not opened: opening
+/// it (here or by a server) is what brings it forward.
+pub struct UpstreamDatabase {
+    pub config: StoreConfig,
+    cleanup: Option<Cleanup>,
+}
+
+impl UpstreamDatabase {
+    pub async fn at(backend: Backend, version: i64) -> UpstreamDatabase {
+        use crate::sql::upgrade::{apply, remaining};
+        let (config, cleanup, _) = fresh_config(backend).await;
+        let url = config.connection_string.clone();
+        macro_rules! build {
+            ($conn:expr) => {{
+                let mut conn = $conn.await.expect("connect");
+                conn.batch_execute(crate::sql::migrate::CONFIGURATIONS_DDL)
+                    .await
+                    .expect("configurations");
+                for step in remaining(0).take_while(|step| step.version <= version) {
+                    apply(&mut conn, backend, step, None)
+                        .await
+                        .unwrap_or_else(|e| panic!("upstream migration {}: {e}", step.version));
+                }
+            }};
+        }
+        match backend {
+            Backend::Mysql => build!(mysql_connect(&url)),
+            Backend::Postgres => build!(postgres_connect(&url)),
+            other => panic!("upstream never wrote a {other} database"),
+        }
+        UpstreamDatabase { config, cleanup }
+    }
+
+    /// Runs SQL on the database (to write rows as the Go BBS of that version did).
+    pub async fn raw_sql(&self, sql: &str) {
+        raw_sql_on(&self.config, sql).await
+    }
+
+    /// Opens it, lending `codec` to upstream's record-rewriting migrations.
+    pub async fn open(mut self, codec: Option<&dyn crate::UpgradeCodec>) -> StoreResult<TestStore> {
+        let store = crate::connect_with(&self.config, codec).await?;
+        Ok(TestStore {
+            store,
+            config: self.config.clone(),
+            cleanup: self.cleanup.take(),
+            _dir: None,
+        })
+    }
+}
+
+impl Drop for UpstreamDatabase {
+    fn drop(&mut self) {
+        if let Some(cleanup) = self.cleanup.take() {
+            cleanup.run();
+        }
+    }
+}
+
+async fn raw_sql_on(config: &StoreConfig, sql: &str) {
+    match config.backend {
+        Backend::Mysql => {
+            let mut c = mysql_connect(&config.connection_string)
+                .await
+                .expect("connect");
+            c.batch_execute(sql).await.expect("raw sql");
+        }
+        Backend::Postgres => {
+            let mut c = postgres_connect(&config.connection_string)
+                .await
+                .expect("connect");
+            c.batch_execute(sql).await.expect("raw sql");
+        }
+        Backend::Sqlite => {
+            let mut c = crate::sql::SqliteConn::establish(&config.connection_string)
+                .await
+                .expect("connect");
+            c.batch_execute(sql).await.expect("raw sql");
+        }
+        Backend::Etcd => panic!("etcd has no SQL"),
+    }
 }
 
 fn unique_name() -> String {

@@ -81,7 +81,7 @@ pub async fn connect_sqlite(path: &str, max_connections: u32) -> StoreResult<Arc
         pool,
         backend: Backend::Sqlite,
     };
-    store.migrate().await?;
+    store.migrate(None).await?;
     Ok(Arc::new(store))
 }
 
@@ -130,6 +130,7 @@ pub async fn connect_postgres(
     connection_string: &str,
     max_connections: u32,
     tls: &crate::StoreTls,
+    upgrade: Option<&dyn crate::UpgradeCodec>,
 ) -> StoreResult<Arc<dyn Store>> {
     let mut config = ManagerConfig::<AsyncPgConnection>::default();
     let mut connection_string = connection_string.to_owned();
@@ -164,7 +165,7 @@ pub async fn connect_postgres(
         pool,
         backend: Backend::Postgres,
     };
-    store.migrate().await?;
+    store.migrate(upgrade).await?;
     Ok(Arc::new(store))
 }
 
@@ -174,6 +175,7 @@ pub async fn connect_mysql(
     connection_string: &str,
     max_connections: u32,
     tls: &crate::StoreTls,
+    upgrade: Option<&dyn crate::UpgradeCodec>,
 ) -> StoreResult<Arc<dyn Store>> {
     let url = if connection_string.starts_with("mysql://") {
         connection_string.to_owned()
@@ -217,7 +219,7 @@ pub async fn connect_mysql(
         pool,
         backend: Backend::Mysql,
     };
-    store.migrate().await?;
+    store.migrate(upgrade).await?;
     Ok(Arc::new(store))
 }
 

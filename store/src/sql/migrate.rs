@@ -3,13 +3,14 @@
 use diesel_async::pooled_connection::PoolableConnection;
 use diesel_async::SimpleAsyncConnection;
 
+use super::upgrade::UpgradeCodec;
 use super::SqlStore;
 use crate::error::{StoreError, StoreResult};
 use crate::migrate::{encode_version, plan, recorded_version, MigrationPlan, SCHEMA_VERSION};
 use crate::records::configuration_ids;
 use crate::store::{Backend, Store};
 
-const CONFIGURATIONS_DDL: &str =
+pub(crate) const CONFIGURATIONS_DDL: &str =
     "CREATE TABLE IF NOT EXISTS configurations (id VARCHAR(255) PRIMARY KEY, value VARCHAR(255))";
 
 /// Cell presences are this BBS's own table (upstream keeps them in locket). Like
@@ -68,27 +69,31 @@ fn initial_schema(backend: Backend) -> &'static str {
     }
 }
 
-/// Splits a migration file into statements; the files hold no `;` inside literals.
-fn statements(sql: &str) -> impl Iterator<Item = String> + '_ {
-    sql.split(';')
-        .map(|s| {
-            s.lines()
-                .filter(|line| !line.trim_start().starts_with("--"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
+/// Splits a migration file into statements, comment lines dropped; the files hold no `;`
+/// inside literals.
+pub(crate) fn statements(sql: &str) -> Vec<String> {
+    let code: Vec<&str> = sql
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("--"))
+        .collect();
+    code.join("\n")
+        .split(';')
         .filter(|s| !s.trim().is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
-impl<C: PoolableConnection + 'static> SqlStore<C>
+impl<C: PoolableConnection + super::upgrade::UpgradeRows + 'static> SqlStore<C>
 where
     SqlStore<C>: Store,
     diesel_async::pooled_connection::AsyncDieselConnectionManager<C>: bb8::ManageConnection<Connection = C>,
     <diesel_async::pooled_connection::AsyncDieselConnectionManager<C> as bb8::ManageConnection>::Error:
         std::error::Error + 'static,
 {
-    /// Brings the schema to `SCHEMA_VERSION`, or refuses with `Unrecoverable`.
-    pub async fn migrate(&self) -> StoreResult<()> {
+    /// Brings the schema to `SCHEMA_VERSION`, or refuses with `Unrecoverable`. `codec` is
+    /// needed only to bring forward a database older than two of upstream's migrations that
+    /// rewrite records.
+    pub async fn migrate(&self, codec: Option<&dyn UpgradeCodec>) -> StoreResult<()> {
         let mut conn = self.conn().await?;
         conn.batch_execute(CONFIGURATIONS_DDL)
             .await
@@ -101,14 +106,21 @@ where
             .map_err(StoreError::from)?;
         drop(conn);
         match plan(recorded_version(self).await?)? {
-            MigrationPlan::UpToDate => {
-                let mut conn = self.conn().await?;
-                for statement in conform_statements(self.backend) {
-                    conn.batch_execute(statement)
-                        .await
-                        .map_err(StoreError::from)?;
+            MigrationPlan::UpToDate => self.conform().await,
+            MigrationPlan::Upgrade(from) => {
+                if !matches!(self.backend, Backend::Mysql | Backend::Postgres) {
+                    return Err(StoreError::Unrecoverable(format!(
+                        "Existing DB version ({from}) predates this bbs's schema \
+                         ({SCHEMA_VERSION}), and upstream never wrote a {} database",
+                        self.backend
+                    )));
                 }
-                Ok(())
+                let mut conn = self.conn().await?;
+                for step in super::upgrade::remaining(from) {
+                    super::upgrade::apply(&mut *conn, self.backend, step, codec).await?;
+                }
+                drop(conn);
+                self.conform().await
             }
             MigrationPlan::CreateSchema => {
                 let mut conn = self.conn().await?;
@@ -125,13 +137,30 @@ where
     }
 }
 
+impl<C: PoolableConnection + 'static> SqlStore<C>
+where
+    diesel_async::pooled_connection::AsyncDieselConnectionManager<C>: bb8::ManageConnection<Connection = C>,
+    <diesel_async::pooled_connection::AsyncDieselConnectionManager<C> as bb8::ManageConnection>::Error:
+        std::error::Error + 'static,
+{
+    async fn conform(&self) -> StoreResult<()> {
+        let mut conn = self.conn().await?;
+        for statement in conform_statements(self.backend) {
+            conn.batch_execute(statement)
+                .await
+                .map_err(StoreError::from)?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn every_schema_splits_into_the_same_statements() {
-        let count = |b| statements(initial_schema(b)).count();
+        let count = |b| statements(initial_schema(b)).len();
         assert_eq!(count(Backend::Mysql), 22);
         assert_eq!(count(Backend::Mysql), count(Backend::Postgres));
         assert_eq!(count(Backend::Mysql), count(Backend::Sqlite));

@@ -8,12 +8,14 @@
 
 mod connect;
 mod errors;
-mod migrate;
+pub(crate) mod migrate;
 mod rows;
 mod schema;
+pub(crate) mod upgrade;
 mod upstream_schema;
 
 pub use connect::{connect_mysql, connect_postgres, connect_sqlite, mysql_url_from_dsn};
+pub use upgrade::{SharedUpgradeCodec, UpgradeCodec};
 
 use diesel_async::pooled_connection::bb8::Pool;
 use diesel_async::pooled_connection::AsyncDieselConnectionManager;

@@ -1,0 +1,2 @@
+ALTER TABLE desired_lrps
+	ADD COLUMN placement_tags TEXT;

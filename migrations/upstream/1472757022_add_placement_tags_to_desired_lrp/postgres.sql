@@ -1,0 +1,2 @@
+ALTER TABLE desired_lrps
+	ADD COLUMN IF NOT EXISTS placement_tags TEXT;

@@ -1,0 +1,3 @@
+ALTER TABLE actual_lrps
+	MODIFY crash_reason VARCHAR(1024) NOT NULL DEFAULT '',
+	MODIFY placement_error VARCHAR(1024) NOT NULL DEFAULT ''

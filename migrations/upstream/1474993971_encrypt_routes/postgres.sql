@@ -1,0 +1,2 @@
+-- No DDL: every desired_lrps.routes value (plaintext JSON until now) is sealed as an
+-- encoded blob, in code (store/src/sql/upgrade.rs).

@@ -1,0 +1,2 @@
+ALTER TABLE desired_lrps
+	ADD COLUMN max_pids INTEGER DEFAULT 0;

@@ -1,0 +1,2 @@
+ALTER TABLE desired_lrps
+	MODIFY rootfs VARCHAR(1024) NOT NULL DEFAULT ''

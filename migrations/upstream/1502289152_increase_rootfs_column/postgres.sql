@@ -1,0 +1,2 @@
+ALTER TABLE desired_lrps
+	ALTER rootfs TYPE VARCHAR(1024)

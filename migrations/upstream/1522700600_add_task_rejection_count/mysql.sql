@@ -1,0 +1,1 @@
+ALTER TABLE tasks ADD COLUMN rejection_count INTEGER NOT NULL DEFAULT 0;

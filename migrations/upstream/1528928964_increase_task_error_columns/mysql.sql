@@ -1,0 +1,3 @@
+ALTER TABLE tasks
+	MODIFY rejection_reason VARCHAR(1024) NOT NULL DEFAULT '',
+	MODIFY failure_reason VARCHAR(1024) NOT NULL DEFAULT ''

@@ -1,0 +1,3 @@
+ALTER TABLE tasks
+	ALTER rejection_reason TYPE VARCHAR(1024),
+	ALTER failure_reason TYPE VARCHAR(1024)

@@ -1,0 +1,3 @@
+ALTER TABLE actual_lrps ADD COLUMN IF NOT EXISTS presence INT NOT NULL DEFAULT 0;
+UPDATE actual_lrps SET presence = 1 WHERE evacuating = true;
+ALTER TABLE actual_lrps DROP CONSTRAINT actual_lrps_pkey, ADD PRIMARY KEY (process_guid, instance_index, presence);

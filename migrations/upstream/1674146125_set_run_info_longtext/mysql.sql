@@ -1,0 +1,12 @@
+ALTER TABLE desired_lrps
+	MODIFY annotation LONGTEXT,
+	MODIFY routes LONGTEXT NOT NULL,
+	MODIFY volume_placement LONGTEXT NOT NULL,
+	MODIFY run_info LONGTEXT NOT NULL;
+
+ALTER TABLE actual_lrps
+	MODIFY net_info LONGTEXT NOT NULL;
+
+ALTER TABLE tasks
+	MODIFY result LONGTEXT,
+	MODIFY task_definition LONGTEXT NOT NULL;

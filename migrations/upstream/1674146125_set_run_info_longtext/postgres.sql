@@ -1,0 +1,1 @@
+-- MySQL only upstream: nothing to do on PostgreSQL.

@@ -1,0 +1,1 @@
+ALTER TABLE actual_lrps ADD COLUMN metric_tags MEDIUMTEXT;

@@ -1,0 +1,1 @@
+ALTER TABLE actual_lrps ADD COLUMN IF NOT EXISTS metric_tags TEXT;

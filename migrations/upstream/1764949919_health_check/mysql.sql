@@ -1,0 +1,1 @@
+CREATE TABLE IF NOT EXISTS bbs_health_check (id int NOT NULL AUTO_INCREMENT, PRIMARY KEY (id), time bigint NOT NULL)

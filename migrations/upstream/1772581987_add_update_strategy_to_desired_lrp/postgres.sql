@@ -1,0 +1,2 @@
+ALTER TABLE desired_lrps
+	ADD COLUMN IF NOT EXISTS update_strategy INT NOT NULL DEFAULT 0;
