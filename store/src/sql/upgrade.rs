@@ -108,13 +108,16 @@ fn is_duplicate_column(error: &diesel::result::Error) -> bool {
     error.to_string().contains("Duplicate column name")
 }
 
+/// `(process_guid, column)` pairs of the desired LRPs.
+type GuidColumn = Vec<(String, Option<String>)>;
+
 /// The two row operations the data rewrites need, per connection type.
 pub(crate) trait UpgradeRows: AsyncConnection + SimpleAsyncConnection + Send {
     /// `(process_guid, <column>)` of every desired LRP.
     fn desired_column<'a>(
         &'a mut self,
         column: &'static str,
-    ) -> BoxFuture<'a, StoreResult<Vec<(String, Option<String>)>>>;
+    ) -> BoxFuture<'a, StoreResult<GuidColumn>>;
     fn set_desired_column<'a>(
         &'a mut self,
         column: &'static str,
@@ -137,7 +140,7 @@ macro_rules! upgrade_rows {
             fn desired_column<'a>(
                 &'a mut self,
                 column: &'static str,
-            ) -> BoxFuture<'a, StoreResult<Vec<(String, Option<String>)>>> {
+            ) -> BoxFuture<'a, StoreResult<GuidColumn>> {
                 Box::pin(async move {
                     let rows: Vec<GuidAndText> = diesel::sql_query(format!(
                         "SELECT process_guid, {column} AS value FROM desired_lrps"
