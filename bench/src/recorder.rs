@@ -14,6 +14,16 @@ pub struct OpStats {
     pub histogram: Histogram<u64>,
     pub errors: u64,
     pub error_samples: Vec<String>,
+    /// When the first and the last error happened (Unix seconds), so a run across a planned
+    /// cut-over can show every error fell inside it.
+    pub error_span: Option<(f64, f64)>,
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
 }
 
 impl Default for OpStats {
@@ -24,6 +34,7 @@ impl Default for OpStats {
                 .expect("static histogram bounds are valid"),
             errors: 0,
             error_samples: Vec::new(),
+            error_span: None,
         }
     }
 }
@@ -31,7 +42,16 @@ impl Default for OpStats {
 impl OpStats {
     pub fn note_error(&mut self, message: String) {
         self.errors += 1;
+        self.note_span(unix_now(), unix_now());
         self.note_sample(&message);
+    }
+
+    /// Widens the error span to include `first..last`.
+    pub fn note_span(&mut self, first: f64, last: f64) {
+        self.error_span = Some(match self.error_span {
+            None => (first, last),
+            Some((a, b)) => (a.min(first), b.max(last)),
+        });
     }
 
     /// Keeps `message` if it is new and there is room.

@@ -99,6 +99,9 @@ pub struct OpReport {
     pub count: u64,
     pub errors: u64,
     pub error_samples: Vec<String>,
+    /// Unix seconds of the first and last error, if any.
+    #[serde(default)]
+    pub error_span: Option<(f64, f64)>,
     pub per_second: f64,
     pub mean_ms: f64,
     pub p50_ms: f64,
@@ -125,6 +128,7 @@ impl OpReport {
             count,
             errors: stats.errors,
             error_samples: stats.error_samples.clone(),
+            error_span: stats.error_span,
             per_second: if wall_s > 0.0 {
                 count as f64 / wall_s
             } else {
@@ -165,6 +169,9 @@ pub fn merge(mut parts: Vec<Results>) -> Result<Results, String> {
                 .add(op.histogram()?)
                 .map_err(|e| format!("{name}: {e:?}"))?;
             entry.errors += op.errors;
+            if let Some((first, last)) = op.error_span {
+                entry.note_span(first, last);
+            }
             for sample in &op.error_samples {
                 entry.note_sample(sample);
             }
