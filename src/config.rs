@@ -696,6 +696,50 @@ mod tests {
     }
 
     #[test]
+    fn etcd_cluster_urls_are_checked_as_upstream_checks_them() {
+        let config = load(r#"{"etcd_cluster_urls": ["http://a:4001", "http://b:4001/"]}"#)
+            .unwrap()
+            .etcd_v2()
+            .unwrap()
+            .unwrap();
+        assert_eq!(config.urls, ["http://a:4001", "http://b:4001/"]);
+        assert_eq!(load("{}").unwrap().etcd_v2().unwrap(), None);
+        for (json, says) in [
+            (
+                r#"{"etcd_cluster_urls": ["http://a:4001", "https://b:4001"]}"#,
+                "invalid configuration key `etcd_cluster_urls`: the URLs mix http and https; use one scheme",
+            ),
+            (
+                r#"{"etcd_cluster_urls": ["ftp://a"]}"#,
+                "invalid configuration key `etcd_cluster_urls`: \"ftp://a\" is neither http nor https",
+            ),
+            (
+                r#"{"etcd_cluster_urls": ["not a url"]}"#,
+                "invalid configuration key `etcd_cluster_urls`: \"not a url\" is not a URL",
+            ),
+            (
+                r#"{"etcd_cluster_urls": ["https://a:4001"]}"#,
+                "invalid configuration key `etcd_cert_file`: etcd_cert_file and etcd_key_file are required with https etcd_cluster_urls",
+            ),
+        ] {
+            let e = load(json).unwrap_err();
+            assert!(e.0.contains(says), "{json}: {e}");
+        }
+        let ignored =
+            load(r#"{"etcd_client_session_cache_size": 10, "etcd_max_idle_conns_per_host": 5}"#)
+                .unwrap()
+                .ignored_keys();
+        assert!(
+            ignored.contains(&"etcd_client_session_cache_size"),
+            "{ignored:?}"
+        );
+        assert!(
+            ignored.contains(&"etcd_max_idle_conns_per_host"),
+            "{ignored:?}"
+        );
+    }
+
+    #[test]
     fn no_config_means_sqlite_on_the_default_port() {
         let s = Settings::load(None, Vec::new()).unwrap();
         assert_eq!(s.listen_address, "127.0.0.1:8889");

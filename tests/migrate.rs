@@ -1382,3 +1382,228 @@ async fn a_go_bbs_mysql_database_at_the_oldest_version_is_served() {
 async fn a_go_bbs_postgres_database_at_the_oldest_version_is_served() {
     a_go_bbs_database_at_the_oldest_version_is_served(Backend::Postgres).await
 }
+
+/// The etcd-era source's refusals: a config that names no cluster, --verify-only without a
+/// target, an etcd without the v2 API, and etcd data older than the last etcd-era migration.
+#[actix_web::test]
+async fn bad_etcd_era_sources_are_refused() {
+    let Some(stores) = stores(&[Backend::Etcd, Backend::Sqlite]).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let to = write_config(
+        dir.path(),
+        "to",
+        &stores[1].config,
+        &["k"],
+        "xchacha20-poly1305",
+    );
+    let run_from = |from: &Path, extra: &[&str]| migrate(from, &to, extra);
+
+    let no_cluster = write_config(
+        dir.path(),
+        "plain",
+        &stores[1].config,
+        &["k"],
+        "aes-256-gcm",
+    );
+    let output = run_from(&no_cluster, &["--from-etcd-v2"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        text(&output).1.trim(),
+        format!(
+            "bbs migrate: --from-etcd-v2: {} names no etcd_cluster_urls",
+            no_cluster.display()
+        )
+    );
+
+    let output = run(&[
+        "--verify-only".as_ref(),
+        "--from-etcd-v2".as_ref(),
+        "--from".as_ref(),
+        no_cluster.as_os_str(),
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        text(&output).1.trim(),
+        "bbs migrate: --verify-only with --from-etcd-v2 compares with a target: give --to"
+    );
+
+    // The shared etcd runs without --enable-v2.
+    let v3_only = dir.path().join("v3-only.json");
+    let mut config = etcd_era_config(
+        &stores[1].config,
+        &support::etcd_v2::EtcdV2::at(&stores[0].config.connection_string),
+    );
+    config["etcd_cluster_urls"] = json!([stores[0].config.connection_string]);
+    std::fs::write(&v3_only, config.to_string()).unwrap();
+    let output = run_from(&v3_only, &["--from-etcd-v2"]);
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("bbs migrate: source: etcd v2 /version: HTTP 404 Not Found (is the v2 API enabled? etcd 3.4 needs --enable-v2)"),
+        "{stderr}"
+    );
+
+    let old = support::etcd_v2::EtcdV2::start().await;
+    old.put("/version", r#"{"CurrentVersion":1442529338}"#, None)
+        .await;
+    let too_old = dir.path().join("too-old.json");
+    std::fs::write(
+        &too_old,
+        etcd_era_config(&stores[1].config, &old).to_string(),
+    )
+    .unwrap();
+    let output = run_from(&too_old, &["--from-etcd-v2"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        text(&output).1.trim(),
+        "bbs migrate: --from-etcd-v2: the etcd data is at upstream version 1442529338, before \
+         the last etcd-era migration (1451635200); let the Go BBS of that era finish its \
+         migrations first"
+    );
+    assert_eq!(counts(stores[1].store.as_ref()).await, [0, 0, 0, 0, 0]);
+}
+
+/// bbs-reference §6.2, read independently of the server's codec: `"02"`, then standard
+/// base64 of `[label length][label][12-byte nonce][AES-256-GCM ciphertext + tag]`, key =
+/// SHA-256 of the passphrase. Returns the label and the plaintext.
+fn go_open(blob: &str, passphrase: &str) -> (String, Vec<u8>) {
+    use base64::Engine;
+    use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+    let body = blob
+        .strip_prefix("02")
+        .unwrap_or_else(|| panic!("not upstream's encoding: {blob:.20}"));
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .expect("standard padded base64");
+    let label_len = raw[0] as usize;
+    let label = String::from_utf8(raw[1..1 + label_len].to_vec()).unwrap();
+    let nonce: [u8; 12] = raw[1 + label_len..13 + label_len].try_into().unwrap();
+    let mut sealed = raw[13 + label_len..].to_vec();
+    let key = ring::digest::digest(&ring::digest::SHA256, passphrase.as_bytes());
+    let aes = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key.as_ref()).unwrap());
+    let plain = aes
+        .open_in_place(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::empty(),
+            &mut sealed,
+        )
+        .expect("opens with the passphrase's SHA-256");
+    (label, plain.to_vec())
+}
+
+/// A serialized model per §6.2: the envelope `[2 (protobuf), version]`, then the message.
+fn go_model<M: prost::Message + Default>(blob: &str, passphrase: &str) -> M {
+    let (label, plain) = go_open(blob, passphrase);
+    assert_eq!(label, "go-key");
+    assert_eq!(plain[0], 2, "protobuf envelope");
+    M::decode(&plain[2..]).expect("the model")
+}
+
+fn go_json(blob: &str, passphrase: &str) -> serde_json::Value {
+    let (label, plain) = go_open(blob, passphrase);
+    assert_eq!(label, "go-key");
+    serde_json::from_slice(&plain).expect("JSON")
+}
+
+/// What this server writes with `encryption_write_format: aes-256-gcm` is upstream's format,
+/// as an independent reader built from bbs-reference §6.2 and §7.2 sees it: every blob column
+/// of every kind, and the configurations rows.
+async fn upstream_format_writes_decode_independently(backend: Backend) {
+    let Some(store) = support::test_store(backend).await else {
+        return;
+    };
+    let passphrase = "passphrase of go-key";
+    let mut server = Server::start(config_json(
+        &store.config,
+        json!({
+            "active_key_label": "go-key",
+            "encryption_keys": {"go-key": passphrase},
+            "encryption_write_format": "aes-256-gcm",
+        }),
+    ))
+    .await;
+    seed(&server).await;
+    let served = served(&server).await;
+    assert_eq!(server.stop(), Some(0));
+    let s = store.store.as_ref();
+
+    for task in s.tasks(&Default::default()).await.unwrap() {
+        let want = served
+            .tasks
+            .iter()
+            .find(|t| t.task_guid == task.guid)
+            .unwrap();
+        let definition: m::TaskDefinition = go_model(&task.task_definition, passphrase);
+        assert_eq!(Some(definition), want.task_definition);
+    }
+    for record in s.desired_lrps(&Default::default()).await.unwrap() {
+        let want = served
+            .desired
+            .iter()
+            .find(|d| d.process_guid == record.scheduling.process_guid)
+            .unwrap();
+        let run_info: m::DesiredLrpRunInfo = go_model(&record.run_info, passphrase);
+        assert_eq!(run_info.environment_variables, want.environment_variables);
+        assert_eq!(run_info.action, want.action);
+        let placement: m::VolumePlacement =
+            go_model(&record.scheduling.volume_placement, passphrase);
+        assert_eq!(placement, m::VolumePlacement::default());
+        assert_eq!(go_json(&record.scheduling.routes, passphrase), json!({}));
+        assert_eq!(
+            go_json(
+                record.scheduling.metric_tags.as_deref().unwrap(),
+                passphrase
+            ),
+            json!({"source_id": {"static": "s"}})
+        );
+        assert_eq!(record.scheduling.annotation, want.annotation);
+    }
+    for record in s.actual_lrps(&Default::default()).await.unwrap() {
+        let want = served
+            .actual
+            .iter()
+            .find(|a| {
+                let key = a.actual_lrp_key.clone().unwrap_or_default();
+                key.process_guid == record.process_guid
+                    && key.index == record.index
+                    && a.presence == record.presence.as_i32()
+            })
+            .unwrap();
+        let net: m::ActualLrpNetInfo = go_model(&record.net_info, passphrase);
+        assert_eq!(Some(net), want.actual_lrp_net_info);
+        assert_eq!(
+            go_json(record.internal_routes.as_deref().unwrap(), passphrase),
+            json!([])
+        );
+        assert_eq!(
+            go_json(record.metric_tags.as_deref().unwrap(), passphrase),
+            json!({})
+        );
+    }
+    assert_eq!(
+        s.configuration(configuration_ids::VERSION)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(r#"{"CurrentVersion":1772581987}"#)
+    );
+    assert_eq!(
+        s.configuration(configuration_ids::ENCRYPTION_KEY_LABEL)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("go-key")
+    );
+}
+
+#[actix_web::test]
+async fn mysql_upstream_format_writes_decode_independently() {
+    upstream_format_writes_decode_independently(Backend::Mysql).await
+}
+
+#[actix_web::test]
+async fn postgres_upstream_format_writes_decode_independently() {
+    upstream_format_writes_decode_independently(Backend::Postgres).await
+}

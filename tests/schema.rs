@@ -170,3 +170,46 @@ async fn a_rewrite_without_keys_is_refused(backend: Backend) {
     );
     let _ = config;
 }
+
+/// SQLite and this BBS's etcd layout were never upstream stores at an earlier version: an
+/// older recorded version is refused, not "migrated".
+async fn an_older_version_outside_upstreams_sql_is_refused(backend: Backend) {
+    let Some(store) = support::test_store(backend).await else {
+        return;
+    };
+    store
+        .store
+        .set_configuration(
+            bbs_store::configuration_ids::VERSION,
+            r#"{"CurrentVersion":1461790966}"#,
+        )
+        .await
+        .unwrap();
+    let error = store.reopen().await.err().expect("refused");
+    let expected = match backend {
+        Backend::Etcd => {
+            "unrecoverable store error: Existing DB version (1461790966) predates \
+                          this bbs's schema (1772581987), and upstream never wrote this etcd \
+                          layout at an earlier version"
+        }
+        _ => {
+            "unrecoverable store error: Existing DB version (1461790966) predates this bbs's \
+              schema (1772581987), and upstream never wrote a sqlite database"
+        }
+    };
+    assert_eq!(error.to_string(), expected);
+}
+
+mod sqlite {
+    #[actix_web::test]
+    async fn an_older_version_outside_upstreams_sql_is_refused() {
+        super::an_older_version_outside_upstreams_sql_is_refused(bbs_store::Backend::Sqlite).await
+    }
+}
+
+mod etcd {
+    #[actix_web::test]
+    async fn an_older_version_outside_upstreams_sql_is_refused() {
+        super::an_older_version_outside_upstreams_sql_is_refused(bbs_store::Backend::Etcd).await
+    }
+}

@@ -19,6 +19,9 @@ use super::etcd_v2::Snapshot;
 pub trait RecordKind {
     /// The plural noun the report and the progress bar use.
     const NAME: &'static str;
+    /// Batches written at once. Kinds written by upsert take one writer: on MySQL, concurrent
+    /// upserts of new keys deadlock on the index gap they both lock.
+    const WRITERS: usize = 8;
     type Record: Clone + Serialize + Send + Sync + 'static;
 
     fn read(store: &dyn Store) -> impl Future<Output = StoreResult<Vec<Self::Record>>> + Send;
@@ -52,6 +55,7 @@ pub struct Cells;
 
 impl RecordKind for Domains {
     const NAME: &'static str = "domains";
+    const WRITERS: usize = 1;
     type Record = DomainRecord;
 
     async fn read(store: &dyn Store) -> StoreResult<Vec<DomainRecord>> {
@@ -188,6 +192,7 @@ impl RecordKind for Tasks {
 
 impl RecordKind for Cells {
     const NAME: &'static str = "cell presences";
+    const WRITERS: usize = 1;
     type Record = CellRecord;
 
     async fn read(store: &dyn Store) -> StoreResult<Vec<CellRecord>> {

@@ -130,13 +130,25 @@ pub async fn connect_etcd(
     let recorded = crate::migrate::recorded_version(&store)
         .await
         .map_err(|e| e.naming_tls_keys(tls_on, ETCD_TLS_KEYS))?;
-    if crate::migrate::plan(recorded)? == crate::migrate::MigrationPlan::CreateSchema {
-        store
-            .set_configuration(
-                configuration_ids::VERSION,
-                &crate::migrate::encode_version(crate::migrate::SCHEMA_VERSION),
-            )
-            .await?;
+    match crate::migrate::plan(recorded)? {
+        crate::migrate::MigrationPlan::CreateSchema => {
+            store
+                .set_configuration(
+                    configuration_ids::VERSION,
+                    &crate::migrate::encode_version(crate::migrate::SCHEMA_VERSION),
+                )
+                .await?
+        }
+        crate::migrate::MigrationPlan::UpToDate => {}
+        // Upstream never kept this layout at an earlier version (its etcd-era store is the v2
+        // keyspace, read by `bbs migrate --from-etcd-v2`).
+        crate::migrate::MigrationPlan::Upgrade(v) => {
+            return Err(StoreError::Unrecoverable(format!(
+                "Existing DB version ({v}) predates this bbs's schema ({}), and upstream never \
+                 wrote this etcd layout at an earlier version",
+                crate::migrate::SCHEMA_VERSION
+            )))
+        }
     }
     Ok(std::sync::Arc::new(store))
 }

@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub struct EtcdV2 {
-    child: Child,
+    child: Option<Child>,
     pub url: String,
     _dir: tempfile::TempDir,
 }
@@ -34,7 +34,7 @@ impl EtcdV2 {
             .spawn()
             .expect("etcd (scripts/ensure-etcd installs it)");
         let etcd = EtcdV2 {
-            child,
+            child: Some(child),
             url,
             _dir: dir,
         };
@@ -48,6 +48,15 @@ impl EtcdV2 {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("etcd with the v2 API did not come up");
+    }
+
+    /// A handle on an etcd some other process runs (for its URL only).
+    pub fn at(url: &str) -> EtcdV2 {
+        EtcdV2 {
+            child: None,
+            url: url.to_owned(),
+            _dir: tempfile::tempdir().unwrap(),
+        }
     }
 
     /// Sets `key` to `value`, with an etcd TTL when given.
@@ -83,7 +92,9 @@ impl EtcdV2 {
 
 impl Drop for EtcdV2 {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
