@@ -102,10 +102,10 @@ pub fn install_metrics() -> Result<Arc<PrometheusHandle>, String> {
     Ok(Arc::new(handle))
 }
 
-/// Runs the server until SIGINT/SIGTERM. Returns the process exit code.
 /// Upstream's one-time copy from its etcd-era store into an empty SQL store, when
 /// `etcd_cluster_urls` is set beside a SQL `database_driver` (docs/migration.md). Every node
-/// may run it: records already there are left alone, and etcd is marked once copied.
+/// may run it: nodes starting together copy the same records, and a store that already holds
+/// records is never copied into.
 async fn copy_from_etcd_v2(
     settings: &Settings,
     store: &dyn bbs_store::Store,
@@ -129,17 +129,17 @@ async fn copy_from_etcd_v2(
         None => bbs_actors::codec::Codec::new(),
     };
     let started = std::time::Instant::now();
-    match crate::migrate::copy_etcd_v2_at_start(&config, store, &codec).await {
+    match crate::migrate::startup::copy_etcd_v2_at_start(&config, store, &codec).await {
         Ok(None) => {
             info!(log, "etcd-v2-nothing-to-copy");
             Ok(())
         }
         Ok(Some(copy)) => {
-            for (kind, key, why) in &copy.unreadable {
-                slog::warn!(log, "etcd-v2-record-skipped"; "kind" => kind, "key" => key, "error" => why);
+            for u in &copy.unreadable {
+                slog::warn!(log, "etcd-v2-record-skipped"; "kind" => u.kind, "key" => &u.key, "error" => &u.error);
             }
-            info!(log, "etcd-v2-copied"; "copied" => copy.copied, "already_there" => copy.already_there,
-                "skipped" => copy.unreadable.len(), "duration_ms" => started.elapsed().as_millis() as u64);
+            info!(log, "etcd-v2-copied"; "copied" => copy.copied, "skipped" => copy.unreadable.len(),
+                "duration_ms" => started.elapsed().as_millis() as u64);
             Ok(())
         }
         Err(e) => {
@@ -149,6 +149,7 @@ async fn copy_from_etcd_v2(
     }
 }
 
+/// Runs the server until SIGINT/SIGTERM. Returns the process exit code.
 pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>) -> i32 {
     let ignored = settings.ignored_keys();
     if !ignored.is_empty() {
@@ -233,13 +234,15 @@ pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>
 
     // Lent to upstream's record-rewriting migrations, for a database the Go BBS left at an
     // earlier schema version.
-    let upgrade_codec = match &key_ring {
-        Some(keys) => bbs_actors::codec::Codec::with_keys(keys.clone()),
-        None => bbs_actors::codec::Codec::new(),
-    };
+    let upgrade_codec = key_ring
+        .as_ref()
+        .map(|keys| bbs_actors::codec::Codec::with_keys(keys.clone()));
     let started = std::time::Instant::now();
     let connected = tokio::select! {
-        connected = bbs_store::connect_with(&store_config, Some(&upgrade_codec)) => connected,
+        connected = bbs_store::connect_with(
+            &store_config,
+            bbs_store::SchemaUse::Migrate(upgrade_codec.as_ref().map(|c| c as &dyn bbs_store::UpgradeCodec)),
+        ) => connected,
         signal = &mut terminated => {
             info!(log, "signalled-while-starting"; "signal" => signal);
             return servers.stop(0, &log).await;

@@ -1607,3 +1607,177 @@ async fn mysql_upstream_format_writes_decode_independently() {
 async fn postgres_upstream_format_writes_decode_independently() {
     upstream_format_writes_decode_independently(Backend::Postgres).await
 }
+
+/// Opening refusals that write nothing: a source (or a checked store) holding no BBS schema
+/// is refused rather than given one, a target sealed under a label `--to` lacks is named as
+/// the target's, and `--verify-only` cannot re-read an etcd-era source.
+#[actix_web::test]
+async fn stores_without_a_schema_or_keys_are_refused_untouched() {
+    let Some(stores) = stores(&[Backend::Postgres, Backend::Mysql]).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (empty_config, _empty, _) = bbs_store::testing::fresh_config(Backend::Postgres).await;
+    let empty = write_config(dir.path(), "empty", &empty_config, &["a"], "aes-256-gcm");
+    let to = write_config(dir.path(), "to", &stores[1].config, &["b"], "aes-256-gcm");
+    for args in [&["--verify-only"][..], &[][..]] {
+        let output = migrate(&empty, &to, args);
+        assert_eq!(output.status.code(), Some(1));
+        assert_eq!(
+            text(&output).1.trim(),
+            "bbs migrate: source: unrecoverable store error: the store holds no BBS schema (no \
+             version recorded): is this the right database?"
+        );
+    }
+    let output = run(&[
+        "--verify-only".as_ref(),
+        "--from".as_ref(),
+        empty.as_os_str(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    // Nothing was created in the empty database.
+    let conn = bbs_store::connect_with(&empty_config, bbs_store::SchemaUse::ReadOnly).await;
+    assert!(conn.is_err());
+
+    // A target whose records are sealed under a label --to does not have.
+    seed_tasks(
+        stores[1].store.as_ref(),
+        &codec(
+            "old-target-key",
+            bbs_actors::keyring::WriteFormat::UpstreamAesGcm,
+        ),
+        1,
+    )
+    .await;
+    seed_tasks(
+        stores[0].store.as_ref(),
+        &codec("a", bbs_actors::keyring::WriteFormat::UpstreamAesGcm),
+        1,
+    )
+    .await;
+    let from = write_config(dir.path(), "from", &stores[0].config, &["a"], "aes-256-gcm");
+    let output = migrate(&from, &to, &["--resume"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output).1.ends_with(
+            "bbs migrate: the target holds tasks sealed with key label \"old-target-key\" \
+             (first: task-00000), which is not among --to's encryption_keys; nothing was \
+             written\n"
+        ),
+        "{}",
+        text(&output).1
+    );
+
+    let etcd = support::etcd_v2::EtcdV2::start().await;
+    let era = dir.path().join("era.json");
+    std::fs::write(&era, etcd_era_config(&stores[1].config, &etcd).to_string()).unwrap();
+    let output = migrate(&era, &to, &["--from-etcd-v2", "--verify-only"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output)
+        .1
+        .contains("--verify-only cannot re-check an etcd v2 source"));
+}
+
+/// The etcd-era copies refuse what they cannot decide: a node sealed under a label the
+/// config lacks stops `bbs migrate` before writing, and stops start-up before etcd is marked;
+/// a start-up copy into a SQL store that already holds records is refused.
+#[actix_web::test]
+async fn etcd_era_copies_refuse_a_missing_key_and_a_filled_store() {
+    let Some(stores) = stores(&[Backend::Sqlite, Backend::Sqlite]).await else {
+        return;
+    };
+    let etcd = support::etcd_v2::EtcdV2::start().await;
+    lay_out_etcd_era(&etcd).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = etcd_era_config(&stores[0].config, &etcd);
+    config["active_key_label"] = json!("other");
+    config["encryption_keys"] = json!({"other": "another passphrase"});
+    let wrong_key = dir.path().join("wrong-key.json");
+    std::fs::write(&wrong_key, config.to_string()).unwrap();
+    let to = write_config(dir.path(), "to", &stores[1].config, &["b"], "aes-256-gcm");
+    let output = migrate(&wrong_key, &to, &["--from-etcd-v2"]);
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "bbs migrate: source: etcd v2 /v1/desired_lrp/schedule/web is sealed with key label \
+             \"go-key\", which is not among the encryption_keys; nothing was written"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(counts(stores[1].store.as_ref()).await, [0, 0, 0, 0, 0]);
+
+    let mut refused = Server::spawn(config);
+    assert_eq!(refused.stop_when_exited(Duration::from_secs(30)), Some(1));
+    assert!(
+        refused.log().contains("is sealed with key label"),
+        "{}",
+        refused.log()
+    );
+    assert_eq!(
+        etcd.get("/version").await.as_deref(),
+        Some(r#"{"CurrentVersion":1451635200}"#)
+    );
+
+    seed_tasks(stores[0].store.as_ref(), &Codec::new(), 1).await;
+    let mut filled = Server::spawn(etcd_era_config(&stores[0].config, &etcd));
+    assert_eq!(filled.stop_when_exited(Duration::from_secs(30)), Some(1));
+    assert!(
+        filled
+            .log()
+            .contains("the SQL store already holds records but etcd is not marked as copied"),
+        "{}",
+        filled.log()
+    );
+}
+
+/// A resumed copy re-seals records the target holds under an older key of its own: the
+/// label it records promises every blob is under the active key.
+#[actix_web::test]
+async fn a_resume_reseals_records_under_an_older_target_key() {
+    let Some(stores) = stores(&[Backend::Sqlite, Backend::Postgres]).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    seed_tasks(
+        stores[0].store.as_ref(),
+        &codec("a", bbs_actors::keyring::WriteFormat::XChaCha20Poly1305),
+        2,
+    )
+    .await;
+    let from = write_config(
+        dir.path(),
+        "from",
+        &stores[0].config,
+        &["a"],
+        "xchacha20-poly1305",
+    );
+    let old = write_config(
+        dir.path(),
+        "old",
+        &stores[1].config,
+        &["b-old"],
+        "aes-256-gcm",
+    );
+    assert_clean(&migrate(&from, &old, &[]));
+    let new = write_config(
+        dir.path(),
+        "new",
+        &stores[1].config,
+        &["b-new", "b-old"],
+        "aes-256-gcm",
+    );
+    let resumed = migrate(&from, &new, &["--resume"]);
+    assert_clean(&resumed);
+    assert!(
+        text(&resumed)
+            .1
+            .contains("copied tasks: 2 written (0 new, 2 replaced), 0 already there"),
+        "{}",
+        text(&resumed).1
+    );
+    assert!(labels(stores[1].store.as_ref())
+        .await
+        .iter()
+        .all(|l| l.as_deref() == Some("b-new")));
+}

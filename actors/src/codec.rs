@@ -128,6 +128,22 @@ impl Codec {
         }
     }
 
+    /// Whether the blob is sealed under the active key in the configured format (without keys:
+    /// whether it is unencrypted), so rewriting it would change nothing.
+    pub fn is_current(&self, blob: &str) -> bool {
+        match &self.keys {
+            None => blob.starts_with(ENCODING_BASE64),
+            Some(keys) => {
+                let wanted = match keys.format() {
+                    WriteFormat::XChaCha20Poly1305 => ENCODING_XCHACHA,
+                    WriteFormat::UpstreamAesGcm => ENCODING_AES_GCM,
+                };
+                blob.starts_with(wanted)
+                    && Self::label_of(blob).ok().flatten().as_deref() == Some(keys.active_label())
+            }
+        }
+    }
+
     /// The blob sealed under the active key in the configured format, or `None` when it
     /// already is. Only the outer layer changes; the envelope inside is untouched.
     pub fn reencode(&self, blob: &str) -> BbsResult<Option<String>> {

@@ -45,6 +45,29 @@ pub enum EtcdV2Error {
     Unreachable(String),
     #[error("etcd v2 {key}: {message}")]
     Answer { key: String, message: String },
+    #[error(
+        "etcd v2 {key} is sealed with key label {label:?}, which is not among the \
+         encryption_keys; nothing was written"
+    )]
+    MissingKey { label: String, key: String },
+}
+
+/// A node's model, `Ok(Err(..))` when it does not decode (reported, skipped), `Err` when its
+/// key label is not configured (nothing can be decided without it).
+fn decode<M: prost::Message + Default>(
+    codec: &Codec,
+    node: &Node,
+) -> Result<Result<M, String>, EtcdV2Error> {
+    let blob = node.value.as_deref().unwrap_or("");
+    if let Ok(Some(label)) = Codec::label_of(blob) {
+        if !codec.keys().is_some_and(|keys| keys.has_label(&label)) {
+            return Err(EtcdV2Error::MissingKey {
+                label,
+                key: node.key.clone(),
+            });
+        }
+    }
+    Ok(codec.decode_model::<M>(blob).map_err(|e| e.to_string()))
 }
 
 #[derive(Deserialize)]
@@ -154,10 +177,18 @@ impl EtcdV2 {
                 }
             };
             let status = response.status();
-            let body = response.bytes().await.map_err(|e| EtcdV2Error::Answer {
-                key: key.into(),
-                message: e.to_string(),
-            })?;
+            let body = match response.bytes().await {
+                Ok(body) => body,
+                Err(e) => {
+                    failures.push(format!("{url}: {e}"));
+                    continue;
+                }
+            };
+            // A member that is failing (leaderless, overloaded) says so with a 5xx: ask the next.
+            if status.is_server_error() {
+                failures.push(format!("{url}: HTTP {status}"));
+                continue;
+            }
             if status.is_success() {
                 return serde_json::from_slice::<Answer>(&body)
                     .map(|a| Some(a.node))
@@ -260,9 +291,7 @@ impl EtcdV2 {
             .await?
             .unwrap_or_default();
         for node in schedule_root.nodes {
-            match codec
-                .decode_model::<m::DesiredLrpSchedulingInfo>(node.value.as_deref().unwrap_or(""))
-            {
+            match decode::<m::DesiredLrpSchedulingInfo>(codec, &node)? {
                 Ok(info) => {
                     schedules.insert(base(&node.key).to_owned(), info);
                 }
@@ -285,9 +314,7 @@ impl EtcdV2 {
                 );
                 continue;
             };
-            let run_info = match codec
-                .decode_model::<m::DesiredLrpRunInfo>(node.value.as_deref().unwrap_or(""))
-            {
+            let run_info = match decode::<m::DesiredLrpRunInfo>(codec, &node)? {
                 Ok(run_info) => run_info,
                 Err(e) => {
                     unreadable("desired LRPs", &node.key, format!("run info: {e}"));
@@ -330,7 +357,7 @@ impl EtcdV2 {
                             continue;
                         }
                     };
-                    match codec.decode_model::<m::ActualLrp>(node.value.as_deref().unwrap_or("")) {
+                    match decode::<m::ActualLrp>(codec, &node)? {
                         Ok(mut lrp) => {
                             lrp.presence = presence as i32;
                             // Upstream's add_routable migration (1686692176) made every
@@ -343,7 +370,7 @@ impl EtcdV2 {
                             }
                             actual.push(actual_to_record(codec, &lrp));
                         }
-                        Err(e) => unreadable("actual LRPs", &node.key, e.to_string()),
+                        Err(e) => unreadable("actual LRPs", &node.key, e),
                     }
                 }
             }
@@ -351,9 +378,9 @@ impl EtcdV2 {
 
         let mut tasks = Vec::new();
         for node in self.get("/v1/task").await?.unwrap_or_default().nodes {
-            match codec.decode_model::<m::Task>(node.value.as_deref().unwrap_or("")) {
+            match decode::<m::Task>(codec, &node)? {
                 Ok(task) => tasks.push(bbs_actors::tasks::to_record(codec, &task)),
-                Err(e) => unreadable("tasks", &node.key, e.to_string()),
+                Err(e) => unreadable("tasks", &node.key, e),
             }
         }
         snapshot.domains = domains;

@@ -34,7 +34,7 @@ async fn blobs_of<K: RecordKind>(side: &Side) -> Result<Foreign, MigrateError> {
         {
             found.foreign.push(key);
         }
-        if let Err(u) = open::<K>(&side.codec, record)? {
+        if let Err(u) = open::<K>(&side.codec, record).map_err(|m| m.on(side))? {
             found.unreadable.push(u);
         }
     }

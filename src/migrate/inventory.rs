@@ -44,6 +44,9 @@ pub struct Unreadable {
 pub struct Inventory {
     pub digests: BTreeMap<String, Digest>,
     pub unreadable: Vec<Unreadable>,
+    /// Records whose blobs are not all sealed under the side's active key and format: a
+    /// resumed copy rewrites them, since the label it records says every blob is current.
+    pub stale: std::collections::BTreeSet<String>,
 }
 
 fn sha256(bytes: &[u8]) -> Digest {
@@ -111,7 +114,13 @@ pub fn inventory<K: RecordKind>(
     records: Vec<K::Record>,
 ) -> Result<Inventory, MissingKey> {
     let mut inventory = Inventory::default();
-    for record in records {
+    for mut record in records {
+        if K::blobs(&mut record)
+            .iter()
+            .any(|blob| !codec.is_current(blob))
+        {
+            inventory.stale.insert(K::key(&record));
+        }
         match open::<K>(codec, record)? {
             Ok(opened) => {
                 inventory.digests.insert(opened.key, opened.digest);
@@ -186,6 +195,7 @@ mod tests {
                     error: "bad".into(),
                 })
                 .collect(),
+            stale: Default::default(),
         }
     }
 

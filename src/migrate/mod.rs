@@ -11,6 +11,7 @@ pub mod etcd_v2;
 mod handback;
 mod inventory;
 mod kinds;
+pub mod startup;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,13 +31,20 @@ use kinds::{ActualLrps, Cells, DesiredLrps, Domains, RecordKind, Tasks};
 /// Records written so far in this run, for the test hook below.
 static WRITTEN: AtomicUsize = AtomicUsize::new(0);
 
-/// Test hook: with `BBS_MIGRATE_PAUSE_AFTER=N`, once N records are written the run stops
-/// writing and waits to be killed, so a test can kill it half-way at a known point.
+/// Test hook, in debug builds only: with `BBS_MIGRATE_PAUSE_AFTER=N`, once N records are
+/// written the run stops writing and waits to be killed, so a test can kill it half-way at a
+/// known point.
 fn count_written(n: usize) {
+    if !cfg!(debug_assertions) {
+        return;
+    }
+    static PAUSE_AFTER: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    let pause_after = *PAUSE_AFTER.get_or_init(|| {
+        std::env::var("BBS_MIGRATE_PAUSE_AFTER")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
     let written = WRITTEN.fetch_add(n, Ordering::Relaxed) + n;
-    let pause_after = std::env::var("BBS_MIGRATE_PAUSE_AFTER")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok());
     if pause_after.is_some_and(|after| written >= after) {
         eprintln!("paused after {written} records (BBS_MIGRATE_PAUSE_AFTER)");
         // Blocks the thread that drives the copy, so no further batch starts.
@@ -77,10 +85,12 @@ enum MigrateError {
     #[error("{0}")]
     Usage(String),
     #[error(
-        "the source holds {kind} sealed with key label {label:?} (first: {key}), which is not \
-         among --from's encryption_keys; nothing was written"
+        "the {side} holds {kind} sealed with key label {label:?} (first: {key}), which is not \
+         among {flag}'s encryption_keys; nothing was written"
     )]
     MissingKey {
+        side: &'static str,
+        flag: &'static str,
         label: String,
         kind: &'static str,
         key: String,
@@ -116,12 +126,18 @@ impl MigrateError {
     }
 }
 
-impl From<MissingKey> for MigrateError {
-    fn from(m: MissingKey) -> Self {
+impl MissingKey {
+    fn on(self, side: &Side) -> MigrateError {
         MigrateError::MissingKey {
-            label: m.label,
-            kind: m.kind,
-            key: m.key,
+            side: side.name,
+            flag: if side.name == "target" {
+                "--to"
+            } else {
+                "--from"
+            },
+            label: self.label,
+            kind: self.kind,
+            key: self.key,
         }
     }
 }
@@ -180,7 +196,8 @@ impl Side {
 
     async fn inventory<K: RecordKind>(&self) -> Result<Inventory, MigrateError> {
         let (records, unreadable) = self.read::<K>().await?;
-        let mut inventory = inventory::inventory::<K>(&self.codec, records)?;
+        let mut inventory =
+            inventory::inventory::<K>(&self.codec, records).map_err(|m| m.on(self))?;
         inventory.unreadable.extend(unreadable);
         Ok(inventory)
     }
@@ -220,8 +237,29 @@ fn opening(flag: &'static str, path: &Path) -> Result<Opening, MigrateError> {
     })
 }
 
-async fn open_side(name: &'static str, opening: Opening) -> Result<Side, MigrateError> {
-    let store = bbs_store::connect_with(&opening.store, Some(&opening.codec))
+/// How each end is opened: the target as a server would open it; the source brought forward
+/// if the Go BBS left it older, but never given a schema; anything only read, read-only.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Source,
+    Target,
+    Checked,
+}
+
+async fn open_side(name: &'static str, opening: Opening, role: Role) -> Result<Side, MigrateError> {
+    // The keys are lent to upstream's record-rewriting migrations only when there are keys:
+    // without them those migrations must refuse, not rewrite under no key.
+    let codec = opening
+        .codec
+        .keys()
+        .is_some()
+        .then_some(&opening.codec as &dyn bbs_store::UpgradeCodec);
+    let schema = match role {
+        Role::Target => bbs_store::SchemaUse::Migrate(codec),
+        Role::Source => bbs_store::SchemaUse::Existing(codec),
+        Role::Checked => bbs_store::SchemaUse::ReadOnly,
+    };
+    let store = bbs_store::connect_with(&opening.store, schema)
         .await
         .map_err(|error| MigrateError::Store { side: name, error })?;
     Ok(Side {
@@ -343,7 +381,7 @@ impl<K: RecordKind> Lane<K> {
         let (records, mut unreadable) = source.read::<K>().await?;
         let mut opened = Vec::with_capacity(records.len());
         for record in records {
-            match inventory::open::<K>(&source.codec, record)? {
+            match inventory::open::<K>(&source.codec, record).map_err(|m| m.on(source))? {
                 Ok(record) => opened.push(record),
                 Err(u) => unreadable.push(u),
             }
@@ -367,7 +405,6 @@ impl<K: RecordKind> Lane<K> {
         self.existing.digests.len() + self.existing.unreadable.len()
     }
 
-    /// Writes what the target lacks or holds differently, sealed under its key.
     /// The source as this run read it: what the verification compares the target with.
     fn source_inventory(&self) -> Inventory {
         Inventory {
@@ -377,30 +414,42 @@ impl<K: RecordKind> Lane<K> {
                 .map(|o| (o.key.clone(), o.digest))
                 .collect(),
             unreadable: self.unreadable.clone(),
+            stale: Default::default(),
         }
     }
 
+    /// Writes what the target lacks or holds differently, sealed under its key.
     async fn copy(self, target: &Side) -> Result<(CopyCounts, Vec<Unreadable>), MigrateError> {
         let started = Instant::now();
         let progress = bar(self.opened.len(), format!("copying {}", K::NAME));
         let mut counts = CopyCounts::default();
         let mut inserts = Vec::new();
         let mut replaces = Vec::new();
+        let target_unreadable: std::collections::BTreeSet<&str> = self
+            .existing
+            .unreadable
+            .iter()
+            .map(|u| u.key.as_str())
+            .collect();
         for opened in self.opened {
-            let sealed = || {
-                let mut record = opened.record.clone();
-                for (blob, payload) in K::blobs(&mut record).into_iter().zip(&opened.payloads) {
-                    *blob = target.codec.seal(payload);
-                }
-                record
-            };
-            match self.existing.digests.get(&opened.key) {
-                Some(digest) if *digest == opened.digest => counts.unchanged += 1,
-                Some(_) => replaces.push(sealed()),
-                None if self.existing.unreadable.iter().any(|u| u.key == opened.key) => {
-                    replaces.push(sealed())
-                }
-                None => inserts.push(sealed()),
+            let Opened {
+                key,
+                digest,
+                mut record,
+                payloads,
+            } = opened;
+            let current = self.existing.digests.get(&key);
+            if current == Some(&digest) && !self.existing.stale.contains(&key) {
+                counts.unchanged += 1;
+                continue;
+            }
+            for (blob, payload) in K::blobs(&mut record).into_iter().zip(&payloads) {
+                *blob = target.codec.seal(payload);
+            }
+            if current.is_some() || target_unreadable.contains(key.as_str()) {
+                replaces.push(record);
+            } else {
+                inserts.push(record);
             }
         }
         progress.inc(counts.unchanged as u64);
@@ -631,7 +680,7 @@ async fn run_async(args: MigrateArgs) -> Result<bool, MigrateError> {
                 "--verify-only with --from-etcd-v2 compares with a target: give --to".into(),
             ));
         }
-        let source = open_side("source", from).await?;
+        let source = open_side("source", from, Role::Checked).await?;
         return handback::check(&source).await;
     };
     let to = opening("--to", to_path)?;
@@ -640,12 +689,24 @@ async fn run_async(args: MigrateArgs) -> Result<bool, MigrateError> {
             "--from and --to name the same store".into(),
         ));
     }
+    if args.verify_only && args.from_etcd_v2 {
+        return Err(MigrateError::Usage(
+            "--verify-only cannot re-check an etcd v2 source: its domains' expiry is computed \
+             when it is read (now plus the etcd TTL); the copy's own verification checked it"
+                .into(),
+        ));
+    }
+    let (source_role, target_role) = if args.verify_only {
+        (Role::Checked, Role::Checked)
+    } else {
+        (Role::Source, Role::Target)
+    };
     let source = if args.from_etcd_v2 {
         open_etcd_v2(from).await?
     } else {
-        open_side("source", from).await?
+        open_side("source", from, source_role).await?
     };
-    let target = open_side("target", to).await?;
+    let target = open_side("target", to, target_role).await?;
     if args.verify_only {
         let verified = verify_all(&source, &target).await?;
         return Ok(report(&verified));
@@ -678,71 +739,4 @@ pub fn run(args: MigrateArgs) -> i32 {
             e.exit_code()
         }
     }
-}
-
-/// What the start-up copy from upstream's etcd-era store did.
-#[derive(Debug, Default)]
-pub struct StartupCopy {
-    pub copied: usize,
-    pub already_there: usize,
-    pub unreadable: Vec<(String, String, String)>,
-}
-
-/// Inserts records the store does not hold; one already there (a node starting beside this
-/// one, or a copy interrupted before etcd was marked) is left as it is.
-async fn insert_absent<K: RecordKind>(
-    store: &dyn Store,
-    records: &[K::Record],
-    copy: &mut StartupCopy,
-) -> Result<(), String> {
-    for record in records {
-        match K::insert(store, std::slice::from_ref(record)).await {
-            Ok(()) => copy.copied += 1,
-            Err(StoreError::Exists) => copy.already_there += 1,
-            Err(e) => return Err(format!("writing {} {}: {e}", K::NAME, K::key(record))),
-        }
-    }
-    Ok(())
-}
-
-/// Upstream's start-up behaviour with both an etcd-era store (`etcd_cluster_urls`) and a SQL
-/// store configured: when etcd's data is at the last etcd-era version and not yet copied, its
-/// domains, desired LRPs, (ordinary) actual LRPs and tasks are copied into SQL, and etcd is
-/// marked as copied so no later start copies again. `None` when there was nothing to copy.
-pub async fn copy_etcd_v2_at_start(
-    config: &etcd_v2::EtcdV2Config,
-    store: &dyn Store,
-    codec: &Codec,
-) -> Result<Option<StartupCopy>, String> {
-    let etcd = etcd_v2::EtcdV2::connect(config).map_err(|e| e.to_string())?;
-    match etcd.version().await.map_err(|e| e.to_string())? {
-        None => return Ok(None),
-        Some(v) if v >= etcd_v2::COPIED_ETCD_VERSION => return Ok(None),
-        Some(v) if v < etcd_v2::LAST_ETCD_VERSION => {
-            return Err(format!(
-                "the etcd data is at upstream version {v}, before the last etcd-era migration \
-                 ({}); let the Go BBS of that era finish its migrations first",
-                etcd_v2::LAST_ETCD_VERSION
-            ))
-        }
-        Some(_) => {}
-    }
-    let snapshot = etcd
-        .snapshot(codec, now_nanos(), etcd_v2::Carry { evacuating: false })
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut copy = StartupCopy {
-        unreadable: snapshot
-            .unreadable
-            .iter()
-            .map(|u| (u.kind.to_owned(), u.key.clone(), u.error.clone()))
-            .collect(),
-        ..StartupCopy::default()
-    };
-    insert_absent::<Domains>(store, &snapshot.domains, &mut copy).await?;
-    insert_absent::<DesiredLrps>(store, &snapshot.desired, &mut copy).await?;
-    insert_absent::<ActualLrps>(store, &snapshot.actual, &mut copy).await?;
-    insert_absent::<Tasks>(store, &snapshot.tasks, &mut copy).await?;
-    etcd.mark_copied().await.map_err(|e| e.to_string())?;
-    Ok(Some(copy))
 }

@@ -91,6 +91,7 @@ pub async fn connect_etcd(
     endpoints: &str,
     root: &str,
     tls: &crate::StoreTls,
+    schema: crate::SchemaUse<'_>,
 ) -> StoreResult<std::sync::Arc<dyn Store>> {
     let endpoints: Vec<String> = endpoints
         .split(',')
@@ -130,6 +131,11 @@ pub async fn connect_etcd(
     let recorded = crate::migrate::recorded_version(&store)
         .await
         .map_err(|e| e.naming_tls_keys(tls_on, ETCD_TLS_KEYS))?;
+    match schema {
+        crate::SchemaUse::ReadOnly => crate::migrate::check_existing(recorded, true)?,
+        crate::SchemaUse::Existing(_) => crate::migrate::check_existing(recorded, false)?,
+        crate::SchemaUse::Migrate(_) => {}
+    }
     match crate::migrate::plan(recorded)? {
         crate::migrate::MigrationPlan::CreateSchema => {
             store

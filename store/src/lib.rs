@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 pub use error::{StoreError, StoreResult};
 pub use etcd::connect_etcd;
-pub use migrate::SCHEMA_VERSION;
+pub use migrate::{SchemaUse, SCHEMA_VERSION};
 pub use records::*;
 pub use sql::{
     connect_mysql, connect_postgres, connect_sqlite, mysql_url_from_dsn, SharedUpgradeCodec,
@@ -55,23 +55,25 @@ pub struct StoreTls {
 
 /// Opens the configured store and brings its schema up to date.
 pub async fn connect(config: &StoreConfig) -> StoreResult<Arc<dyn Store>> {
-    connect_with(config, None).await
+    connect_with(config, SchemaUse::Migrate(None)).await
 }
 
-/// [`connect`], lending the keys to upstream's record-rewriting migrations for a database the
-/// Go BBS left at an earlier schema version.
+/// [`connect`], treating the schema as `schema` says (and lending the keys to upstream's
+/// record-rewriting migrations for a database the Go BBS left at an earlier version).
 pub async fn connect_with(
     config: &StoreConfig,
-    upgrade: Option<&dyn UpgradeCodec>,
+    schema: SchemaUse<'_>,
 ) -> StoreResult<Arc<dyn Store>> {
     match config.backend {
-        Backend::Sqlite => connect_sqlite(&config.connection_string, config.max_connections).await,
+        Backend::Sqlite => {
+            connect_sqlite(&config.connection_string, config.max_connections, schema).await
+        }
         Backend::Mysql => {
             connect_mysql(
                 &config.connection_string,
                 config.max_connections,
                 &config.tls,
-                upgrade,
+                schema,
             )
             .await
         }
@@ -80,12 +82,18 @@ pub async fn connect_with(
                 &config.connection_string,
                 config.max_connections,
                 &config.tls,
-                upgrade,
+                schema,
             )
             .await
         }
         Backend::Etcd => {
-            connect_etcd(&config.connection_string, &config.etcd_root, &config.tls).await
+            connect_etcd(
+                &config.connection_string,
+                &config.etcd_root,
+                &config.tls,
+                schema,
+            )
+            .await
         }
     }
 }

@@ -32,6 +32,46 @@ pub async fn recorded_version(store: &dyn Store) -> StoreResult<Option<i64>> {
     }
 }
 
+/// How opening a store treats its schema.
+#[derive(Clone, Copy)]
+pub enum SchemaUse<'a> {
+    /// A server's start: a new store gets the schema, an older upstream one is brought forward
+    /// (the keys lent to upstream's record-rewriting migrations), the current one made exact.
+    Migrate(Option<&'a dyn crate::UpgradeCodec>),
+    /// A migration's source: an older upstream schema is brought forward, but a store holding
+    /// no BBS schema is refused rather than given one.
+    Existing(Option<&'a dyn crate::UpgradeCodec>),
+    /// Reading only: nothing is changed, and the schema must be this binary's.
+    ReadOnly,
+}
+
+/// The recorded version, where a missing `configurations` table (a database no BBS used)
+/// reads as none.
+pub async fn existing_version(store: &dyn Store) -> StoreResult<Option<i64>> {
+    match recorded_version(store).await {
+        Err(StoreError::Unrecoverable(m)) if m.contains("exist") || m.contains("no such table") => {
+            Ok(None)
+        }
+        other => other,
+    }
+}
+
+/// The refusals of [`SchemaUse::Existing`] and [`SchemaUse::ReadOnly`] before anything is
+/// written: a store with no BBS schema, and (read-only) one at another version.
+pub fn check_existing(recorded: Option<i64>, read_only: bool) -> StoreResult<()> {
+    match recorded {
+        None | Some(0) => Err(StoreError::Unrecoverable(
+            "the store holds no BBS schema (no version recorded): is this the right database?"
+                .into(),
+        )),
+        Some(v) if read_only && v != SCHEMA_VERSION => Err(StoreError::Unrecoverable(format!(
+            "the store is at schema version {v}, not {SCHEMA_VERSION}; a check reads only, \
+             so start a server on it (or copy it) first"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// What start-up must do about the recorded version.
 #[derive(Debug, PartialEq, Eq)]
 pub enum MigrationPlan {

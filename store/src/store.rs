@@ -153,7 +153,6 @@ pub trait Store: Send + Sync + 'static {
         })
     }
 
-    /// One row of locket's `locks` table, whoever owns it (an empty owner included).
     /// How the live schema departs from upstream's final one, line by line (empty when it is
     /// upstream's exactly); `None` where upstream has no SQL schema (SQLite, etcd). What an
     /// operator checks before handing a database back to the Go BBS.
@@ -161,6 +160,7 @@ pub trait Store: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// One row of locket's `locks` table, whoever owns it (an empty owner included).
     async fn lock(&self, key: &str) -> StoreResult<Option<LockRecord>>;
     /// Every row of locket's `locks` table, or those of one `type`, sorted by key.
     async fn locks(&self, lock_type: Option<&str>) -> StoreResult<Vec<LockRecord>>;

@@ -239,7 +239,7 @@ impl UpstreamDatabase {
 
     /// Opens it, lending `codec` to upstream's record-rewriting migrations.
     pub async fn open(mut self, codec: Option<&dyn crate::UpgradeCodec>) -> StoreResult<TestStore> {
-        let store = crate::connect_with(&self.config, codec).await?;
+        let store = crate::connect_with(&self.config, crate::SchemaUse::Migrate(codec)).await?;
         Ok(TestStore {
             store,
             config: self.config.clone(),

@@ -55,7 +55,16 @@ where
 }
 
 /// Opens (creating if needed) the SQLite database file at `path`.
-pub async fn connect_sqlite(path: &str, max_connections: u32) -> StoreResult<Arc<dyn Store>> {
+pub async fn connect_sqlite(
+    path: &str,
+    max_connections: u32,
+    schema: crate::SchemaUse<'_>,
+) -> StoreResult<Arc<dyn Store>> {
+    if !matches!(schema, crate::SchemaUse::Migrate(_)) && !Path::new(path).exists() {
+        return Err(StoreError::Unrecoverable(format!(
+            "the SQLite database {path} does not exist"
+        )));
+    }
     if let Some(parent) = Path::new(path).parent() {
         if !parent.as_os_str().is_empty() {
             std::fs::create_dir_all(parent).map_err(|e| {
@@ -81,7 +90,7 @@ pub async fn connect_sqlite(path: &str, max_connections: u32) -> StoreResult<Arc
         pool,
         backend: Backend::Sqlite,
     };
-    store.migrate(None).await?;
+    store.migrate(schema).await?;
     Ok(Arc::new(store))
 }
 
@@ -130,7 +139,7 @@ pub async fn connect_postgres(
     connection_string: &str,
     max_connections: u32,
     tls: &crate::StoreTls,
-    upgrade: Option<&dyn crate::UpgradeCodec>,
+    schema: crate::SchemaUse<'_>,
 ) -> StoreResult<Arc<dyn Store>> {
     let mut config = ManagerConfig::<AsyncPgConnection>::default();
     let mut connection_string = connection_string.to_owned();
@@ -165,7 +174,7 @@ pub async fn connect_postgres(
         pool,
         backend: Backend::Postgres,
     };
-    store.migrate(upgrade).await?;
+    store.migrate(schema).await?;
     Ok(Arc::new(store))
 }
 
@@ -175,7 +184,7 @@ pub async fn connect_mysql(
     connection_string: &str,
     max_connections: u32,
     tls: &crate::StoreTls,
-    upgrade: Option<&dyn crate::UpgradeCodec>,
+    schema: crate::SchemaUse<'_>,
 ) -> StoreResult<Arc<dyn Store>> {
     let url = if connection_string.starts_with("mysql://") {
         connection_string.to_owned()
@@ -219,7 +228,7 @@ pub async fn connect_mysql(
         pool,
         backend: Backend::Mysql,
     };
-    store.migrate(upgrade).await?;
+    store.migrate(schema).await?;
     Ok(Arc::new(store))
 }
 

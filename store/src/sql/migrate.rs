@@ -6,7 +6,10 @@ use diesel_async::SimpleAsyncConnection;
 use super::upgrade::UpgradeCodec;
 use super::SqlStore;
 use crate::error::{StoreError, StoreResult};
-use crate::migrate::{encode_version, plan, recorded_version, MigrationPlan, SCHEMA_VERSION};
+use crate::migrate::{
+    check_existing, encode_version, existing_version, plan, recorded_version, MigrationPlan,
+    SchemaUse, SCHEMA_VERSION,
+};
 use crate::records::configuration_ids;
 use crate::store::{Backend, Store};
 
@@ -90,10 +93,19 @@ where
     <diesel_async::pooled_connection::AsyncDieselConnectionManager<C> as bb8::ManageConnection>::Error:
         std::error::Error + 'static,
 {
-    /// Brings the schema to `SCHEMA_VERSION`, or refuses with `Unrecoverable`. `codec` is
-    /// needed only to bring forward a database older than two of upstream's migrations that
-    /// rewrite records.
-    pub async fn migrate(&self, codec: Option<&dyn UpgradeCodec>) -> StoreResult<()> {
+    /// Brings the schema to `SCHEMA_VERSION` as `schema` allows, or refuses with
+    /// `Unrecoverable`.
+    pub async fn migrate(&self, schema: SchemaUse<'_>) -> StoreResult<()> {
+        let codec = match schema {
+            SchemaUse::ReadOnly => {
+                return check_existing(existing_version(self).await?, true);
+            }
+            SchemaUse::Existing(codec) => {
+                check_existing(existing_version(self).await?, false)?;
+                codec
+            }
+            SchemaUse::Migrate(codec) => codec,
+        };
         let mut conn = self.conn().await?;
         conn.batch_execute(CONFIGURATIONS_DDL)
             .await
@@ -115,11 +127,7 @@ where
                         self.backend
                     )));
                 }
-                let mut conn = self.conn().await?;
-                for step in super::upgrade::remaining(from) {
-                    super::upgrade::apply(&mut *conn, self.backend, step, codec).await?;
-                }
-                drop(conn);
+                self.upgrade(codec).await?;
                 self.conform().await
             }
             MigrationPlan::CreateSchema => {
@@ -143,6 +151,40 @@ where
     <diesel_async::pooled_connection::AsyncDieselConnectionManager<C> as bb8::ManageConnection>::Error:
         std::error::Error + 'static,
 {
+    /// Runs upstream's remaining migrations under a database-wide lock, re-reading the version
+    /// once it is held: two servers starting together on an older database must not both
+    /// replay a migration (a second encrypt_routes would seal the routes twice).
+    async fn upgrade(&self, codec: Option<&dyn UpgradeCodec>) -> StoreResult<()>
+    where
+        C: super::upgrade::UpgradeRows,
+        SqlStore<C>: Store,
+    {
+        let (lock, unlock) = match self.backend {
+            Backend::Mysql => (
+                "SELECT GET_LOCK('bbs_schema_upgrade', 3600)",
+                "SELECT RELEASE_LOCK('bbs_schema_upgrade')",
+            ),
+            _ => (
+                "SELECT pg_advisory_lock(1772581987)",
+                "SELECT pg_advisory_unlock(1772581987)",
+            ),
+        };
+        let mut conn = self.conn().await?;
+        conn.batch_execute(lock).await.map_err(StoreError::from)?;
+        let result = async {
+            let Some(from) = recorded_version(self).await? else {
+                return Ok(());
+            };
+            for step in super::upgrade::remaining(from) {
+                super::upgrade::apply(&mut *conn, self.backend, step, codec).await?;
+            }
+            Ok(())
+        }
+        .await;
+        let released = conn.batch_execute(unlock).await.map_err(StoreError::from);
+        result.and(released)
+    }
+
     async fn conform(&self) -> StoreResult<()> {
         let mut conn = self.conn().await?;
         for statement in conform_statements(self.backend) {

@@ -182,9 +182,10 @@ upgrade_rows!(super::SqliteConn, "?", "?");
 
 async fn rewrite<C: UpgradeRows>(
     conn: &mut C,
-    rewrite: Rewrite,
+    step: &Step,
     codec: Option<&dyn UpgradeCodec>,
 ) -> StoreResult<()> {
+    let (rewrite, name) = (step.rewrite, format!("{}_{}", step.version, step.name));
     let column = match rewrite {
         Rewrite::None => return Ok(()),
         Rewrite::EncryptRoutes => "routes",
@@ -196,11 +197,7 @@ async fn rewrite<C: UpgradeRows>(
         None if rows.is_empty() => return Ok(()),
         None => {
             return Err(StoreError::Unrecoverable(format!(
-                "upstream migration {} rewrites records and needs the encryption keys",
-                match rewrite {
-                    Rewrite::EncryptRoutes => "1474993971_encrypt_routes",
-                    _ => "1722634733_split_metric_tags",
-                }
+                "upstream migration {name} rewrites records and needs the encryption keys"
             )))
         }
     };
@@ -208,7 +205,8 @@ async fn rewrite<C: UpgradeRows>(
         let value = value.unwrap_or_default();
         let (target, sealed) = match rewrite {
             Rewrite::EncryptRoutes => ("routes", Some(codec.seal(value.as_bytes()))),
-            _ => ("metric_tags", codec.metric_tags_of_run_info(&value)),
+            Rewrite::SplitMetricTags => ("metric_tags", codec.metric_tags_of_run_info(&value)),
+            Rewrite::None => return Ok(()),
         };
         if let Some(sealed) = sealed {
             conn.set_desired_column(target, &sealed, &process_guid)
@@ -260,17 +258,19 @@ pub(crate) async fn apply<C: UpgradeRows>(
                 }
             }
         }
-        rewrite(conn, step.rewrite, codec).await?;
+        rewrite(conn, step, codec).await?;
         conn.batch_execute(&record_version).await?;
         Ok(())
     }
     .await;
     match result {
         Ok(()) => conn.batch_execute("COMMIT").await.map_err(StoreError::from),
-        Err(e) => {
-            let _ = conn.batch_execute("ROLLBACK").await;
-            Err(e)
-        }
+        Err(e) => match conn.batch_execute("ROLLBACK").await {
+            Ok(()) => Err(e),
+            Err(rollback) => Err(StoreError::Unrecoverable(format!(
+                "{e}; the rollback failed too: {rollback}"
+            ))),
+        },
     }
 }
 
