@@ -1617,7 +1617,8 @@ async fn stores_without_a_schema_or_keys_are_refused_untouched() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (empty_config, _empty, _) = bbs_store::testing::fresh_config(Backend::Postgres).await;
+    let (empty_config, empty_cleanup, _) =
+        bbs_store::testing::fresh_config(Backend::Postgres).await;
     let empty = write_config(dir.path(), "empty", &empty_config, &["a"], "aes-256-gcm");
     let to = write_config(dir.path(), "to", &stores[1].config, &["b"], "aes-256-gcm");
     for args in [&["--verify-only"][..], &[][..]] {
@@ -1638,6 +1639,9 @@ async fn stores_without_a_schema_or_keys_are_refused_untouched() {
     // Nothing was created in the empty database.
     let conn = bbs_store::connect_with(&empty_config, bbs_store::SchemaUse::ReadOnly).await;
     assert!(conn.is_err());
+    if let Some(cleanup) = empty_cleanup {
+        cleanup.run();
+    }
 
     // A target whose records are sealed under a label --to does not have.
     seed_tasks(
@@ -1780,4 +1784,84 @@ async fn a_resume_reseals_records_under_an_older_target_key() {
         .await
         .iter()
         .all(|l| l.as_deref() == Some("b-new")));
+}
+
+/// A write the target refuses mid-copy stops the run naming the kind, with nothing lost:
+/// once the target takes writes again, `--resume` finishes.
+#[actix_web::test]
+async fn a_failed_write_stops_the_copy_and_resume_finishes_it() {
+    let Some(stores) = stores(&[Backend::Sqlite, Backend::Postgres]).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    seed_tasks(
+        stores[0].store.as_ref(),
+        &codec("a", bbs_actors::keyring::WriteFormat::XChaCha20Poly1305),
+        3,
+    )
+    .await;
+    let from = write_config(
+        dir.path(),
+        "from",
+        &stores[0].config,
+        &["a"],
+        "xchacha20-poly1305",
+    );
+    let to = write_config(dir.path(), "to", &stores[1].config, &["b"], "aes-256-gcm");
+    stores[1]
+        .raw_sql(
+            "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN \
+             RAISE EXCEPTION 'the disk is full'; END $$ LANGUAGE plpgsql; \
+             CREATE TRIGGER refuse BEFORE INSERT ON tasks FOR EACH ROW EXECUTE FUNCTION refuse()",
+        )
+        .await;
+    let output = migrate(&from, &to, &[]);
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "bbs migrate: writing tasks to the target failed: store error: the disk is full; \
+             nothing is lost: run again with --resume to finish"
+        ),
+        "{stderr}"
+    );
+    stores[1].raw_sql("DROP TRIGGER refuse ON tasks").await;
+    assert_clean(&migrate(&from, &to, &["--resume"]));
+    assert_eq!(counts(stores[1].store.as_ref()).await, [0, 0, 0, 3, 0]);
+}
+
+/// The hand-back check stops, naming the label, on a blob it has no key for.
+#[actix_web::test]
+async fn the_hand_back_check_names_a_missing_key() {
+    let Some(stores) = stores(&[Backend::Postgres]).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    seed_tasks(
+        stores[0].store.as_ref(),
+        &codec("go-key", bbs_actors::keyring::WriteFormat::UpstreamAesGcm),
+        1,
+    )
+    .await;
+    let checked = write_config(
+        dir.path(),
+        "checked",
+        &stores[0].config,
+        &["other"],
+        "aes-256-gcm",
+    );
+    let output = run(&[
+        "--verify-only".as_ref(),
+        "--from".as_ref(),
+        checked.as_os_str(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output).1.contains(
+            "bbs migrate: the source holds tasks sealed with key label \"go-key\" (first: \
+             task-00000), which is not among --from's encryption_keys; nothing was written"
+        ),
+        "{}",
+        text(&output).1
+    );
 }

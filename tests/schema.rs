@@ -213,3 +213,29 @@ mod etcd {
         super::an_older_version_outside_upstreams_sql_is_refused(bbs_store::Backend::Etcd).await
     }
 }
+
+/// A migration interrupted after its DDL committed (MySQL commits each DDL statement) but
+/// before its version was written runs again at the next start: its ADD COLUMN finds the
+/// column there and goes on, as upstream's does.
+async fn an_interrupted_upgrade_runs_again(backend: Backend) {
+    if !bbs_store::testing::enabled(backend) {
+        return;
+    }
+    let old = bbs_store::testing::UpstreamDatabase::at(backend, 1_481_761_088).await;
+    old.raw_sql("ALTER TABLE tasks ADD COLUMN rejection_count INTEGER NOT NULL DEFAULT 0")
+        .await;
+    let store = old.open(None).await.expect("brought forward");
+    assert_upstream_schema(&store).await;
+}
+
+mod interrupted {
+    #[actix_web::test]
+    async fn mysql() {
+        super::an_interrupted_upgrade_runs_again(bbs_store::Backend::Mysql).await
+    }
+
+    #[actix_web::test]
+    async fn postgres() {
+        super::an_interrupted_upgrade_runs_again(bbs_store::Backend::Postgres).await
+    }
+}

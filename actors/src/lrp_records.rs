@@ -267,6 +267,20 @@ pub fn actual_from_record(codec: &Codec, r: &ActualLrpRecord) -> BbsResult<m::Ac
     })
 }
 
+/// The keys lent to upstream's record-rewriting migrations when a database the Go BBS left at
+/// an earlier schema version is brought forward.
+impl bbs_store::UpgradeCodec for Codec {
+    fn seal(&self, plaintext: &[u8]) -> String {
+        Codec::seal(self, plaintext)
+    }
+
+    fn metric_tags_of_run_info(&self, run_info: &str) -> Option<String> {
+        let run_info: m::DesiredLrpRunInfo = self.decode_model(run_info).ok()?;
+        let tags: BTreeMap<String, m::MetricTagValue> = run_info.metric_tags.into_iter().collect();
+        Some(encode_metric_tags(self, &tags))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,19 +366,5 @@ mod tests {
         lrp.metric_tags.insert("k".into(), "v".into());
         let record = actual_to_record(&codec, &lrp);
         assert_eq!(actual_from_record(&codec, &record).unwrap(), lrp);
-    }
-}
-
-/// The keys lent to upstream's record-rewriting migrations when a database the Go BBS left at
-/// an earlier schema version is brought forward.
-impl bbs_store::UpgradeCodec for Codec {
-    fn seal(&self, plaintext: &[u8]) -> String {
-        Codec::seal(self, plaintext)
-    }
-
-    fn metric_tags_of_run_info(&self, run_info: &str) -> Option<String> {
-        let run_info: m::DesiredLrpRunInfo = self.decode_model(run_info).ok()?;
-        let tags: BTreeMap<String, m::MetricTagValue> = run_info.metric_tags.into_iter().collect();
-        Some(encode_metric_tags(self, &tags))
     }
 }
