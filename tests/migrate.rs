@@ -505,7 +505,17 @@ async fn a_killed_migration_finishes_with_resume() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let copied = target.store.tasks(&Default::default()).await.unwrap().len();
+    // An INSERT already sent when the process died still commits on the server: wait until
+    // the count settles.
+    let mut copied = target.store.tasks(&Default::default()).await.unwrap().len();
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = target.store.tasks(&Default::default()).await.unwrap().len();
+        if now == copied {
+            break;
+        }
+        copied = now;
+    }
     assert!((300..1000).contains(&copied), "{copied}");
 
     let refused = migrate(&from, &to, &[]);
