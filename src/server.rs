@@ -109,7 +109,7 @@ pub fn install_metrics() -> Result<Arc<PrometheusHandle>, String> {
 async fn copy_from_etcd_v2(
     settings: &Settings,
     store: &dyn bbs_store::Store,
-    keys: Option<&Arc<bbs_actors::keyring::KeyRing>>,
+    codec: &bbs_actors::codec::Codec,
     log: &Logger,
 ) -> Result<(), i32> {
     let config = match settings.etcd_v2() {
@@ -124,12 +124,8 @@ async fn copy_from_etcd_v2(
         slog::warn!(log, "etcd-v2-ignored"; "detail" => "etcd_cluster_urls is copied from only into a SQL store");
         return Ok(());
     }
-    let codec = match keys {
-        Some(keys) => bbs_actors::codec::Codec::with_keys(keys.clone()),
-        None => bbs_actors::codec::Codec::new(),
-    };
     let started = std::time::Instant::now();
-    match crate::migrate::startup::copy_etcd_v2_at_start(&config, store, &codec).await {
+    match crate::migrate::startup::copy_etcd_v2_at_start(&config, store, codec).await {
         Ok(None) => {
             info!(log, "etcd-v2-nothing-to-copy");
             Ok(())
@@ -256,7 +252,14 @@ pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>
         Ok(store) => store,
     };
     info!(log, "store-ready"; "backend" => store_config.backend.name(), "duration_ms" => started.elapsed().as_millis() as u64);
-    if let Err(code) = copy_from_etcd_v2(&settings, store.as_ref(), key_ring.as_ref(), &log).await {
+    if let Err(code) = copy_from_etcd_v2(
+        &settings,
+        store.as_ref(),
+        &upgrade_codec.clone().unwrap_or_default(),
+        &log,
+    )
+    .await
+    {
         return servers.stop(code, &log).await;
     }
 

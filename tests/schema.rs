@@ -161,14 +161,12 @@ async fn a_rewrite_without_keys_is_refused(backend: Backend) {
          VALUES ('web', 'd', 'l', 1, 0, 0, 'r', '02x', '02x', 'e', '02x')",
     )
     .await;
-    let config = old.config.clone();
     let error = old.open(None).await.err().expect("refused");
     assert_eq!(
         error.to_string(),
         "unrecoverable store error: upstream migration 1722634733_split_metric_tags rewrites \
          records and needs the encryption keys"
     );
-    let _ = config;
 }
 
 /// SQLite and this BBS's etcd layout were never upstream stores at an earlier version: an

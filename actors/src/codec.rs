@@ -147,15 +147,7 @@ impl Codec {
     /// The blob sealed under the active key in the configured format, or `None` when it
     /// already is. Only the outer layer changes; the envelope inside is untouched.
     pub fn reencode(&self, blob: &str) -> BbsResult<Option<String>> {
-        let Some(keys) = &self.keys else {
-            return Ok(None);
-        };
-        let wanted = match keys.format() {
-            WriteFormat::XChaCha20Poly1305 => ENCODING_XCHACHA,
-            WriteFormat::UpstreamAesGcm => ENCODING_AES_GCM,
-        };
-        let current = Self::label_of(blob)?;
-        if blob.starts_with(wanted) && current.as_deref() == Some(keys.active_label()) {
+        if self.keys.is_none() || self.is_current(blob) {
             return Ok(None);
         }
         let payload = self.decode_bytes(blob)?;

@@ -199,11 +199,7 @@ impl RecordKind for Cells {
     /// locket): no cells.
     async fn read(store: &dyn Store) -> StoreResult<Vec<CellRecord>> {
         match store.cells().await {
-            Err(bbs_store::StoreError::Unrecoverable(m))
-                if m.contains("exist") || m.contains("no such table") =>
-            {
-                Ok(Vec::new())
-            }
+            Err(e) if e.is_missing_table() => Ok(Vec::new()),
             other => other,
         }
     }

@@ -299,7 +299,7 @@ async fn open_etcd_v2(opening: Opening) -> Result<Side, MigrateError> {
     let snapshot = etcd
         .snapshot(
             &opening.codec,
-            now_nanos(),
+            bbs_actors::clock::now_nanos(),
             etcd_v2::Carry { evacuating: true },
         )
         .await?;
@@ -317,13 +317,6 @@ async fn open_etcd_v2(opening: Opening) -> Result<Side, MigrateError> {
         records: Records::EtcdV2(snapshot),
         codec: opening.codec,
     })
-}
-
-fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or_default()
 }
 
 /// A SQLite source that does not exist would be created empty and "migrated" as such.

@@ -8,7 +8,6 @@ use bbs_store::{Store, StoreError};
 use super::etcd_v2::{self, EtcdV2, EtcdV2Config, EtcdV2Error};
 use super::inventory::Unreadable;
 use super::kinds::{ActualLrps, DesiredLrps, Domains, RecordKind, Tasks};
-use super::now_nanos;
 
 /// What the copy did.
 #[derive(Debug, Default)]
@@ -93,7 +92,11 @@ pub async fn copy_etcd_v2_at_start(
         return Err(StartupCopyError::NotEmpty);
     }
     let snapshot = etcd
-        .snapshot(codec, now_nanos(), etcd_v2::Carry { evacuating: false })
+        .snapshot(
+            codec,
+            bbs_actors::clock::now_nanos(),
+            etcd_v2::Carry { evacuating: false },
+        )
         .await?;
     let mut copy = StartupCopy {
         unreadable: snapshot.unreadable.clone(),

@@ -40,6 +40,13 @@ pub enum StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 impl StoreError {
+    /// A table the query needs is not there (`classify_message` makes it `Unrecoverable`): a
+    /// database no BBS, or only the Go BBS, has used.
+    pub fn is_missing_table(&self) -> bool {
+        matches!(self, StoreError::Unrecoverable(m)
+            if m.contains("doesn't exist") || m.contains("does not exist") || m.contains("no such table"))
+    }
+
     /// A first connection that failed while TLS is on: says which config keys to check, since
     /// a refused handshake reads like any other connection failure.
     pub fn naming_tls_keys(self, tls_on: bool, keys: &str) -> StoreError {

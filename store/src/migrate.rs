@@ -49,9 +49,7 @@ pub enum SchemaUse<'a> {
 /// reads as none.
 pub async fn existing_version(store: &dyn Store) -> StoreResult<Option<i64>> {
     match recorded_version(store).await {
-        Err(StoreError::Unrecoverable(m)) if m.contains("exist") || m.contains("no such table") => {
-            Ok(None)
-        }
+        Err(e) if e.is_missing_table() => Ok(None),
         other => other,
     }
 }
