@@ -202,6 +202,51 @@ async fn desire_twice_is_resource_exists(backend: Backend) {
     );
 }
 
+/// The group commit: desires arriving together share commits, and a write the store refuses
+/// (a task row the server's memory does not know, put there behind its back) fails only its
+/// own request; every other one is answered, listed and stored.
+async fn a_refused_write_fails_only_its_own_request(backend: Backend) {
+    let Some(b) = bbs(backend).await else { return };
+    let ghost = bbs_store::TaskRecord {
+        guid: "ghost".into(),
+        domain: "tests".into(),
+        task_definition: "02not-read".into(),
+        created_at: 1,
+        ..Default::default()
+    };
+    b.store.store.insert_task(&ghost).await.unwrap();
+    let guids: Vec<String> = (0..40).map(|i| format!("storm-{i:02}")).collect();
+    let (ghost_answer, answers) = futures::join!(
+        desire(&b, "ghost", None),
+        futures::future::join_all(guids.iter().map(|g| desire(&b, g, None)))
+    );
+    let error = ghost_answer.expect("the refused write is answered with an error");
+    assert_eq!(error.kind(), Type::ResourceExists);
+    assert_eq!(error.message, "the requested resource already exists");
+    assert!(answers.iter().all(Option::is_none), "{answers:?}");
+    let listed: m::TasksResponse = b
+        .call(
+            "/v1/tasks/list.r3",
+            &m::TasksRequest {
+                domain: "tests".into(),
+                ..Default::default()
+            },
+        )
+        .await;
+    let mut listed: Vec<String> = listed.tasks.into_iter().map(|t| t.task_guid).collect();
+    listed.sort();
+    assert_eq!(listed, guids);
+    for guid in &guids {
+        assert_eq!(
+            stored_state(&b, guid).await,
+            Some(State::Pending as i32),
+            "{guid}"
+        );
+    }
+    // The row the server did not write is as it was.
+    assert_eq!(b.store.store.task("ghost").await.unwrap(), Some(ghost));
+}
+
 async fn invalid_desires_are_refused_and_store_nothing(backend: Backend) {
     let Some(b) = bbs(backend).await else { return };
     let cases: Vec<(m::DesireTaskRequest, &str)> = vec![
@@ -889,6 +934,7 @@ async fn a_thousand_tasks_leave_nothing_behind(backend: Backend) {
 on_every_backend!(
     desire_creates_a_pending_task,
     desire_twice_is_resource_exists,
+    a_refused_write_fails_only_its_own_request,
     invalid_desires_are_refused_and_store_nothing,
     start_runs_a_pending_task_on_the_cell,
     start_again_on_the_same_cell_is_a_no_op,

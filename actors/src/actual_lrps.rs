@@ -16,7 +16,7 @@ use slog::{warn, Logger};
 
 use bbs_models as m;
 use bbs_models::actual_lrp::Presence;
-use bbs_store::{ActualLrpFilter, ActualLrpWrite};
+use bbs_store::{ActualLrpFilter, ActualLrpWrite, RecordWrite};
 
 use crate::clock::now_nanos;
 use crate::codec::Codec;
@@ -229,14 +229,12 @@ impl OwnsRecords for ActualLrpActor {
             Change::Delete => &empty,
             Change::Unchanged => return async { Ok(()) }.boxed(),
         };
-        let batch = writes(&self.codec, before, after);
+        let batch = writes(&self.codec, before, after)
+            .into_iter()
+            .map(RecordWrite::Actual)
+            .collect();
         let storage = self.storage.clone();
-        async move {
-            storage
-                .run(move |store| async move { store.write_actual_lrps(&batch).await })
-                .await
-        }
-        .boxed()
+        async move { storage.write(batch).await }.boxed()
     }
 
     fn apply(&mut self, key: InstanceId, change: Change<Instance>, report: Report) {

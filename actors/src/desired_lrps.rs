@@ -10,7 +10,7 @@ use futures::FutureExt;
 use slog::{warn, Logger};
 
 use bbs_models as m;
-use bbs_store::{DesiredLrpFilter, DesiredLrpRecord};
+use bbs_store::{DesiredLrpFilter, DesiredLrpRecord, RecordWrite, Write};
 
 use crate::clock::now_nanos;
 use crate::codec::Codec;
@@ -145,12 +145,6 @@ impl DesiredLrpActor {
     }
 }
 
-enum DesiredWrite {
-    Insert(DesiredLrpRecord),
-    Update(DesiredLrpRecord),
-    Delete(String),
-}
-
 impl OwnsRecords for DesiredLrpActor {
     type Key = String;
     type Record = DesiredEntry;
@@ -173,28 +167,12 @@ impl OwnsRecords for DesiredLrpActor {
     ) -> BoxFuture<'static, BbsResult<()>> {
         let write = match change {
             Change::Unchanged => return async { Ok(()) }.boxed(),
-            Change::Insert(entry) => {
-                desired_to_record(&self.codec, entry).map(DesiredWrite::Insert)
-            }
-            Change::Update(entry) => {
-                desired_to_record(&self.codec, entry).map(DesiredWrite::Update)
-            }
-            Change::Delete => Ok(DesiredWrite::Delete(key.clone())),
+            Change::Insert(entry) => desired_to_record(&self.codec, entry).map(Write::Insert),
+            Change::Update(entry) => desired_to_record(&self.codec, entry).map(Write::Update),
+            Change::Delete => Ok(Write::Delete(key.clone())),
         };
         let storage = self.storage.clone();
-        async move {
-            let write = write?;
-            storage
-                .run(move |store| async move {
-                    match write {
-                        DesiredWrite::Insert(r) => store.insert_desired_lrp(&r).await,
-                        DesiredWrite::Update(r) => store.update_desired_lrp(&r).await,
-                        DesiredWrite::Delete(guid) => store.delete_desired_lrp(&guid).await,
-                    }
-                })
-                .await
-        }
-        .boxed()
+        async move { storage.write(vec![RecordWrite::Desired(write?)]).await }.boxed()
     }
 
     fn apply(&mut self, key: String, change: Change<DesiredEntry>, trace_id: String) {

@@ -17,6 +17,7 @@ pub mod domains;
 pub mod encryptor;
 pub mod error;
 pub mod events;
+mod group_commit;
 pub mod keyed_lock;
 pub mod keyring;
 pub mod lrp_records;

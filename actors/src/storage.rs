@@ -17,9 +17,10 @@ use actix::{
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
-use bbs_store::{Backend, Store, StoreError, StoreResult};
+use bbs_store::{Backend, RecordWrite, Store, StoreError, StoreResult};
 
 use crate::error::BbsResult;
+use crate::group_commit::GroupCommit;
 use crate::mailbox::{Mailbox, Metered};
 
 type StoreWork<R> = Box<dyn FnOnce(Arc<dyn Store>) -> BoxFuture<'static, StoreResult<R>> + Send>;
@@ -124,16 +125,44 @@ struct Shard {
     load: AtomicUsize,
 }
 
+/// The pool's actors, and the least-loaded choice among them.
+#[derive(Clone)]
+pub(crate) struct Runner {
+    shards: Arc<[Shard]>,
+}
+
+impl Runner {
+    /// Runs one store operation on the least-loaded actor.
+    pub(crate) async fn run<R, F, Fut>(&self, work: F) -> BbsResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(Arc<dyn Store>) -> Fut + Send + 'static,
+        Fut: Future<Output = StoreResult<R>> + Send + 'static,
+    {
+        let shard = self
+            .shards
+            .iter()
+            .min_by_key(|s| s.load.load(Ordering::Relaxed))
+            .expect("StoragePool::start makes at least one actor");
+        let _load = LoadMark::new(&shard.load);
+        let op = StoreOp {
+            work: Box::new(move |store| work(store).boxed()),
+        };
+        Ok(shard.mailbox.call(op).await??)
+    }
+}
+
 /// A cloneable handle on the pool.
 #[derive(Clone)]
 pub struct StoragePool {
-    shards: Arc<[Shard]>,
+    runner: Runner,
+    group_commit: GroupCommit,
     backend: Backend,
 }
 
 impl StoragePool {
     /// Starts `size` store actors over `arbiters` (round-robin), each with a mailbox of
-    /// `capacity`.
+    /// `capacity`, and the group commit in front of them.
     pub fn start(
         store: Arc<dyn Store>,
         size: usize,
@@ -159,8 +188,13 @@ impl StoragePool {
                 }
             })
             .collect();
-        StoragePool {
+        let runner = Runner {
             shards: shards.into(),
+        };
+        let group_commit = GroupCommit::start(runner.clone(), backend, capacity, arbiters.first());
+        StoragePool {
+            runner,
+            group_commit,
             backend,
         }
     }
@@ -176,15 +210,12 @@ impl StoragePool {
         F: FnOnce(Arc<dyn Store>) -> Fut + Send + 'static,
         Fut: Future<Output = StoreResult<R>> + Send + 'static,
     {
-        let shard = self
-            .shards
-            .iter()
-            .min_by_key(|s| s.load.load(Ordering::Relaxed))
-            .expect("StoragePool::start makes at least one actor");
-        let _load = LoadMark::new(&shard.load);
-        let op = StoreOp {
-            work: Box::new(move |store| work(store).boxed()),
-        };
-        Ok(shard.mailbox.call(op).await??)
+        self.runner.run(work).await
+    }
+
+    /// Writes one request's records (all or none) through the group commit: committed with
+    /// whatever other requests' writes are waiting, answered once durable.
+    pub async fn write(&self, writes: Vec<RecordWrite>) -> BbsResult<()> {
+        self.group_commit.write(writes).await
     }
 }

@@ -13,7 +13,7 @@ use slog::{info, warn, Logger};
 
 use bbs_models::task::State;
 use bbs_models::{Task, TaskDefinition};
-use bbs_store::{TaskFilter, TaskRecord};
+use bbs_store::{RecordWrite, TaskFilter, TaskRecord, Write};
 
 use crate::auctioneer::{AuctioneerClient, TaskStartRequest};
 use crate::callbacks::CallbackQueue;
@@ -247,26 +247,14 @@ impl OwnsRecords for TaskActor {
         _before: Option<&Task>,
         change: &Change<Task>,
     ) -> BoxFuture<'static, BbsResult<()>> {
-        let storage = self.deps.storage.clone();
-        let guid = key.clone();
         let write = match change {
             Change::Unchanged => return async { Ok(()) }.boxed(),
-            Change::Insert(task) => TaskWrite::Insert(to_record(&self.deps.codec, task)),
-            Change::Update(task) => TaskWrite::Update(to_record(&self.deps.codec, task)),
-            Change::Delete => TaskWrite::Delete,
+            Change::Insert(task) => Write::Insert(to_record(&self.deps.codec, task)),
+            Change::Update(task) => Write::Update(to_record(&self.deps.codec, task)),
+            Change::Delete => Write::Delete(key.clone()),
         };
-        async move {
-            storage
-                .run(move |store| async move {
-                    match write {
-                        TaskWrite::Insert(record) => store.insert_task(&record).await,
-                        TaskWrite::Update(record) => store.update_task(&record).await,
-                        TaskWrite::Delete => store.delete_task(&guid).await,
-                    }
-                })
-                .await
-        }
-        .boxed()
+        let storage = self.deps.storage.clone();
+        async move { storage.write(vec![RecordWrite::Task(write)]).await }.boxed()
     }
 
     fn apply(&mut self, key: String, change: Change<Task>, _: ()) {
@@ -288,12 +276,6 @@ impl OwnsRecords for TaskActor {
         };
         self.deps.events.publish(event.into_iter().collect());
     }
-}
-
-enum TaskWrite {
-    Insert(TaskRecord),
-    Update(TaskRecord),
-    Delete,
 }
 
 /// Looks up a task for a rule; a missing one is upstream's ResourceNotFound.

@@ -57,6 +57,7 @@ answers!(
     m::CellsResponse,
     m::RegisterCellResponse,
     m::TasksResponse,
+    m::TaskLifecycleResponse,
     m::UpsertDomainResponse,
 );
 
@@ -192,4 +193,7 @@ pub mod routes {
     pub const REGISTER_CELL: &str = "/v1/cells/register";
     pub const UPSERT_DOMAIN: &str = "/v1/domains/upsert";
     pub const INSTANCE_EVENTS: &str = "/v1/events/lrp_instances.r1";
+    pub const DESIRE_TASK: &str = "/v1/tasks/desire.r2";
+    pub const CANCEL_TASK: &str = "/v1/tasks/cancel";
+    pub const REMOVE_DESIRED_LRP: &str = "/v1/desired_lrp/remove";
 }

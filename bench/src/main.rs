@@ -2,6 +2,7 @@
 //! See docs/benchmarks.md.
 
 mod client;
+mod compare;
 mod events;
 mod plot;
 mod pollers;
@@ -10,6 +11,7 @@ mod recorder;
 mod rep_loop;
 mod report;
 mod seed;
+mod storms;
 mod workload;
 
 use std::path::PathBuf;
@@ -40,6 +42,17 @@ enum Command {
     Run(Box<RunArgs>),
     /// Merge worker processes' results files into one.
     Merge(MergeArgs),
+    /// Print a run's headline figures beside a baseline's (the CI regression guard; always
+    /// exits 0 when both files read).
+    Compare(CompareArgs),
+}
+
+#[derive(Args)]
+struct CompareArgs {
+    /// The committed baseline results file.
+    baseline: PathBuf,
+    /// This run's results file.
+    current: PathBuf,
 }
 
 #[derive(Args, Clone)]
@@ -114,6 +127,11 @@ struct RunArgs {
     /// Runtime worker threads (default: one per CPU).
     #[arg(long)]
     threads: Option<usize>,
+    /// After the trials, desire this many LRPs and as many tasks at once (up to
+    /// --max-in-flight requests in flight), check them listed, then remove and cancel them
+    /// the same way; each phase is timed (storm_* operations).
+    #[arg(long, default_value_t = 0)]
+    push_storm: usize,
     /// The results file.
     #[arg(long, default_value = "bench-results.json")]
     output: PathBuf,
@@ -172,6 +190,7 @@ fn main() -> ExitCode {
             runtime.block_on(run(*args))
         }
         Command::Merge(args) => merge(args),
+        Command::Compare(args) => compare(args),
     }
 }
 
@@ -203,16 +222,34 @@ fn finish(results: &Results, output: &PathBuf, plot: Option<&PathBuf>) -> ExitCo
     }
 }
 
+fn read_results(path: &PathBuf) -> Result<Results, String> {
+    std::fs::read(path)
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| serde_json::from_slice::<Results>(&bytes).map_err(|e| e.to_string()))
+        .map_err(|e| format!("reading {}: {e}", path.display()))
+}
+
+fn compare(args: CompareArgs) -> ExitCode {
+    match (read_results(&args.baseline), read_results(&args.current)) {
+        (Ok(baseline), Ok(current)) => {
+            println!("compared with {} (informational):", args.baseline.display());
+            print!("{}", compare::table(&baseline, &current));
+            ExitCode::SUCCESS
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("bbs-bench: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn merge(args: MergeArgs) -> ExitCode {
     let mut parts = Vec::new();
     for path in &args.inputs {
-        let parsed = std::fs::read(path)
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| serde_json::from_slice::<Results>(&bytes).map_err(|e| e.to_string()));
-        match parsed {
+        match read_results(path) {
             Ok(r) => parts.push(r),
             Err(e) => {
-                eprintln!("bbs-bench: reading {}: {e}", path.display());
+                eprintln!("bbs-bench: {e}");
                 return ExitCode::from(2);
             }
         }
@@ -224,6 +261,13 @@ fn merge(args: MergeArgs) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Seconds since the epoch: tags this run's storm records apart from an earlier run's.
+fn started_at_secs(started_at: std::time::SystemTime) -> u64 {
+    started_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Mutual TLS to the BBS from --ca, --cert and --key: all three, or none.
@@ -411,6 +455,25 @@ async fn run(args: RunArgs) -> ExitCode {
         stream.abort();
     }
 
+    let mut storms = Vec::new();
+    if args.push_storm > 0 {
+        let tag = format!("{:x}", started_at_secs(started_at));
+        storms = storms::push_storm(
+            &client,
+            &tag,
+            args.push_storm,
+            args.max_in_flight,
+            &recorder,
+        )
+        .await;
+        for phase in &storms {
+            eprintln!(
+                "storm {}: {} requests in {:.2} s",
+                phase.name, phase.requests, phase.wall_s
+            );
+        }
+    }
+
     let (measured, mut failures) = recorder.take();
     for (name, stats) in &measured {
         ops.insert((*name).to_owned(), OpReport::new(stats, measure_wall));
@@ -451,6 +514,7 @@ async fn run(args: RunArgs) -> ExitCode {
         convergence,
         client: client_report,
         server: server_report,
+        storms,
         passed: failures.is_empty(),
         failures,
     };

@@ -27,6 +27,9 @@ pub struct Results {
     pub convergence: Option<ConvergenceReport>,
     pub client: ClientReport,
     pub server: Option<ServerReport>,
+    /// The storm phases run after the trials (`--push-storm`), each with its own wall time.
+    #[serde(default)]
+    pub storms: Vec<crate::storms::StormPhase>,
     pub failures: Vec<String>,
     pub passed: bool,
 }
@@ -271,6 +274,13 @@ pub fn summary(r: &Results) -> String {
             t.errors
         );
     }
+    for storm in &r.storms {
+        let _ = writeln!(
+            out,
+            "storm {}: {} requests in {:.2} s ({:.0}/s)",
+            storm.name, storm.requests, storm.wall_s, storm.per_second
+        );
+    }
     let _ = writeln!(
         out,
         "events: {} of {} expected instance changes seen on the stream",
@@ -347,6 +357,7 @@ mod tests {
             convergence: None,
             client: ClientReport::default(),
             server: None,
+            storms: Vec::new(),
             passed: failures.is_empty(),
             failures,
         }

@@ -612,6 +612,91 @@ pub async fn actual_lrp_batches_are_all_or_nothing(t: &TestStore) {
     s.write_actual_lrps(&[]).await.unwrap();
 }
 
+/// The group commit: writes of every kind land together, or none of them does.
+pub async fn record_batches_commit_every_kind_together(t: &TestStore) {
+    let s = &t.store;
+    let old_task = task("task-old", "d", "cell-1");
+    let old_lrp = desired("lrp-old", "d");
+    s.insert_task(&old_task).await.unwrap();
+    s.insert_desired_lrp(&old_lrp).await.unwrap();
+    let new_task = task("task-new", "d", "cell-2");
+    let new_lrp = desired("lrp-new", "d");
+    let instance = actual("lrp-new", 0, Presence::Ordinary, "cell-2");
+    let mut changed_lrp = old_lrp.clone();
+    changed_lrp.scheduling.instances = 5;
+    changed_lrp.run_info = "02changed-run-info".into();
+    s.write_records(&[
+        RecordWrite::Task(Write::Insert(new_task.clone())),
+        RecordWrite::Task(Write::Delete(old_task.guid.clone())),
+        RecordWrite::Desired(Write::Insert(new_lrp.clone())),
+        RecordWrite::Desired(Write::Update(changed_lrp.clone())),
+        RecordWrite::Actual(Write::Insert(instance.clone())),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        s.task(&new_task.guid).await.unwrap(),
+        Some(new_task.clone())
+    );
+    assert_eq!(s.task(&old_task.guid).await.unwrap(), None);
+    assert_eq!(
+        s.desired_lrp(&new_lrp.scheduling.process_guid)
+            .await
+            .unwrap(),
+        Some(new_lrp.clone())
+    );
+    assert_eq!(
+        s.desired_lrp(&old_lrp.scheduling.process_guid)
+            .await
+            .unwrap(),
+        Some(changed_lrp.clone())
+    );
+    assert_eq!(
+        s.actual_lrp(&instance.key()).await.unwrap(),
+        Some(instance.clone())
+    );
+
+    let mut updated_task = new_task.clone();
+    updated_task.state = 2;
+    // A duplicate insert anywhere undoes the whole batch and names the failure.
+    assert_eq!(
+        s.write_records(&[
+            RecordWrite::Task(Write::Update(updated_task.clone())),
+            RecordWrite::Desired(Write::Delete(old_lrp.scheduling.process_guid.clone())),
+            RecordWrite::Desired(Write::Insert(new_lrp.clone())),
+        ])
+        .await,
+        Err(StoreError::Exists)
+    );
+    // A missing record likewise.
+    assert_eq!(
+        s.write_records(&[
+            RecordWrite::Task(Write::Update(updated_task.clone())),
+            RecordWrite::Actual(Write::Delete(instance.key())),
+            RecordWrite::Task(Write::Delete("no-such-task".into())),
+        ])
+        .await,
+        Err(StoreError::NotFound)
+    );
+    assert_eq!(
+        s.write_records(&[RecordWrite::Desired(Write::Update(desired(
+            "no-such-lrp",
+            "d"
+        )))])
+        .await,
+        Err(StoreError::NotFound)
+    );
+    assert_eq!(s.task(&new_task.guid).await.unwrap(), Some(new_task));
+    assert_eq!(
+        s.desired_lrp(&old_lrp.scheduling.process_guid)
+            .await
+            .unwrap(),
+        Some(changed_lrp)
+    );
+    assert_eq!(s.actual_lrp(&instance.key()).await.unwrap(), Some(instance));
+    s.write_records(&[]).await.unwrap();
+}
+
 /// More records than one etcd page (1,000 keys) or a small SQL batch: every one is listed.
 pub async fn large_lists_are_complete(t: &TestStore) {
     let s = &t.store;
@@ -918,6 +1003,7 @@ macro_rules! store_conformance_suite {
                     actual_lrps_filter,
                     actual_lrps_concurrent_modify_loses_no_update,
                     actual_lrp_batches_are_all_or_nothing,
+                    record_batches_commit_every_kind_together,
                     large_lists_are_complete,
                     cells_upsert_list_delete,
                     record_versions_follow_every_write,

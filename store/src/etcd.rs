@@ -700,52 +700,108 @@ impl Store for EtcdStore {
     }
 
     async fn write_actual_lrps(&self, writes: &[ActualLrpWrite]) -> StoreResult<()> {
-        if writes.is_empty() {
-            return Ok(());
+        let mut txn = StagedTxn::default();
+        for write in writes {
+            self.stage_actual(write, &mut txn)?;
         }
-        let mut compares = Vec::with_capacity(writes.len());
-        let mut ops = Vec::with_capacity(writes.len());
+        self.commit_staged(txn).await
+    }
+
+    async fn write_records(&self, writes: &[RecordWrite]) -> StoreResult<()> {
+        let mut txn = StagedTxn::default();
         for write in writes {
             match write {
-                ActualLrpWrite::Insert(lrp) => {
-                    let key = self.actual_key(&lrp.key());
-                    compares.push(Compare::create_revision(key.as_str(), CompareOp::Equal, 0));
-                    ops.push(TxnOp::put(key, encode(lrp)?, None));
+                RecordWrite::Actual(write) => self.stage_actual(write, &mut txn)?,
+                RecordWrite::Desired(Write::Insert(lrp)) => {
+                    let guid = &lrp.scheduling.process_guid;
+                    txn.create(self.schedule_key(guid), encode(&lrp.scheduling)?);
+                    txn.create(self.run_key(guid), lrp.run_info.clone().into_bytes());
                 }
-                ActualLrpWrite::Update(lrp) => {
-                    let key = self.actual_key(&lrp.key());
-                    compares.push(Compare::create_revision(
-                        key.as_str(),
-                        CompareOp::Greater,
-                        0,
-                    ));
-                    ops.push(TxnOp::put(key, encode(lrp)?, None));
+                RecordWrite::Desired(Write::Update(lrp)) => {
+                    let guid = &lrp.scheduling.process_guid;
+                    txn.replace(self.schedule_key(guid), encode(&lrp.scheduling)?);
+                    txn.replace(self.run_key(guid), lrp.run_info.clone().into_bytes());
                 }
-                ActualLrpWrite::Delete(key) => {
-                    let key = self.actual_key(key);
-                    compares.push(Compare::create_revision(
-                        key.as_str(),
-                        CompareOp::Greater,
-                        0,
-                    ));
-                    ops.push(TxnOp::delete(key, None));
+                RecordWrite::Desired(Write::Delete(guid)) => {
+                    txn.remove(self.schedule_key(guid));
+                    txn.remove(self.run_key(guid));
                 }
+                RecordWrite::Task(Write::Insert(task)) => {
+                    txn.create(self.task_key(&task.guid), encode(task)?)
+                }
+                RecordWrite::Task(Write::Update(task)) => {
+                    txn.replace(self.task_key(&task.guid), encode(task)?)
+                }
+                RecordWrite::Task(Write::Delete(guid)) => txn.remove(self.task_key(guid)),
             }
+        }
+        self.commit_staged(txn).await
+    }
+}
+
+/// A transaction being built from record writes: each write's guard and operation.
+#[derive(Default)]
+struct StagedTxn {
+    compares: Vec<Compare>,
+    ops: Vec<TxnOp>,
+    /// Keys that must not exist beforehand: which of them does names a failure `Exists`.
+    created: Vec<String>,
+}
+
+impl StagedTxn {
+    fn create(&mut self, key: String, value: Vec<u8>) {
+        self.compares
+            .push(Compare::create_revision(key.as_str(), CompareOp::Equal, 0));
+        self.ops.push(TxnOp::put(key.as_str(), value, None));
+        self.created.push(key);
+    }
+
+    fn replace(&mut self, key: String, value: Vec<u8>) {
+        self.compares.push(Compare::create_revision(
+            key.as_str(),
+            CompareOp::Greater,
+            0,
+        ));
+        self.ops.push(TxnOp::put(key, value, None));
+    }
+
+    fn remove(&mut self, key: String) {
+        self.compares.push(Compare::create_revision(
+            key.as_str(),
+            CompareOp::Greater,
+            0,
+        ));
+        self.ops.push(TxnOp::delete(key, None));
+    }
+}
+
+impl EtcdStore {
+    fn stage_actual(&self, write: &ActualLrpWrite, txn: &mut StagedTxn) -> StoreResult<()> {
+        match write {
+            Write::Insert(lrp) => txn.create(self.actual_key(&lrp.key()), encode(lrp)?),
+            Write::Update(lrp) => txn.replace(self.actual_key(&lrp.key()), encode(lrp)?),
+            Write::Delete(key) => txn.remove(self.actual_key(key)),
+        }
+        Ok(())
+    }
+
+    /// Commits every staged write or none; a failed guard is named as SQL would name it: an
+    /// insert over an existing record, else a missing record.
+    async fn commit_staged(&self, txn: StagedTxn) -> StoreResult<()> {
+        if txn.ops.is_empty() {
+            return Ok(());
         }
         let response = self
             .kv
             .clone()
-            .txn(Txn::new().when(compares).and_then(ops))
+            .txn(Txn::new().when(txn.compares).and_then(txn.ops))
             .await?;
         if response.succeeded() {
             return Ok(());
         }
-        // Name the failure as SQL would: an insert over an existing row, else a missing row.
-        for write in writes {
-            if let ActualLrpWrite::Insert(lrp) = write {
-                if self.get_raw(&self.actual_key(&lrp.key())).await?.is_some() {
-                    return Err(StoreError::Exists);
-                }
+        for key in &txn.created {
+            if self.get_raw(key).await?.is_some() {
+                return Err(StoreError::Exists);
             }
         }
         Err(StoreError::NotFound)

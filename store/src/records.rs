@@ -160,16 +160,52 @@ impl ActualLrpRecord {
     }
 }
 
+/// One record write in an atomic batch: `R` is the record, `K` its key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Write<R, K> {
+    /// Fails the batch with `Exists` if the record is there.
+    Insert(R),
+    /// Fails the batch with `NotFound` if the record is missing.
+    Update(R),
+    /// Fails the batch with `NotFound` if the record is missing.
+    Delete(K),
+}
+
 /// One row write in an atomic batch of actual LRP changes (an instance's ordinary,
 /// evacuating and suspect rows change together, e.g. a start that clears the others).
+pub type ActualLrpWrite = Write<ActualLrpRecord, ActualLrpKey>;
+/// A desired LRP write; a delete names the process guid.
+pub type DesiredLrpWrite = Write<DesiredLrpRecord, String>;
+/// A task write; a delete names the task guid.
+pub type TaskWrite = Write<TaskRecord, String>;
+
+/// One write of a group commit: independent requests' writes committed together
+/// ([`crate::Store::write_records`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ActualLrpWrite {
-    /// Fails the batch with `Exists` if the row is there.
-    Insert(ActualLrpRecord),
-    /// Fails the batch with `NotFound` if the row is missing.
-    Update(ActualLrpRecord),
-    /// Fails the batch with `NotFound` if the row is missing.
-    Delete(ActualLrpKey),
+pub enum RecordWrite {
+    Actual(ActualLrpWrite),
+    Desired(DesiredLrpWrite),
+    Task(TaskWrite),
+}
+
+impl RecordWrite {
+    pub fn is_insert(&self) -> bool {
+        matches!(
+            self,
+            RecordWrite::Actual(Write::Insert(_))
+                | RecordWrite::Desired(Write::Insert(_))
+                | RecordWrite::Task(Write::Insert(_))
+        )
+    }
+
+    /// How many etcd operations the write takes (a desired LRP is two keys), so a batch stays
+    /// inside etcd's per-transaction limit.
+    pub fn store_ops(&self) -> usize {
+        match self {
+            RecordWrite::Desired(_) => 2,
+            RecordWrite::Actual(_) | RecordWrite::Task(_) => 1,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -126,6 +126,10 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_actual_lrp(&self, key: &ActualLrpKey) -> StoreResult<()>;
     /// Applies the writes in order, all or none.
     async fn write_actual_lrps(&self, writes: &[ActualLrpWrite]) -> StoreResult<()>;
+    /// Applies writes of any record kind in order, all or none, in one transaction (one etcd
+    /// txn): the group commit of independent requests' writes. Each write fails the whole
+    /// batch as its single-record form would (`Exists`, `NotFound`).
+    async fn write_records(&self, writes: &[RecordWrite]) -> StoreResult<()>;
 
     async fn upsert_cell(&self, cell: &CellRecord) -> StoreResult<()>;
     /// Every cell row, expired or not: freshness is the caller's rule.

@@ -80,6 +80,28 @@ macro_rules! locked {
     };
 }
 
+/// Inserts a batch's rows into one table: multi-row statements on the servers (one round trip
+/// per chunk instead of per row); row by row on SQLite, where a statement costs no round trip
+/// and diesel's multi-row form does not take these rows' nullable columns.
+macro_rules! insert_rows {
+    (sqlite, $conn:expr, $table:expr, $rows:expr) => {
+        for row in &$rows {
+            diesel::insert_into($table)
+                .values(row)
+                .execute($conn)
+                .await?;
+        }
+    };
+    ($other:ident, $conn:expr, $table:expr, $rows:expr) => {
+        for rows in $rows.chunks(INSERT_ROWS) {
+            diesel::insert_into($table)
+                .values(rows)
+                .execute($conn)
+                .await?;
+        }
+    };
+}
+
 /// Expands to `impl Store for SqlStore<$conn>`.
 /// `$flavor` picks the locking rule; `$txn` is the transaction method used for writes that
 /// read first (`immediate_transaction` on SQLite so the write lock is taken up front).
@@ -544,7 +566,6 @@ macro_rules! sql_store {
             }
 
             async fn write_actual_lrps(&self, writes: &[ActualLrpWrite]) -> StoreResult<()> {
-                use $crate::sql::schema::actual_lrps::dsl as a;
                 if writes.is_empty() {
                     return Ok(());
                 }
@@ -552,38 +573,35 @@ macro_rules! sql_store {
                     let mut conn = self.conn().await?;
                     conn.$txn(async |conn| {
                         for write in writes {
-                            match write {
-                                ActualLrpWrite::Insert(lrp) => {
-                                    diesel::insert_into(a::actual_lrps)
-                                        .values(ActualLrpRow::from(lrp))
-                                        .execute(conn)
-                                        .await?;
-                                }
-                                ActualLrpWrite::Update(lrp) => {
-                                    let updated = diesel::update(
-                                        a::actual_lrps
-                                            .filter(a::process_guid.eq(&lrp.process_guid))
-                                            .filter(a::instance_index.eq(lrp.index))
-                                            .filter(a::presence.eq(lrp.presence.as_i32())),
-                                    )
-                                    .set(ActualLrpRow::from(lrp))
-                                    .execute(conn)
-                                    .await?;
-                                    expect_one(updated)?;
-                                }
-                                ActualLrpWrite::Delete(key) => {
-                                    let deleted = diesel::delete(
-                                        a::actual_lrps
-                                            .filter(a::process_guid.eq(&key.process_guid))
-                                            .filter(a::instance_index.eq(key.index))
-                                            .filter(a::presence.eq(key.presence.as_i32())),
-                                    )
-                                    .execute(conn)
-                                    .await?;
-                                    expect_one(deleted)?;
-                                }
-                            }
+                            Self::write_actual(conn, write).await?;
                         }
+                        Ok::<_, StoreError>(())
+                    })
+                    .await
+                })
+                .await
+            }
+
+            async fn write_records(&self, writes: &[RecordWrite]) -> StoreResult<()> {
+                use $crate::sql::schema::actual_lrps::dsl as a;
+                use $crate::sql::schema::desired_lrps::dsl as d;
+                use $crate::sql::schema::tasks::dsl as t;
+                if writes.is_empty() {
+                    return Ok(());
+                }
+                // Inserts go in as multi-row statements, after the deletes and updates: the
+                // writes of one batch touch distinct records, and one request's deletes
+                // already come before its inserts.
+                let inserts = InsertRows::of(writes);
+                with_deadlock_retry(|| async {
+                    let mut conn = self.conn().await?;
+                    conn.$txn(async |conn| {
+                        for write in writes.iter().filter(|w| !w.is_insert()) {
+                            Self::write_record(conn, write).await?;
+                        }
+                        insert_rows!($flavor, conn, a::actual_lrps, inserts.actual);
+                        insert_rows!($flavor, conn, d::desired_lrps, inserts.desired);
+                        insert_rows!($flavor, conn, t::tasks, inserts.tasks);
                         Ok::<_, StoreError>(())
                     })
                     .await
@@ -859,7 +877,121 @@ macro_rules! sql_store {
                 .await
             }
         }
+
+        impl $crate::sql::SqlStore<$conn> {
+            /// One actual LRP row write inside the caller's transaction.
+            async fn write_actual(conn: &mut $conn, write: &ActualLrpWrite) -> StoreResult<()> {
+                use $crate::sql::schema::actual_lrps::dsl as a;
+                match write {
+                    Write::Insert(lrp) => {
+                        diesel::insert_into(a::actual_lrps)
+                            .values(ActualLrpRow::from(lrp))
+                            .execute(conn)
+                            .await?;
+                        Ok(())
+                    }
+                    Write::Update(lrp) => {
+                        let updated = diesel::update(
+                            a::actual_lrps
+                                .filter(a::process_guid.eq(&lrp.process_guid))
+                                .filter(a::instance_index.eq(lrp.index))
+                                .filter(a::presence.eq(lrp.presence.as_i32())),
+                        )
+                        .set(ActualLrpRow::from(lrp))
+                        .execute(conn)
+                        .await?;
+                        expect_one(updated)
+                    }
+                    Write::Delete(key) => {
+                        let deleted = diesel::delete(
+                            a::actual_lrps
+                                .filter(a::process_guid.eq(&key.process_guid))
+                                .filter(a::instance_index.eq(key.index))
+                                .filter(a::presence.eq(key.presence.as_i32())),
+                        )
+                        .execute(conn)
+                        .await?;
+                        expect_one(deleted)
+                    }
+                }
+            }
+
+            /// One record write of a group commit inside the caller's transaction.
+            async fn write_record(conn: &mut $conn, write: &RecordWrite) -> StoreResult<()> {
+                use $crate::sql::schema::desired_lrps::dsl as d;
+                use $crate::sql::schema::tasks::dsl as t;
+                let affected = match write {
+                    RecordWrite::Actual(write) => return Self::write_actual(conn, write).await,
+                    RecordWrite::Desired(Write::Insert(lrp)) => {
+                        diesel::insert_into(d::desired_lrps)
+                            .values(DesiredLrpRow::from(lrp))
+                            .execute(conn)
+                            .await?
+                    }
+                    RecordWrite::Desired(Write::Update(lrp)) => {
+                        diesel::update(
+                            d::desired_lrps
+                                .filter(d::process_guid.eq(&lrp.scheduling.process_guid)),
+                        )
+                        .set(DesiredLrpRow::from(lrp))
+                        .execute(conn)
+                        .await?
+                    }
+                    RecordWrite::Desired(Write::Delete(guid)) => {
+                        diesel::delete(d::desired_lrps.filter(d::process_guid.eq(guid)))
+                            .execute(conn)
+                            .await?
+                    }
+                    RecordWrite::Task(Write::Insert(task)) => {
+                        diesel::insert_into(t::tasks)
+                            .values(TaskRow::from(task))
+                            .execute(conn)
+                            .await?
+                    }
+                    RecordWrite::Task(Write::Update(task)) => {
+                        diesel::update(t::tasks.filter(t::guid.eq(&task.guid)))
+                            .set(TaskRow::from(task))
+                            .execute(conn)
+                            .await?
+                    }
+                    RecordWrite::Task(Write::Delete(guid)) => {
+                        diesel::delete(t::tasks.filter(t::guid.eq(guid)))
+                            .execute(conn)
+                            .await?
+                    }
+                };
+                expect_one(affected)
+            }
+        }
     };
+}
+
+/// Rows in one multi-row INSERT: well inside MySQL's and PostgreSQL's 65,535 bind parameters
+/// (an actual LRP row binds 18) and a packet of a few megabytes.
+const INSERT_ROWS: usize = 100;
+
+/// A batch's inserts, as rows per table.
+#[derive(Default)]
+struct InsertRows {
+    actual: Vec<rows::ActualLrpRow>,
+    desired: Vec<rows::DesiredLrpRow>,
+    tasks: Vec<rows::TaskRow>,
+}
+
+impl InsertRows {
+    fn of(writes: &[crate::records::RecordWrite]) -> Self {
+        use crate::records::{RecordWrite, Write};
+        let mut rows = InsertRows::default();
+        for write in writes {
+            match write {
+                RecordWrite::Actual(Write::Insert(lrp)) => rows.actual.push(lrp.into()),
+                RecordWrite::Desired(Write::Insert(lrp)) => rows.desired.push(lrp.into()),
+                RecordWrite::Task(Write::Insert(task)) => rows.tasks.push(task.into()),
+                _ => {}
+            }
+        }
+        rows
+    }
 }
 
 /// A keyed write touched no row: the record was not there.
@@ -876,7 +1008,7 @@ mod impls {
     use diesel_async::{AsyncConnection, AsyncMysqlConnection, AsyncPgConnection, RunQueryDsl};
 
     use super::rows::*;
-    use super::{expect_one, with_deadlock_retry, SqliteConn};
+    use super::{expect_one, with_deadlock_retry, InsertRows, SqliteConn, INSERT_ROWS};
     use crate::error::{StoreError, StoreResult};
     use crate::records::*;
     use crate::store::Mutation;

@@ -1,0 +1,223 @@
+//! Storms the rep loop does not drive: thousands of apps pushed at once. `--push-storm N`
+//! sends N DesireLRPs and N DesireTasks together (bounded only by `--max-in-flight`), checks
+//! that every one is listed, then takes them away the same way (RemoveDesiredLRP, CancelTask),
+//! so the seeded world is as before for any later run. Each phase is timed per request.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bbs_models as m;
+use futures::stream::{self, StreamExt};
+
+use crate::client::{routes, BbsClient};
+use crate::recorder::Recorder;
+use crate::workload;
+
+/// What one storm phase did, for the summary.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StormPhase {
+    pub name: String,
+    pub requests: usize,
+    pub wall_s: f64,
+    pub per_second: f64,
+}
+
+fn lrp_prefix(tag: &str) -> String {
+    format!("storm-lrp-{tag}-")
+}
+
+fn task_prefix(tag: &str) -> String {
+    format!("storm-task-{tag}-")
+}
+
+fn lrp_guid(tag: &str, i: usize) -> String {
+    format!("{}{i:06}", lrp_prefix(tag))
+}
+
+fn task_guid(tag: &str, i: usize) -> String {
+    format!("{}{i:06}", task_prefix(tag))
+}
+
+/// A small one-off task, as a CF task or staging request would be.
+fn task_definition() -> m::TaskDefinition {
+    m::TaskDefinition {
+        root_fs: "some:rootfs".into(),
+        action: Some(m::Action {
+            run_action: Some(m::RunAction {
+                path: "echo".into(),
+                args: vec!["storm".into()],
+                user: "vcap".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        memory_mb: 128,
+        disk_mb: 128,
+        log_guid: "storm".into(),
+        log_source: "TASK".into(),
+        ..Default::default()
+    }
+}
+
+/// Runs `count` calls of `op`, `in_flight` at a time, each timed under `name`.
+async fn phase<F, Fut>(
+    name: &'static str,
+    count: usize,
+    in_flight: usize,
+    recorder: &Recorder,
+    call: F,
+) -> StormPhase
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let started = Instant::now();
+    stream::iter(0..count)
+        .map(|i| {
+            let sent = Instant::now();
+            let fut = call(i);
+            async move {
+                match fut.await {
+                    Ok(()) => recorder.record(name, sent.elapsed()),
+                    Err(e) => recorder.error(name, e),
+                }
+            }
+        })
+        .buffer_unordered(in_flight.max(1))
+        .collect::<()>()
+        .await;
+    let wall_s = started.elapsed().as_secs_f64();
+    StormPhase {
+        name: name.into(),
+        requests: count,
+        wall_s,
+        per_second: count as f64 / wall_s.max(1e-9),
+    }
+}
+
+/// The push storm: desire, check, remove. Failures are recorded per request; a listing that
+/// misses a storm record fails the run.
+pub async fn push_storm(
+    client: &BbsClient,
+    tag: &str,
+    count: usize,
+    in_flight: usize,
+    recorder: &Arc<Recorder>,
+) -> Vec<StormPhase> {
+    let mut phases = Vec::new();
+    // LRPs and tasks together, as a push of many apps and their staging tasks arrives.
+    let lrps = phase("storm_desire_lrp", count, in_flight / 2, recorder, |i| {
+        let request = m::DesireLrpRequest {
+            desired_lrp: Some(workload::desired_lrp(&lrp_guid(tag, i))),
+        };
+        async move {
+            client
+                .call::<_, m::DesiredLrpLifecycleResponse>(routes::DESIRE_LRP, &request)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
+    });
+    let tasks = phase("storm_desire_task", count, in_flight / 2, recorder, |i| {
+        let request = m::DesireTaskRequest {
+            task_definition: Some(task_definition()),
+            task_guid: task_guid(tag, i),
+            domain: workload::DOMAIN.into(),
+        };
+        async move {
+            client
+                .call::<_, m::TaskLifecycleResponse>(routes::DESIRE_TASK, &request)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
+    });
+    let (lrps, tasks) = futures::join!(lrps, tasks);
+    phases.extend([lrps, tasks]);
+
+    check_listed(client, tag, count, recorder).await;
+
+    let remove = phase("storm_remove_lrp", count, in_flight / 2, recorder, |i| {
+        let request = m::RemoveDesiredLrpRequest {
+            process_guid: lrp_guid(tag, i),
+        };
+        async move {
+            client
+                .call::<_, m::DesiredLrpLifecycleResponse>(routes::REMOVE_DESIRED_LRP, &request)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
+    });
+    let cancel = phase("storm_cancel_task", count, in_flight / 2, recorder, |i| {
+        let request = m::TaskGuidRequest {
+            task_guid: task_guid(tag, i),
+        };
+        async move {
+            client
+                .call::<_, m::TaskLifecycleResponse>(routes::CANCEL_TASK, &request)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
+    });
+    let (remove, cancel) = futures::join!(remove, cancel);
+    phases.extend([remove, cancel]);
+    phases
+}
+
+/// Every storm LRP and task must be listed after the storm.
+async fn check_listed(client: &BbsClient, tag: &str, count: usize, recorder: &Recorder) {
+    let infos = client
+        .call::<_, m::DesiredLrpSchedulingInfosResponse>(
+            routes::SCHEDULING_INFOS,
+            &m::DesiredLrpsRequest {
+                domain: workload::DOMAIN.into(),
+                ..Default::default()
+            },
+        )
+        .await;
+    match infos {
+        Ok(r) => {
+            let prefix = lrp_prefix(tag);
+            let listed = r
+                .desired_lrp_scheduling_infos
+                .iter()
+                .filter(|i| {
+                    i.desired_lrp_key
+                        .as_ref()
+                        .is_some_and(|k| k.process_guid.starts_with(&prefix))
+                })
+                .count();
+            if listed != count {
+                recorder.fail(format!(
+                    "push storm: {listed} of {count} desired LRPs listed"
+                ));
+            }
+        }
+        Err(e) => recorder.fail(format!("push storm: listing desired LRPs: {e}")),
+    }
+    let tasks = client
+        .call::<_, m::TasksResponse>(
+            routes::TASKS,
+            &m::TasksRequest {
+                domain: workload::DOMAIN.into(),
+                ..Default::default()
+            },
+        )
+        .await;
+    match tasks {
+        Ok(r) => {
+            let prefix = task_prefix(tag);
+            let listed = r
+                .tasks
+                .iter()
+                .filter(|t| t.task_guid.starts_with(&prefix))
+                .count();
+            if listed != count {
+                recorder.fail(format!("push storm: {listed} of {count} tasks listed"));
+            }
+        }
+        Err(e) => recorder.fail(format!("push storm: listing tasks: {e}")),
+    }
+}
