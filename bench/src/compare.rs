@@ -85,6 +85,12 @@ pub fn rows(baseline: &Results, current: &Results) -> Vec<Row> {
         );
     }
     push(
+        "Start re-asserts per server CPU s".into(),
+        crate::report::starts_per_server_core_second(baseline),
+        crate::report::starts_per_server_core_second(current),
+        Better::Higher,
+    );
+    push(
         "server resident MiB".into(),
         baseline.server.as_ref().map(|s| s.rss_mib),
         current.server.as_ref().map(|s| s.rss_mib),

@@ -132,6 +132,12 @@ struct RunArgs {
     /// the same way; each phase is timed (storm_* operations).
     #[arg(long, default_value_t = 0)]
     push_storm: usize,
+    /// During the last trial, this many cells (the highest-numbered) stop renewing their
+    /// presences and their reps stop; measures the time from the presences' expiry until
+    /// every one of their instances is SUSPECT and replaced (cell_loss_* storm phases). The
+    /// pollers skip that trial, whose world is changing. Needs a single worker (no --shard).
+    #[arg(long, default_value_t = 0)]
+    cell_loss: usize,
     /// The results file.
     #[arg(long, default_value = "bench-results.json")]
     output: PathBuf,
@@ -263,6 +269,23 @@ fn merge(args: MergeArgs) -> ExitCode {
     }
 }
 
+/// The cell-loss storm runs in the last trial of a single worker and must leave some cells.
+fn check_cell_loss(args: &RunArgs) -> Result<(), String> {
+    if args.cell_loss == 0 {
+        return Ok(());
+    }
+    if args.shard.1 != 1 || args.seed_only || args.trials == 0 {
+        return Err("--cell-loss needs a single worker (no --shard) and at least one trial".into());
+    }
+    if args.cell_loss >= args.cells {
+        return Err(format!(
+            "--cell-loss {} must be below --cells {}",
+            args.cell_loss, args.cells
+        ));
+    }
+    Ok(())
+}
+
 /// Seconds since the epoch: tags this run's storm records apart from an earlier run's.
 fn started_at_secs(started_at: std::time::SystemTime) -> u64 {
     started_at
@@ -328,6 +351,12 @@ async fn run(args: RunArgs) -> ExitCode {
     }
     let (index, count) = args.shard;
     let owned: Vec<usize> = (0..world.cells).filter(|c| c % count == index).collect();
+    if let Err(e) = check_cell_loss(&args) {
+        eprintln!("bbs-bench: {e}");
+        return ExitCode::from(2);
+    }
+    let lost_cells: Vec<usize> = (world.cells - args.cell_loss..world.cells).collect();
+    let mut storms = Vec::new();
 
     let mut trials = Vec::new();
     let expectations = Arc::new(events::Expectations::default());
@@ -383,23 +412,40 @@ async fn run(args: RunArgs) -> ExitCode {
             let counts = TrialCounts::default();
             let started = Instant::now();
             let (ctx, counts, all_slots) = (&ctx, &counts, &all_slots);
-            let loops = join_all(owned.iter().map(|&cell| async move {
+            let losing = trial == args.trials && !lost_cells.is_empty();
+            let syncing = owned
+                .iter()
+                .filter(|cell| !(losing && lost_cells.contains(cell)));
+            let loops = join_all(syncing.map(|&cell| async move {
                 let offset =
                     workload::mix(cell as u64 ^ 0x5eed) % args.interval.as_millis().max(1) as u64;
                 tokio::time::sleep_until((started + Duration::from_millis(offset)).into()).await;
                 rep_loop::sync_cell(ctx, trial, cell, &all_slots[cell], counts).await
             }));
             let polls = async {
-                if index == 0 {
+                if index == 0 && !losing {
                     pollers::poll_once(&client, world, &recorder).await;
                 }
             };
-            let ((), ()) = tokio::join!(
+            let loss = async {
+                if !losing {
+                    return Vec::new();
+                }
+                let guids: std::collections::HashSet<String> = lost_cells
+                    .iter()
+                    .flat_map(|&cell| all_slots[cell].iter().map(|s| s.process_guid.clone()))
+                    .collect();
+                let instances = guids.len();
+                storms::cell_loss(&client, &lost_cells, instances, guids, &recorder).await
+            };
+            let ((), (), lost) = tokio::join!(
                 async {
                     loops.await;
                 },
-                polls
+                polls,
+                loss
             );
+            storms.extend(lost);
             let wall = started.elapsed().as_secs_f64();
             let report = TrialReport {
                 trial,
@@ -455,10 +501,9 @@ async fn run(args: RunArgs) -> ExitCode {
         stream.abort();
     }
 
-    let mut storms = Vec::new();
     if args.push_storm > 0 {
         let tag = format!("{:x}", started_at_secs(started_at));
-        storms = storms::push_storm(
+        let pushed = storms::push_storm(
             &client,
             &tag,
             args.push_storm,
@@ -466,12 +511,13 @@ async fn run(args: RunArgs) -> ExitCode {
             &recorder,
         )
         .await;
-        for phase in &storms {
+        for phase in &pushed {
             eprintln!(
                 "storm {}: {} requests in {:.2} s",
                 phase.name, phase.requests, phase.wall_s
             );
         }
+        storms.extend(pushed);
     }
 
     let (measured, mut failures) = recorder.take();
@@ -530,6 +576,29 @@ mod tests {
         assert_eq!(parse_shard("1/4"), Ok((1, 4)));
         for bad in ["4/4", "0/0", "1", "a/2", "1/b"] {
             assert!(parse_shard(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn run_args(argv: &[&str]) -> RunArgs {
+        let mut full = vec!["bbs-bench", "run"];
+        full.extend_from_slice(argv);
+        match Cli::try_parse_from(full).map(|cli| cli.command) {
+            Ok(Command::Run(args)) => *args,
+            _ => panic!("{argv:?} did not parse as a run"),
+        }
+    }
+
+    #[test]
+    fn a_cell_loss_needs_one_worker_a_trial_and_cells_left() {
+        assert!(check_cell_loss(&run_args(&["--cells", "10", "--cell-loss", "3"])).is_ok());
+        assert!(check_cell_loss(&run_args(&["--cells", "10"])).is_ok());
+        for bad in [
+            &["--cells", "10", "--cell-loss", "10"][..],
+            &["--cells", "10", "--cell-loss", "3", "--shard", "0/2"],
+            &["--cells", "10", "--cell-loss", "3", "--seed-only"],
+            &["--cells", "10", "--cell-loss", "3", "--trials", "0"],
+        ] {
+            assert!(check_cell_loss(&run_args(bad)).is_err(), "{bad:?}");
         }
     }
 

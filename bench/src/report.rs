@@ -228,6 +228,14 @@ pub fn merge(mut parts: Vec<Results>) -> Result<Results, String> {
 }
 
 /// The table for people.
+/// Start re-asserts handled per CPU second the server spent over the trials: the rate one
+/// core sustains, comparable across machines with different core counts.
+pub fn starts_per_server_core_second(r: &Results) -> Option<f64> {
+    let server = r.server.as_ref()?;
+    let starts: u64 = r.trials.iter().map(|t| t.starts).sum();
+    (server.cpu_seconds > 0.0 && starts > 0).then(|| starts as f64 / server.cpu_seconds)
+}
+
 pub fn summary(r: &Results) -> String {
     use std::fmt::Write;
     let mut out = String::new();
@@ -304,6 +312,12 @@ pub fn summary(r: &Results) -> String {
             "server (pid {}): {:.0} MiB resident (peak {:.0} MiB), {:.1} CPU s, {:.2} cores busy",
             s.pid, s.rss_mib, s.peak_rss_mib, s.cpu_seconds, s.cores_used
         );
+        if let Some(rate) = starts_per_server_core_second(r) {
+            let _ = writeln!(
+                out,
+                "Start re-asserts per second of server CPU (one core busy for a second): {rate:.0}"
+            );
+        }
     }
     if r.failures.is_empty() {
         let _ = writeln!(out, "PASSED: no errors, every count matched");

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bbs_models as m;
+use bbs_models::actual_lrp::Presence;
 use futures::stream::{self, StreamExt};
 
 use crate::client::{routes, BbsClient};
@@ -220,4 +221,122 @@ async fn check_listed(client: &BbsClient, tag: &str, count: usize, recorder: &Re
         }
         Err(e) => recorder.fail(format!("push storm: listing tasks: {e}")),
     }
+}
+
+/// The cell-loss storm: `lost` cells stop renewing their presences (re-registered with a
+/// 1 s TTL, then left to expire) while the other reps keep syncing. Measured from the
+/// presences' expiry: until every instance on those cells is SUSPECT (convergence's
+/// SuspectAndReplace, which also creates each replacement and asks for its auction), and
+/// until every replacement is listed UNCLAIMED. Convergence runs on its interval, as
+/// upstream's does (a cell's disappearance does not trigger a pass), so the first figure is at
+/// most `convergence_repeat_interval` plus one pass. The world is changed afterwards: this is
+/// the last thing a run does.
+pub async fn cell_loss(
+    client: &BbsClient,
+    lost: &[usize],
+    instances: usize,
+    guids: std::collections::HashSet<String>,
+    recorder: &Recorder,
+) -> Vec<StormPhase> {
+    const TTL_SECONDS: u32 = 1;
+    const GIVE_UP: std::time::Duration = std::time::Duration::from_secs(180);
+    let registered = Instant::now();
+    for &cell in lost {
+        let request = m::RegisterCellRequest {
+            cell_presence: Some(workload::cell_presence(cell)),
+            ttl_seconds: TTL_SECONDS,
+        };
+        if let Err(e) = client
+            .call::<_, m::RegisterCellResponse>(routes::REGISTER_CELL, &request)
+            .await
+        {
+            recorder.fail(format!("cell loss: re-registering cell-{cell}: {e}"));
+            return Vec::new();
+        }
+    }
+    let expired = registered + std::time::Duration::from_secs(u64::from(TTL_SECONDS));
+    let mut phases = Vec::new();
+    let suspect = Presence::Suspect as i32;
+    loop {
+        let polls = lost.iter().map(|&cell| {
+            let request = m::ActualLrpsRequest {
+                cell_id: workload::World::cell_id(cell),
+                ..Default::default()
+            };
+            async move {
+                client
+                    .call::<_, m::ActualLrpsResponse>(routes::ACTUAL_LRPS, &request)
+                    .await
+                    .map(|r| {
+                        r.actual_lrps
+                            .iter()
+                            .filter(|a| a.presence == suspect)
+                            .count()
+                    })
+            }
+        });
+        let mut suspects = 0;
+        for poll in futures::future::join_all(polls).await {
+            match poll {
+                Ok(n) => suspects += n,
+                Err(e) => recorder.error("cell_loss_poll", e.to_string()),
+            }
+        }
+        if suspects >= instances {
+            let wall_s = expired.elapsed().as_secs_f64();
+            phases.push(StormPhase {
+                name: "cell_loss_expiry_to_all_suspect".into(),
+                requests: instances,
+                wall_s,
+                per_second: instances as f64 / wall_s.max(1e-9),
+            });
+            break;
+        }
+        if registered.elapsed() > GIVE_UP {
+            recorder.fail(format!(
+                "cell loss: {suspects} of {instances} instances SUSPECT after {GIVE_UP:?}"
+            ));
+            return phases;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    // Every lost instance has its replacement: an ordinary row, UNCLAIMED until an auction
+    // places it (no auctioneer answers here).
+    let all = client
+        .call::<_, m::ActualLrpsResponse>(
+            routes::ACTUAL_LRPS,
+            &m::ActualLrpsRequest {
+                domain: workload::DOMAIN.into(),
+                ..Default::default()
+            },
+        )
+        .await;
+    match all {
+        Ok(r) => {
+            let replaced = r
+                .actual_lrps
+                .iter()
+                .filter(|a| a.presence == Presence::Ordinary as i32 && a.state == "UNCLAIMED")
+                .filter(|a| {
+                    a.actual_lrp_key
+                        .as_ref()
+                        .is_some_and(|k| guids.contains(&k.process_guid))
+                })
+                .count();
+            let wall_s = expired.elapsed().as_secs_f64();
+            phases.push(StormPhase {
+                name: "cell_loss_expiry_to_replacements_listed".into(),
+                requests: replaced,
+                wall_s,
+                per_second: replaced as f64 / wall_s.max(1e-9),
+            });
+            if replaced != instances {
+                recorder.fail(format!(
+                    "cell loss: {replaced} of {instances} lost instances have an UNCLAIMED replacement"
+                ));
+            }
+        }
+        Err(e) => recorder.fail(format!("cell loss: listing actual LRPs: {e}")),
+    }
+    phases
 }
