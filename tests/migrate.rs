@@ -968,7 +968,7 @@ async fn lay_out_etcd_era(etcd: &support::etcd_v2::EtcdV2) -> EtcdEra {
         1_450_000_000_000_000_000,
     );
     let mut run_info = entry.run_info.unpack();
-    run_info.metric_tags = entry.metric_tags.clone().into_iter().collect();
+    run_info.metric_tags = (*entry.metric_tags).clone().into_iter().collect();
     etcd.put(
         "/v1/desired_lrp/schedule/web",
         &sealed.encode_model(&*entry.scheduling),
@@ -1250,7 +1250,7 @@ async fn a_go_bbs_database_at_the_oldest_version_is_served(backend: Backend) {
     lrp.routes = Some(routes);
     let entry = bbs_actors::rules::desired_lrps::split(&lrp, "go-epoch".into(), 1);
     let mut run_info = entry.run_info.unpack();
-    run_info.metric_tags = entry.metric_tags.clone().into_iter().collect();
+    run_info.metric_tags = (*entry.metric_tags).clone().into_iter().collect();
     let s = &entry.scheduling;
     let net = m::ActualLrpNetInfo {
         address: "10.0.0.7".into(),

@@ -523,7 +523,7 @@ impl Handler<InstancesOf> for ActualLrpActor {
 #[derive(Message)]
 #[rtype(result = "Vec<((String, i32), crate::rules::convergence::LrpAction)>")]
 pub struct PlanConvergence {
-    pub desired: Arc<std::collections::BTreeMap<String, crate::rules::convergence::Desired>>,
+    pub desired: Arc<crate::rules::convergence::DesiredView>,
     pub cells: Arc<HashSet<String>>,
     pub fresh_domains: Arc<HashSet<String>>,
 }

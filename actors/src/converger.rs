@@ -24,7 +24,7 @@ use crate::error::BbsResult;
 use crate::lrps::Lrps;
 use crate::mailbox::Mailbox;
 use crate::rep::{InternalRoute, LrpInstanceUpdate};
-use crate::rules::convergence::{Desired, LrpAction, TaskTiming};
+use crate::rules::convergence::{DesiredView, LrpAction, TaskTiming};
 use crate::tasks::{ApplyTaskAction, ConvergeTasks, TaskActor, TaskCounts};
 
 #[derive(Clone, Copy, Debug)]
@@ -170,13 +170,7 @@ async fn converge(
     }
 
     let tasks_done = started.elapsed();
-    let desired: BTreeMap<String, Desired> = lrps
-        .desired
-        .call(ConvergenceView)
-        .await?
-        .into_iter()
-        .collect();
-    let desired = Arc::new(desired);
+    let desired = lrps.desired.call(ConvergenceView).await?;
     let pruned_domains = domains.call(PruneExpiredDomains).await?;
     let fresh: Arc<HashSet<String>> =
         Arc::new(domains.call(FreshDomains).await?.into_iter().collect());
@@ -368,7 +362,7 @@ async fn converge(
 async fn send_rep_updates(
     lrps: &Lrps,
     presences: &[m::CellPresence],
-    desired: &BTreeMap<String, Desired>,
+    desired: &DesiredView,
     updates: Vec<((String, i32), LrpAction)>,
     workers: usize,
 ) -> usize {

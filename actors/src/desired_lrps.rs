@@ -3,6 +3,7 @@
 //! memory. Rebuilding full DesiredLRPs for reads is left to the callers, off this actor.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use actix::{Actor, Context, Handler, Message, ResponseActFuture};
 use futures::future::BoxFuture;
@@ -18,6 +19,7 @@ use crate::error::{BbsError, BbsResult};
 use crate::keyed_lock::KeyedLocks;
 use crate::lrp_records::{desired_from_record, desired_to_record};
 use crate::mailbox::Mailbox;
+use crate::rules::convergence::{Desired, DesiredView};
 use crate::rules::desired_lrps::{self as rules, DesiredEntry, Updated};
 use crate::storage::StoragePool;
 use crate::write_through::{mutate_reported, Change, OwnsRecords};
@@ -67,9 +69,9 @@ pub struct ListSchedulingInfos {
 }
 
 /// What convergence needs of every desired LRP: counts, internal routes and metric tags,
-/// not the run infos nor the route bytes.
+/// not the run infos nor the route bytes. The actor's view as it stands (shared).
 #[derive(Message)]
-#[rtype(result = "Vec<(String, crate::rules::convergence::Desired)>")]
+#[rtype(result = "Arc<DesiredView>")]
 pub struct ConvergenceView;
 
 /// The scheduling infos of the named LRPs (the ones convergence auctions), looked up one by
@@ -89,7 +91,11 @@ pub struct DesiredInstances {
 
 pub struct DesiredLrpActor {
     /// Boxed: a decoded entry is kilobytes inline, and the table holds one slot per bucket.
+    /// Changed only through `put` and `take`, which keep `view` in step.
     lrps: HashMap<String, Box<DesiredEntry>>,
+    /// Convergence's view of every LRP, kept as LRPs change: a pass takes it in O(1). While a
+    /// pass holds it, the next change copies it (pointers per LRP) once.
+    view: Arc<DesiredView>,
     locks: KeyedLocks<String>,
     storage: StoragePool,
     codec: Codec,
@@ -133,8 +139,13 @@ impl DesiredLrpActor {
                 }
             }
         }
+        let view = lrps
+            .iter()
+            .map(|(guid, entry)| (guid.clone(), Arc::new(convergence_view(entry))))
+            .collect();
         let actor = DesiredLrpActor {
             lrps,
+            view: Arc::new(view),
             locks: KeyedLocks::default(),
             storage,
             codec,
@@ -184,19 +195,15 @@ impl OwnsRecords for DesiredLrpActor {
             Change::Unchanged => None,
             Change::Insert(entry) => {
                 let event = Event::DesiredLrpCreated(full(&entry));
-                self.lrps.insert(key, Box::new(entry));
+                self.put(key, entry);
                 Some(event)
             }
             Change::Update(entry) => {
                 let after = full(&entry);
-                self.lrps
-                    .insert(key, Box::new(entry))
+                self.put(key, entry)
                     .map(|before| Event::DesiredLrpChanged(full(&before), after))
             }
-            Change::Delete => self
-                .lrps
-                .remove(&key)
-                .map(|e| Event::DesiredLrpRemoved(full(&e))),
+            Change::Delete => self.take(&key).map(|e| Event::DesiredLrpRemoved(full(&e))),
         };
         self.events
             .publish_traced(&trace_id, event.into_iter().collect());
@@ -301,26 +308,40 @@ impl Handler<ListSchedulingInfos> for DesiredLrpActor {
 }
 
 impl Handler<ConvergenceView> for DesiredLrpActor {
-    type Result = Vec<(String, crate::rules::convergence::Desired)>;
+    type Result = Arc<DesiredView>;
 
     fn handle(&mut self, _: ConvergenceView, _: &mut Self::Context) -> Self::Result {
-        self.lrps
-            .iter()
-            .map(|(guid, entry)| {
-                let internal_routes = rules::internal_routes(entry.scheduling.routes.as_ref())
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|r| r.hostname)
-                    .collect();
-                let desired = crate::rules::convergence::Desired {
-                    domain: entry.domain().to_owned(),
-                    instances: entry.instances(),
-                    internal_routes,
-                    metric_tags: std::sync::Arc::new(entry.metric_tags.clone()),
-                };
-                (guid.clone(), desired)
-            })
-            .collect()
+        Arc::clone(&self.view)
+    }
+}
+
+/// What convergence reads of one desired LRP.
+fn convergence_view(entry: &DesiredEntry) -> Desired {
+    let internal_routes = rules::internal_routes(entry.scheduling.routes.as_ref())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| r.hostname)
+        .collect();
+    Desired {
+        domain: entry.domain().to_owned(),
+        instances: entry.instances(),
+        internal_routes,
+        metric_tags: Arc::clone(&entry.metric_tags),
+    }
+}
+
+impl DesiredLrpActor {
+    /// Holds `entry` under `guid`, returning what it replaces.
+    fn put(&mut self, guid: String, entry: DesiredEntry) -> Option<Box<DesiredEntry>> {
+        Arc::make_mut(&mut self.view).insert(guid.clone(), Arc::new(convergence_view(&entry)));
+        self.lrps.insert(guid, Box::new(entry))
+    }
+
+    /// Drops the LRP under `guid`, returning it.
+    fn take(&mut self, guid: &str) -> Option<Box<DesiredEntry>> {
+        let taken = self.lrps.remove(guid)?;
+        Arc::make_mut(&mut self.view).remove(guid);
+        Some(taken)
     }
 }
 
@@ -395,20 +416,19 @@ impl Handler<RefreshDesired> for DesiredLrpActor {
     fn handle(&mut self, msg: RefreshDesired, _: &mut Self::Context) -> usize {
         let mut applied = 0;
         for guid in msg.removed {
-            applied += usize::from(self.lrps.remove(&guid).is_some());
+            applied += usize::from(self.take(&guid).is_some());
         }
         for record in msg.records {
             match desired_from_record(&self.codec, &record) {
                 Ok(entry) => {
-                    self.lrps
-                        .insert(record.scheduling.process_guid.clone(), Box::new(entry));
+                    self.put(record.scheduling.process_guid.clone(), entry);
                     applied += 1;
                 }
                 // What it held before is stale now: not served rather than served wrong.
                 Err(_) => {
                     metrics::counter!("bbs_records_undecodable_total", "kind" => "desired_lrp")
                         .increment(1);
-                    self.lrps.remove(&record.scheduling.process_guid);
+                    self.take(&record.scheduling.process_guid);
                 }
             }
         }

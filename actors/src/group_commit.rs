@@ -25,7 +25,27 @@ use crate::storage::Runner;
 struct Pending {
     writes: Vec<RecordWrite>,
     ops: usize,
+    bytes: usize,
     answer: oneshot::Sender<StoreResult<()>>,
+    /// Counted in the depth gauge until its batch is cut, or until it is dropped unsent
+    /// (a caller that went away while waiting for room).
+    waiting: Option<Waiting>,
+}
+
+/// One request waiting for a commit: the depth gauge counts it while this lives.
+struct Waiting(Gauge);
+
+impl Waiting {
+    fn new(depth: &Gauge) -> Self {
+        depth.increment(1.0);
+        Waiting(depth.clone())
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }
 
 /// How batches are cut and how many commit at once, per backend.
@@ -35,6 +55,10 @@ struct Limits {
     /// (`--max-txn-ops`); the SQL stores take that many rows in well under a round of the
     /// re-assert loop.
     max_ops: usize,
+    /// Bytes of record content in one batch, below etcd's default request limit (1.5 MiB)
+    /// and MariaDB's default packet (16 MiB), so large desired LRPs do not make a batch the
+    /// store refuses. One request larger than this still goes, alone.
+    max_bytes: usize,
     /// Batches committing at once. SQLite has one writer, so a second would only wait for
     /// the first; the other stores commit concurrent transactions in parallel and share the
     /// log flush between them.
@@ -46,14 +70,17 @@ impl Limits {
         match backend {
             Backend::Sqlite => Limits {
                 max_ops: 256,
+                max_bytes: 8 << 20,
                 in_flight: 1,
             },
             Backend::Etcd => Limits {
                 max_ops: 128,
+                max_bytes: 1 << 20,
                 in_flight: 4,
             },
             Backend::Mysql | Backend::Postgres => Limits {
                 max_ops: 256,
+                max_bytes: 8 << 20,
                 in_flight: 4,
             },
         }
@@ -82,7 +109,7 @@ impl GroupCommit {
         gauge!("bbs_actor_mailbox_capacity", "actor" => NAME).set(capacity as f64);
         let depth = gauge!("bbs_actor_mailbox_depth", "actor" => NAME);
         depth.set(0.0);
-        let batching = batch_loop(runner, Limits::of(backend), requests, depth.clone());
+        let batching = batch_loop(runner, Limits::of(backend), requests);
         match arbiter {
             Some(arbiter) => {
                 arbiter.spawn(batching);
@@ -102,17 +129,15 @@ impl GroupCommit {
         }
         let (answer, answered) = oneshot::channel();
         let ops = writes.iter().map(RecordWrite::store_ops).sum();
-        self.depth.increment(1.0);
-        let queued = self
-            .queue
-            .send(Pending {
-                writes,
-                ops,
-                answer,
-            })
-            .await;
-        if queued.is_err() {
-            self.depth.decrement(1.0);
+        let bytes = writes.iter().map(RecordWrite::approximate_bytes).sum();
+        let pending = Pending {
+            writes,
+            ops,
+            bytes,
+            answer,
+            waiting: Some(Waiting::new(&self.depth)),
+        };
+        if self.queue.send(pending).await.is_err() {
             return Err(stopped());
         }
         Ok(answered.await.map_err(|_| stopped())??)
@@ -123,22 +148,14 @@ fn stopped() -> BbsError {
     BbsError::Unavailable("the group commit has stopped".into())
 }
 
-async fn batch_loop(
-    runner: Runner,
-    limits: Limits,
-    mut requests: mpsc::Receiver<Pending>,
-    depth: Gauge,
-) {
+async fn batch_loop(runner: Runner, limits: Limits, mut requests: mpsc::Receiver<Pending>) {
     let slots = Arc::new(Semaphore::new(limits.in_flight));
     let mut carried: Option<Pending> = None;
     loop {
         let first = match carried.take() {
             Some(pending) => pending,
             None => match requests.recv().await {
-                Some(pending) => {
-                    depth.decrement(1.0);
-                    pending
-                }
+                Some(pending) => pending,
                 None => return,
             },
         };
@@ -146,16 +163,19 @@ async fn batch_loop(
         let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
             return;
         };
-        let mut ops = first.ops;
+        let (mut ops, mut bytes) = (first.ops, first.bytes);
         let mut batch = vec![first];
         while let Ok(next) = requests.try_recv() {
-            depth.decrement(1.0);
-            if ops + next.ops > limits.max_ops {
+            if ops + next.ops > limits.max_ops || bytes + next.bytes > limits.max_bytes {
                 carried = Some(next);
                 break;
             }
             ops += next.ops;
+            bytes += next.bytes;
             batch.push(next);
+        }
+        for pending in &mut batch {
+            pending.waiting = None;
         }
         let runner = runner.clone();
         tokio::spawn(async move {

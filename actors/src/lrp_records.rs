@@ -171,7 +171,7 @@ pub fn desired_from_record(codec: &Codec, r: &DesiredLrpRecord) -> BbsResult<Des
     Ok(DesiredEntry {
         scheduling: std::sync::Arc::new(scheduling),
         run_info: PackedRunInfo::pack(&codec.decode_model(&r.run_info)?),
-        metric_tags,
+        metric_tags: std::sync::Arc::new(metric_tags),
         update_strategy: r.scheduling.update_strategy,
     })
 }

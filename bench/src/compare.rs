@@ -111,17 +111,33 @@ pub const FLAG_PERCENT: f64 = 25.0;
 /// The comparison as a table, with a note when the two runs' worlds differ.
 pub fn table(baseline: &Results, current: &Results) -> String {
     let mut out = String::new();
-    if baseline.config.get("lrps") != current.config.get("lrps")
-        || baseline.config.get("cells") != current.config.get("cells")
-        || baseline.backend != current.backend
-    {
+    const WORLD: [&str; 6] = [
+        "lrps",
+        "cells",
+        "trials",
+        "interval_s",
+        "push_storm",
+        "cell_loss",
+    ];
+    let differing: Vec<String> = WORLD
+        .iter()
+        .filter(|key| baseline.config.get(**key) != current.config.get(**key))
+        .map(|key| {
+            let show = |r: &Results| {
+                r.config
+                    .get(*key)
+                    .map_or_else(|| "-".to_owned(), |v| v.to_string())
+            };
+            format!("{key} {} vs {}", show(baseline), show(current))
+        })
+        .collect();
+    if baseline.backend != current.backend || !differing.is_empty() {
         let _ = writeln!(
             out,
-            "note: the runs differ (baseline {} {:?} LRPs, current {} {:?} LRPs); figures may not compare",
+            "note: the runs differ (backend {} vs {}; {}); figures may not compare",
             baseline.backend,
-            baseline.config.get("lrps"),
             current.backend,
-            current.config.get("lrps"),
+            differing.join(", "),
         );
     }
     let _ = writeln!(

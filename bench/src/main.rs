@@ -405,6 +405,7 @@ async fn run(args: RunArgs) -> ExitCode {
             in_flight: Arc::new(tokio::sync::Semaphore::new(args.max_in_flight.max(1))),
         };
         let meter = probes::CpuMeter::start(args.server_pid);
+        let mut cell_loss = None;
         let first = Instant::now();
         for trial in 1..=args.trials {
             let due = first + args.interval * (trial as u32 - 1);
@@ -427,25 +428,28 @@ async fn run(args: RunArgs) -> ExitCode {
                     pollers::poll_once(&client, world, &recorder).await;
                 }
             };
-            let loss = async {
-                if !losing {
-                    return Vec::new();
-                }
+            if losing {
+                // Beside the trial, not part of it: the trial's wall and the CPU meter stop
+                // when the other reps finish; the loss is awaited after them.
                 let guids: std::collections::HashSet<String> = lost_cells
                     .iter()
                     .flat_map(|&cell| all_slots[cell].iter().map(|s| s.process_guid.clone()))
                     .collect();
-                let instances = guids.len();
-                storms::cell_loss(&client, &lost_cells, instances, guids, &recorder).await
-            };
-            let ((), (), lost) = tokio::join!(
+                let instances = lost_cells.iter().map(|&cell| all_slots[cell].len()).sum();
+                cell_loss = Some(tokio::spawn(storms::cell_loss(
+                    client.clone(),
+                    lost_cells.clone(),
+                    instances,
+                    guids,
+                    Arc::clone(&recorder),
+                )));
+            }
+            let ((), ()) = tokio::join!(
                 async {
                     loops.await;
                 },
-                polls,
-                loss
+                polls
             );
-            storms.extend(lost);
             let wall = started.elapsed().as_secs_f64();
             let report = TrialReport {
                 trial,
@@ -485,6 +489,12 @@ async fn run(args: RunArgs) -> ExitCode {
             convergence = Some(report::ConvergenceReport {
                 passes: passes.load(Ordering::Relaxed),
             });
+        }
+        if let Some(loss) = cell_loss {
+            match loss.await {
+                Ok(phases) => storms.extend(phases),
+                Err(e) => recorder.fail(format!("cell loss: {e}")),
+            }
         }
         let grace = Instant::now();
         while expectations.outstanding() > 0 && grace.elapsed() < args.event_grace {
@@ -538,6 +548,8 @@ async fn run(args: RunArgs) -> ExitCode {
         "per_cell_concurrency": args.per_cell_concurrency,
         "max_in_flight": args.max_in_flight,
         "populate_workers": args.populate_workers,
+        "push_storm": args.push_storm,
+        "cell_loss": args.cell_loss,
         "seeded": seed_report.is_some(),
         "shard": format!("{}/{}", index, count),
         "bbs_url": args.bbs_url,

@@ -1,7 +1,9 @@
-//! Storms the rep loop does not drive: thousands of apps pushed at once. `--push-storm N`
-//! sends N DesireLRPs and N DesireTasks together (bounded only by `--max-in-flight`), checks
-//! that every one is listed, then takes them away the same way (RemoveDesiredLRP, CancelTask),
-//! so the seeded world is as before for any later run. Each phase is timed per request.
+//! Storms the rep loop does not drive. `--push-storm N`: thousands of apps pushed at once, N
+//! DesireLRPs and N DesireTasks together (bounded only by `--max-in-flight`), checked listed,
+//! then taken away the same way (RemoveDesiredLRP, CancelTask); the LRPs are gone afterwards,
+//! the cancelled tasks stay COMPLETED until convergence expires them, as upstream's do, and a
+//! run's guids carry its start time so runs repeat on one store. `--cell-loss N`: cells whose
+//! presences expire. Each phase is timed.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -232,16 +234,17 @@ async fn check_listed(client: &BbsClient, tag: &str, count: usize, recorder: &Re
 /// most `convergence_repeat_interval` plus one pass. The world is changed afterwards: this is
 /// the last thing a run does.
 pub async fn cell_loss(
-    client: &BbsClient,
-    lost: &[usize],
+    client: BbsClient,
+    lost: Vec<usize>,
     instances: usize,
     guids: std::collections::HashSet<String>,
-    recorder: &Recorder,
+    recorder: Arc<Recorder>,
 ) -> Vec<StormPhase> {
+    let (client, recorder) = (&client, &*recorder);
     const TTL_SECONDS: u32 = 1;
     const GIVE_UP: std::time::Duration = std::time::Duration::from_secs(180);
     let registered = Instant::now();
-    for &cell in lost {
+    for &cell in &lost {
         let request = m::RegisterCellRequest {
             cell_presence: Some(workload::cell_presence(cell)),
             ttl_seconds: TTL_SECONDS,

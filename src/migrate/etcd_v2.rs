@@ -322,7 +322,7 @@ impl EtcdV2 {
                 }
             };
             let entry = DesiredEntry {
-                metric_tags: run_info.metric_tags.clone().into_iter().collect(),
+                metric_tags: Arc::new(run_info.metric_tags.clone().into_iter().collect()),
                 run_info: PackedRunInfo::pack(&run_info),
                 scheduling: Arc::new(scheduling),
                 update_strategy: 0,

@@ -198,6 +198,38 @@ impl RecordWrite {
         )
     }
 
+    /// About how many bytes the write sends (its blobs and text; keys and small columns
+    /// ignored), so a batch stays inside a request or packet size limit.
+    pub fn approximate_bytes(&self) -> usize {
+        match self {
+            RecordWrite::Desired(Write::Insert(lrp) | Write::Update(lrp)) => {
+                let s = &lrp.scheduling;
+                lrp.run_info.len()
+                    + s.routes.len()
+                    + s.volume_placement.len()
+                    + s.annotation.len()
+                    + s.placement_tags.as_ref().map_or(0, String::len)
+                    + s.metric_tags.as_ref().map_or(0, String::len)
+            }
+            RecordWrite::Task(Write::Insert(task) | Write::Update(task)) => {
+                task.task_definition.len()
+                    + task.result.len()
+                    + task.failure_reason.len()
+                    + task.rejection_reason.len()
+            }
+            RecordWrite::Actual(Write::Insert(lrp) | Write::Update(lrp)) => {
+                lrp.net_info.len()
+                    + lrp.crash_reason.len()
+                    + lrp.placement_error.len()
+                    + lrp.internal_routes.as_ref().map_or(0, String::len)
+                    + lrp.metric_tags.as_ref().map_or(0, String::len)
+            }
+            RecordWrite::Desired(Write::Delete(_))
+            | RecordWrite::Task(Write::Delete(_))
+            | RecordWrite::Actual(Write::Delete(_)) => 0,
+        }
+    }
+
     /// How many etcd operations the write takes (a desired LRP is two keys), so a batch stays
     /// inside etcd's per-transaction limit.
     pub fn store_ops(&self) -> usize {

@@ -100,6 +100,12 @@ pub fn apply_task_action(
     }
 }
 
+/// What the LRP convergence reads of every desired LRP, by process guid. The desired actor
+/// keeps it up to date as LRPs change, so a pass takes it as it stands instead of building
+/// it from every LRP; entries are shared, so a copy (when the actor writes while a pass holds
+/// the view) costs a pointer per LRP.
+pub type DesiredView = BTreeMap<String, Arc<Desired>>;
+
 /// What the LRP convergence knows of one desired LRP.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Desired {
@@ -232,7 +238,7 @@ impl<S: std::hash::BuildHasher> InstanceTable
 
 /// Every LRP action, per instance, for one convergence pass.
 pub fn lrp_actions(
-    desired: &BTreeMap<String, Desired>,
+    desired: &DesiredView,
     instances: &impl InstanceTable,
     cells: &HashSet<String>,
     fresh_domains: &HashSet<String>,
@@ -469,11 +475,11 @@ mod tests {
         if instances >= 0 {
             desired.insert(
                 "web".to_owned(),
-                Desired {
+                Arc::new(Desired {
                     domain: "d".into(),
                     instances,
                     ..Default::default()
-                },
+                }),
             );
         }
         let domains = if fresh {
@@ -610,7 +616,7 @@ mod tests {
     fn drift_case(desired: Desired, running: m::ActualLrp) -> Vec<LrpAction> {
         let mut map: BTreeMap<(String, i32), Instance> = BTreeMap::new();
         map.entry(("web".to_owned(), 0)).or_default().ordinary = Some(running);
-        let desired = BTreeMap::from([("web".to_owned(), desired)]);
+        let desired = BTreeMap::from([("web".to_owned(), Arc::new(desired))]);
         lrp_actions(
             &desired,
             &map,

@@ -23,7 +23,8 @@ pub struct DesiredEntry {
     /// scheduling info, and a shared one costs them a pointer rather than a deep copy.
     pub scheduling: Arc<m::DesiredLrpSchedulingInfo>,
     pub run_info: PackedRunInfo,
-    pub metric_tags: BTreeMap<String, m::MetricTagValue>,
+    /// Shared with convergence's view of the LRP (actors/src/desired_lrps.rs).
+    pub metric_tags: Arc<BTreeMap<String, m::MetricTagValue>>,
     pub update_strategy: i32,
 }
 
@@ -137,7 +138,7 @@ pub fn split(lrp: &m::DesiredLrp, epoch: String, now: Nanos) -> DesiredEntry {
     DesiredEntry {
         scheduling: Arc::new(scheduling),
         run_info: PackedRunInfo::pack(&run_info),
-        metric_tags: lrp.metric_tags.clone(),
+        metric_tags: Arc::new(lrp.metric_tags.clone()),
         update_strategy: lrp.update_strategy,
     }
 }
@@ -189,7 +190,7 @@ pub fn rebuild(entry: &DesiredEntry) -> m::DesiredLrp {
         image_password: r.image_password.clone(),
         check_definition: r.check_definition.clone(),
         image_layers: r.image_layers.clone(),
-        metric_tags: entry.metric_tags.clone(),
+        metric_tags: (*entry.metric_tags).clone(),
         sidecars: r.sidecars.clone(),
         log_rate_limit: r.log_rate_limit,
         volume_mounted_files: r.volume_mounted_files.clone(),
@@ -239,7 +240,7 @@ pub fn routing_info(entry: &DesiredEntry) -> m::DesiredLrp {
         instances: entry.scheduling.instances,
         routes: Some(entry.scheduling.routes.clone().unwrap_or_default()),
         modification_tag: entry.scheduling.modification_tag.clone(),
-        metric_tags: entry.metric_tags.clone(),
+        metric_tags: (*entry.metric_tags).clone(),
         ..Default::default()
     }
 }
@@ -277,9 +278,9 @@ pub fn update(entry: &DesiredEntry, update: &m::DesiredLrpUpdate) -> Updated {
         s.routes = Some(routes.clone());
     }
     let metric_tags_changed =
-        !update.metric_tags.is_empty() && update.metric_tags != entry.metric_tags;
+        !update.metric_tags.is_empty() && update.metric_tags != *entry.metric_tags;
     if !update.metric_tags.is_empty() {
-        after.metric_tags = update.metric_tags.clone();
+        after.metric_tags = Arc::new(update.metric_tags.clone());
     }
     if let Some(upd::OptionalImageUsername::ImageUsername(username)) =
         &update.optional_image_username
