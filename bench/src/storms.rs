@@ -41,6 +41,19 @@ fn task_guid(tag: &str, i: usize) -> String {
     format!("{}{i:06}", task_prefix(tag))
 }
 
+/// One call whose answer matters only as success or failure.
+async fn call<Req: prost::Message, Resp: crate::client::Answer>(
+    client: &BbsClient,
+    route: &'static str,
+    request: Req,
+) -> Result<(), String> {
+    client
+        .call::<_, Resp>(route, &request)
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
 /// A small one-off task, as a CF task or staging request would be.
 fn task_definition() -> m::TaskDefinition {
     m::TaskDefinition {
@@ -113,13 +126,7 @@ pub async fn push_storm(
         let request = m::DesireLrpRequest {
             desired_lrp: Some(workload::desired_lrp(&lrp_guid(tag, i))),
         };
-        async move {
-            client
-                .call::<_, m::DesiredLrpLifecycleResponse>(routes::DESIRE_LRP, &request)
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string())
-        }
+        call::<_, m::DesiredLrpLifecycleResponse>(client, routes::DESIRE_LRP, request)
     });
     let tasks = phase("storm_desire_task", count, in_flight / 2, recorder, |i| {
         let request = m::DesireTaskRequest {
@@ -127,13 +134,7 @@ pub async fn push_storm(
             task_guid: task_guid(tag, i),
             domain: workload::DOMAIN.into(),
         };
-        async move {
-            client
-                .call::<_, m::TaskLifecycleResponse>(routes::DESIRE_TASK, &request)
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string())
-        }
+        call::<_, m::TaskLifecycleResponse>(client, routes::DESIRE_TASK, request)
     });
     let (lrps, tasks) = futures::join!(lrps, tasks);
     phases.extend([lrps, tasks]);
@@ -144,25 +145,13 @@ pub async fn push_storm(
         let request = m::RemoveDesiredLrpRequest {
             process_guid: lrp_guid(tag, i),
         };
-        async move {
-            client
-                .call::<_, m::DesiredLrpLifecycleResponse>(routes::REMOVE_DESIRED_LRP, &request)
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string())
-        }
+        call::<_, m::DesiredLrpLifecycleResponse>(client, routes::REMOVE_DESIRED_LRP, request)
     });
     let cancel = phase("storm_cancel_task", count, in_flight / 2, recorder, |i| {
         let request = m::TaskGuidRequest {
             task_guid: task_guid(tag, i),
         };
-        async move {
-            client
-                .call::<_, m::TaskLifecycleResponse>(routes::CANCEL_TASK, &request)
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string())
-        }
+        call::<_, m::TaskLifecycleResponse>(client, routes::CANCEL_TASK, request)
     });
     let (remove, cancel) = futures::join!(remove, cancel);
     phases.extend([remove, cancel]);

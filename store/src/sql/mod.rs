@@ -916,18 +916,12 @@ macro_rules! sql_store {
                 }
             }
 
-            /// One record write of a group commit inside the caller's transaction.
+            /// One update or delete of a group commit inside the caller's transaction.
             async fn write_record(conn: &mut $conn, write: &RecordWrite) -> StoreResult<()> {
                 use $crate::sql::schema::desired_lrps::dsl as d;
                 use $crate::sql::schema::tasks::dsl as t;
                 let affected = match write {
                     RecordWrite::Actual(write) => return Self::write_actual(conn, write).await,
-                    RecordWrite::Desired(Write::Insert(lrp)) => {
-                        diesel::insert_into(d::desired_lrps)
-                            .values(DesiredLrpRow::from(lrp))
-                            .execute(conn)
-                            .await?
-                    }
                     RecordWrite::Desired(Write::Update(lrp)) => {
                         diesel::update(
                             d::desired_lrps
@@ -942,11 +936,12 @@ macro_rules! sql_store {
                             .execute(conn)
                             .await?
                     }
-                    RecordWrite::Task(Write::Insert(task)) => {
-                        diesel::insert_into(t::tasks)
-                            .values(TaskRow::from(task))
-                            .execute(conn)
-                            .await?
+                    // Inserts go in by table, as multi-row statements (`InsertRows`).
+                    RecordWrite::Desired(Write::Insert(_))
+                    | RecordWrite::Task(Write::Insert(_)) => {
+                        return Err(StoreError::Other(
+                            "an insert reached the row-by-row write path".into(),
+                        ))
                     }
                     RecordWrite::Task(Write::Update(task)) => {
                         diesel::update(t::tasks.filter(t::guid.eq(&task.guid)))
