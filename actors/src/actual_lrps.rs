@@ -29,8 +29,8 @@ use crate::rules::lrp_events::{self, Direct, Emitter};
 use crate::storage::StoragePool;
 use crate::write_through::{mutate, mutate_reported, Change, OwnsRecords};
 
-/// (process guid, index): one instance and its lock.
-pub type InstanceId = (String, i32);
+pub use crate::instance_table::InstanceId;
+use crate::instance_table::{SharedTable, Table};
 
 #[derive(Message)]
 #[rtype(result = "BbsResult<()>")]
@@ -97,12 +97,6 @@ pub struct DeleteUnstarted {
     pub trace_id: String,
 }
 
-#[derive(Message, Clone, Default)]
-#[rtype(result = "Vec<m::ActualLrp>")]
-pub struct ListActualLrps {
-    pub filter: ActualLrpFilter,
-}
-
 /// Every instance of one process guid, for decisions about stopping them.
 #[derive(Message)]
 #[rtype(result = "Vec<(i32, Instance)>")]
@@ -111,13 +105,9 @@ pub struct InstancesOf {
 }
 
 pub struct ActualLrpActor {
-    /// Boxed: an instance holds three ActualLRPs inline, and the table holds one slot per
-    /// bucket.
-    instances: HashMap<InstanceId, Box<Instance>>,
-    /// The instances with a row on each cell, for the reps' bulk fetches.
-    by_cell: HashMap<String, HashSet<InstanceId>>,
-    /// The indices of each process guid, so per-LRP lookups do not scan the shard.
-    by_guid: HashMap<String, std::collections::BTreeSet<i32>>,
+    /// The shard's instances, shared with readers (lists, bulk fetches) that read them under
+    /// a read lock outside this mailbox. Only this actor writes, so its own reads never wait.
+    table: SharedTable,
     locks: KeyedLocks<InstanceId>,
     storage: StoragePool,
     codec: Codec,
@@ -135,49 +125,20 @@ impl Actor for ActualLrpActor {
     }
 }
 
-fn cells_of(instance: &Instance) -> impl Iterator<Item = String> + '_ {
-    instance
-        .rows()
-        .map(|row| rules::instance_key_of(row).cell_id)
-        .filter(|cell| !cell.is_empty())
-}
-
 impl ActualLrpActor {
-    /// Takes an instance out of the table and its indexes into `touched` (once), for a
-    /// catch-up to change and put back.
+    /// Takes an instance out of the table into `touched` (once), for a catch-up to change
+    /// and put back.
     fn detach<'t>(
         &mut self,
         touched: &'t mut HashMap<InstanceId, Instance>,
         id: InstanceId,
     ) -> &'t mut Instance {
         if !touched.contains_key(&id) {
-            let old = self.instances.remove(&id).map(|b| *b);
-            self.reindex(&id, old.as_ref(), false);
-            touched.insert(id.clone(), old.unwrap_or_default());
+            let old = self.table.write().take(&id);
+            let old = old.map(Arc::unwrap_or_clone).unwrap_or_default();
+            touched.insert(id.clone(), old);
         }
         touched.entry(id).or_default()
-    }
-
-    fn reindex(&mut self, id: &InstanceId, instance: Option<&Instance>, add: bool) {
-        let Some(instance) = instance else { return };
-        if add {
-            self.by_guid.entry(id.0.clone()).or_default().insert(id.1);
-        } else if let Some(indices) = self.by_guid.get_mut(&id.0) {
-            indices.remove(&id.1);
-            if indices.is_empty() {
-                self.by_guid.remove(&id.0);
-            }
-        }
-        for cell in cells_of(instance) {
-            if add {
-                self.by_cell.entry(cell).or_default().insert(id.clone());
-            } else if let Some(ids) = self.by_cell.get_mut(&cell) {
-                ids.remove(id);
-                if ids.is_empty() {
-                    self.by_cell.remove(&cell);
-                }
-            }
-        }
     }
 }
 
@@ -207,14 +168,15 @@ fn writes(codec: &Codec, before: Option<&Instance>, after: &Instance) -> Vec<Act
 impl OwnsRecords for ActualLrpActor {
     type Key = InstanceId;
     type Record = Instance;
+    type Held<'a> = Arc<Instance>;
     type Report = Report;
 
     fn locks(&self) -> &KeyedLocks<InstanceId> {
         &self.locks
     }
 
-    fn record(&self, key: &InstanceId) -> Option<&Instance> {
-        self.instances.get(key).map(|i| &**i)
+    fn record(&self, key: &InstanceId) -> Option<Arc<Instance>> {
+        self.table.read().get(key).cloned()
     }
 
     fn persist(
@@ -238,21 +200,21 @@ impl OwnsRecords for ActualLrpActor {
     }
 
     fn apply(&mut self, key: InstanceId, change: Change<Instance>, report: Report) {
-        let old = self.instances.remove(&key).map(|i| *i);
-        self.reindex(&key, old.as_ref(), false);
-        let empty = Instance::default();
-        let new = match change {
+        let new = Arc::new(match change {
             Change::Insert(instance) | Change::Update(instance) => instance,
             Change::Delete | Change::Unchanged => Instance::default(),
+        });
+        let old = {
+            let mut table = self.table.write();
+            let old = table.take(&key);
+            table.put(key, Arc::clone(&new));
+            old
         };
+        let empty = Instance::default();
         self.events.publish_traced(
             &report.trace_id,
-            lrp_events::events(old.as_ref().unwrap_or(&empty), &new, report.emitter),
+            lrp_events::events(old.as_deref().unwrap_or(&empty), &new, report.emitter),
         );
-        if !new.is_empty() {
-            self.reindex(&key, Some(&new), true);
-            self.instances.insert(key, Box::new(new));
-        }
     }
 }
 
@@ -455,65 +417,16 @@ impl Handler<DeleteUnstarted> for ActualLrpActor {
     }
 }
 
-fn row_matches(row: &m::ActualLrp, filter: &ActualLrpFilter) -> bool {
-    let key = key_of(row);
-    filter.domain.as_ref().is_none_or(|d| *d == key.domain)
-        && filter
-            .cell_id
-            .as_ref()
-            .is_none_or(|c| *c == rules::instance_key_of(row).cell_id)
-        && filter.index.is_none_or(|i| i == key.index)
-        && filter
-            .process_guids
-            .as_ref()
-            .is_none_or(|g| g.contains(&key.process_guid))
-}
-
-impl Handler<ListActualLrps> for ActualLrpActor {
-    type Result = Vec<m::ActualLrp>;
-
-    fn handle(&mut self, msg: ListActualLrps, _: &mut Self::Context) -> Self::Result {
-        let filter = &msg.filter;
-        let candidates: Box<dyn Iterator<Item = &Instance>> =
-            match (&filter.cell_id, &filter.process_guids) {
-                (Some(cell), _) => Box::new(
-                    self.by_cell
-                        .get(cell)
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|id| self.instances.get(id).map(|i| &**i)),
-                ),
-                (None, Some(guids)) => {
-                    let (instances, by_guid) = (&self.instances, &self.by_guid);
-                    Box::new(guids.iter().flat_map(move |g| {
-                        let indices: Vec<i32> = match filter.index {
-                            Some(index) => vec![index],
-                            None => by_guid.get(g).into_iter().flatten().copied().collect(),
-                        };
-                        indices
-                            .into_iter()
-                            .filter_map(move |i| instances.get(&(g.clone(), i)).map(|b| &**b))
-                    }))
-                }
-                _ => Box::new(self.instances.values().map(|i| &**i)),
-            };
-        candidates
-            .flat_map(|instance| instance.rows())
-            .filter(|row| row_matches(row, filter))
-            .cloned()
-            .collect()
-    }
-}
-
 impl Handler<InstancesOf> for ActualLrpActor {
     type Result = Vec<(i32, Instance)>;
 
     fn handle(&mut self, msg: InstancesOf, _: &mut Self::Context) -> Self::Result {
-        let indices = self.by_guid.get(&msg.process_guid).into_iter().flatten();
-        indices
+        let table = self.table.read();
+        table
+            .indices_of(&msg.process_guid)
             .filter_map(|index| {
-                let instance = self.instances.get(&(msg.process_guid.clone(), *index))?;
-                Some((*index, (**instance).clone()))
+                let instance = table.get(&(msg.process_guid.clone(), index))?;
+                Some((index, (**instance).clone()))
             })
             .collect()
     }
@@ -555,7 +468,7 @@ impl Handler<PlanConvergence> for ActualLrpActor {
         let (shards, shard) = (self.shard_count.max(1), self.shard_index);
         crate::rules::convergence::lrp_actions(
             &msg.desired,
-            &self.instances,
+            self.table.read().instances(),
             &msg.cells,
             &msg.fresh_domains,
             now_nanos(),
@@ -688,7 +601,7 @@ impl Handler<CountLrps> for ActualLrpActor {
 
     fn handle(&mut self, _: CountLrps, _: &mut Self::Context) -> Self::Result {
         let mut counts = LrpCounts::default();
-        for ((guid, _), instance) in &self.instances {
+        for ((guid, _), instance) in self.table.read().iter() {
             if let Some(o) = &instance.ordinary {
                 match o.state.as_str() {
                     rules::UNCLAIMED => counts.unclaimed += 1,
@@ -757,18 +670,18 @@ impl Handler<Evacuate> for ActualLrpActor {
         use crate::rules::evacuation::{self as evac, DesiredForEvacuation, Evacuated};
         let now = now_nanos();
         // The LRP's own instances, through the per-guid index rather than a shard scan.
-        let running_count = self
-            .by_guid
-            .get(&msg.process_guid)
-            .into_iter()
-            .flatten()
-            .filter(|index| {
-                self.instances
-                    .get(&(msg.process_guid.clone(), **index))
-                    .and_then(|i| i.ordinary.as_ref())
-                    .is_some_and(|o| o.state == rules::RUNNING)
-            })
-            .count() as i32;
+        let running_count = {
+            let table = self.table.read();
+            table
+                .indices_of(&msg.process_guid)
+                .filter(|index| {
+                    table
+                        .get(&(msg.process_guid.clone(), *index))
+                        .and_then(|i| i.ordinary.as_ref())
+                        .is_some_and(|o| o.state == rules::RUNNING)
+                })
+                .count() as i32
+        };
         let request = msg.request;
         mutate_reported(self, id(&msg.process_guid, msg.index), move |current| {
             let instance = current.cloned().unwrap_or_default();
@@ -873,8 +786,9 @@ impl Handler<ActualVersions> for ActualLrpActor {
     type Result = Vec<(bbs_store::ActualLrpKey, bbs_store::ActualLrpVersion)>;
 
     fn handle(&mut self, _: ActualVersions, _: &mut Self::Context) -> Self::Result {
-        let mut out = Vec::with_capacity(self.instances.len());
-        for ((guid, index), instance) in &self.instances {
+        let table = self.table.read();
+        let mut out = Vec::with_capacity(table.len());
+        for ((guid, index), instance) in table.iter() {
             for presence in [
                 bbs_store::Presence::Ordinary,
                 bbs_store::Presence::Evacuating,
@@ -920,11 +834,9 @@ impl Handler<RefreshActual> for ActualLrpActor {
             let instance = self.detach(&mut touched, id(&record.process_guid, record.index));
             *instance.slot_mut(model_presence(record.presence)) = lrp;
         }
+        let mut table = self.table.write();
         for (id, instance) in touched {
-            if !instance.is_empty() {
-                self.reindex(&id, Some(&instance), true);
-                self.instances.insert(id, Box::new(instance));
-            }
+            table.put(id, Arc::new(instance));
         }
         applied
     }
@@ -935,12 +847,14 @@ crate::metered_handlers!(ActualLrpActor: ActualVersions, RefreshActual);
 
 crate::metered_handlers!(ActualLrpActor:
     CreateUnclaimed, ClaimLrp, StartLrp, CrashLrp, FailLrp, RemoveLrpInstance, RetireLrp,
-    DeleteUnstarted, ListActualLrps, InstancesOf);
+    DeleteUnstarted, InstancesOf);
 
 /// The shards, addressed by process guid.
 #[derive(Clone)]
 pub struct ActualLrps {
     shards: Arc<[Mailbox<ActualLrpActor>]>,
+    /// Each shard's table, in shard order, for reads outside the mailboxes.
+    tables: Arc<[SharedTable]>,
 }
 
 fn shard_of(process_guid: &str, shards: usize) -> usize {
@@ -986,14 +900,19 @@ impl ActualLrps {
             let presence = presence_of(&lrp);
             *instance.slot_mut(presence) = Some(lrp);
         }
+        let mut tables = Vec::with_capacity(shards);
         let mailboxes: Vec<Mailbox<ActualLrpActor>> = parts
             .into_iter()
             .enumerate()
             .map(|(i, instances)| {
-                let mut actor = ActualLrpActor {
-                    instances: HashMap::new(),
-                    by_cell: HashMap::new(),
-                    by_guid: HashMap::new(),
+                let mut table = Table::default();
+                for (id, instance) in instances {
+                    table.put(id, Arc::new(instance));
+                }
+                let table: SharedTable = Arc::new(parking_lot::RwLock::new(table));
+                tables.push(Arc::clone(&table));
+                let actor = ActualLrpActor {
+                    table,
                     locks: KeyedLocks::default(),
                     storage: storage.clone(),
                     codec: codec.clone(),
@@ -1002,10 +921,6 @@ impl ActualLrps {
                     shard_index: i,
                     shard_count: shards,
                 };
-                for (id, instance) in instances {
-                    actor.reindex(&id, Some(&instance), true);
-                    actor.instances.insert(id, Box::new(instance));
-                }
                 let addr = match arbiters.get(i % arbiters.len().max(1)) {
                     Some(arbiter) => ActualLrpActor::start_in_arbiter(arbiter, move |_| actor),
                     None => actor.start(),
@@ -1015,6 +930,7 @@ impl ActualLrps {
             .collect();
         Ok(ActualLrps {
             shards: mailboxes.into(),
+            tables: tables.into(),
         })
     }
 
@@ -1031,21 +947,16 @@ impl ActualLrps {
         &self.shards[shard_of(process_guid, self.shards.len())]
     }
 
-    /// Lists across shards (only the owning shard when the filter names one process guid).
+    /// Lists across shards (only the owning shard when the filter names one process guid),
+    /// each shard read as it stands, without a message: a list never queues behind writes.
     pub async fn list(&self, filter: ActualLrpFilter) -> BbsResult<Vec<m::ActualLrp>> {
-        let targets: Vec<&Mailbox<ActualLrpActor>> = match &filter.process_guids {
-            Some(guids) if guids.len() == 1 => vec![self.shard(&guids[0])],
-            _ => self.shards.iter().collect(),
+        let targets: Vec<&SharedTable> = match &filter.process_guids {
+            Some(guids) if guids.len() == 1 => vec![&self.tables[self.shard_index(&guids[0])]],
+            _ => self.tables.iter().collect(),
         };
-        let replies = futures::future::join_all(targets.into_iter().map(|shard| {
-            shard.call(ListActualLrps {
-                filter: filter.clone(),
-            })
-        }))
-        .await;
         let mut out = Vec::new();
-        for reply in replies {
-            out.extend(reply?);
+        for table in targets {
+            out.extend(crate::instance_table::list(table, &filter));
         }
         out.sort_by(|a, b| {
             let (ka, kb) = (key_of(a), key_of(b));

@@ -210,6 +210,7 @@ impl CellActor {
 impl OwnsRecords for CellActor {
     type Key = String;
     type Record = Registered;
+    type Held<'a> = &'a Registered;
     type Report = ();
 
     fn locks(&self) -> &KeyedLocks<String> {

@@ -15,6 +15,7 @@ use bbs_store::{DesiredLrpFilter, DesiredLrpRecord, RecordWrite, Write};
 
 use crate::clock::now_nanos;
 use crate::codec::Codec;
+use crate::desired_table::DesiredTable;
 use crate::error::{BbsError, BbsResult};
 use crate::keyed_lock::KeyedLocks;
 use crate::lrp_records::{desired_from_record, desired_to_record};
@@ -53,21 +54,6 @@ pub struct GetDesiredLrp {
     pub process_guid: String,
 }
 
-/// Desired LRPs matching the filter; `app_guids` match as process guid prefixes, OR-ed.
-#[derive(Message, Default)]
-#[rtype(result = "Vec<DesiredEntry>")]
-pub struct ListDesiredLrps {
-    pub filter: DesiredLrpFilter,
-    pub app_guids: Vec<String>,
-}
-
-/// Scheduling infos only (shared, not copied).
-#[derive(Message, Default)]
-#[rtype(result = "Vec<std::sync::Arc<m::DesiredLrpSchedulingInfo>>")]
-pub struct ListSchedulingInfos {
-    pub filter: DesiredLrpFilter,
-}
-
 /// What convergence needs of every desired LRP: counts, internal routes and metric tags,
 /// not the run infos nor the route bytes. The actor's view as it stands (shared).
 #[derive(Message)]
@@ -90,9 +76,9 @@ pub struct DesiredInstances {
 }
 
 pub struct DesiredLrpActor {
-    /// Boxed: a decoded entry is kilobytes inline, and the table holds one slot per bucket.
-    /// Changed only through `put` and `take`, which keep `view` in step.
-    lrps: HashMap<String, Box<DesiredEntry>>,
+    /// Shared with readers outside the mailbox (crate::desired_table); changed only through
+    /// `put` and `take`, which keep `view` in step.
+    lrps: DesiredTable,
     /// Convergence's view of every LRP, kept as LRPs change: a pass takes it in O(1). While a
     /// pass holds it, the next change copies it (pointers per LRP) once.
     view: Arc<DesiredView>,
@@ -118,7 +104,7 @@ impl DesiredLrpActor {
         capacity: usize,
         log: &Logger,
         events: crate::events::EventHub,
-    ) -> BbsResult<Mailbox<DesiredLrpActor>> {
+    ) -> BbsResult<(Mailbox<DesiredLrpActor>, DesiredTable)> {
         let records = storage
             .run(|store| async move { store.desired_lrps(&DesiredLrpFilter::default()).await })
             .await?;
@@ -126,7 +112,7 @@ impl DesiredLrpActor {
         for record in records {
             match desired_from_record(&codec, &record) {
                 Ok(entry) => {
-                    lrps.insert(record.scheduling.process_guid.clone(), Box::new(entry));
+                    lrps.insert(record.scheduling.process_guid.clone(), entry);
                 }
                 // A key this server lacks: stop start-up rather than serve without it.
                 Err(BbsError::UnknownKeyLabel(label)) => {
@@ -143,8 +129,9 @@ impl DesiredLrpActor {
             .iter()
             .map(|(guid, entry)| (guid.clone(), Arc::new(convergence_view(entry))))
             .collect();
+        let lrps = DesiredTable::new(lrps);
         let actor = DesiredLrpActor {
-            lrps,
+            lrps: lrps.clone(),
             view: Arc::new(view),
             locks: KeyedLocks::default(),
             storage,
@@ -152,13 +139,14 @@ impl DesiredLrpActor {
             capacity,
             events,
         };
-        Ok(Mailbox::new(actor.start(), "desired_lrps", capacity))
+        Ok((Mailbox::new(actor.start(), "desired_lrps", capacity), lrps))
     }
 }
 
 impl OwnsRecords for DesiredLrpActor {
     type Key = String;
     type Record = DesiredEntry;
+    type Held<'a> = parking_lot::MappedRwLockReadGuard<'a, DesiredEntry>;
     /// The trace id of the request that made the change.
     type Report = String;
 
@@ -166,8 +154,8 @@ impl OwnsRecords for DesiredLrpActor {
         &self.locks
     }
 
-    fn record(&self, key: &String) -> Option<&DesiredEntry> {
-        self.lrps.get(key).map(|e| &**e)
+    fn record(&self, key: &String) -> Option<Self::Held<'_>> {
+        self.lrps.entry(key, |entry| entry)
     }
 
     fn persist(
@@ -255,55 +243,7 @@ impl Handler<GetDesiredLrp> for DesiredLrpActor {
     type Result = BbsResult<DesiredEntry>;
 
     fn handle(&mut self, msg: GetDesiredLrp, _: &mut Self::Context) -> Self::Result {
-        self.lrps
-            .get(&msg.process_guid)
-            .map(|e| (**e).clone())
-            .ok_or(BbsError::NotFound)
-    }
-}
-
-fn matches(entry: &DesiredEntry, filter: &DesiredLrpFilter) -> bool {
-    filter.domain.as_ref().is_none_or(|d| d == entry.domain())
-        && filter
-            .process_guids
-            .as_ref()
-            .is_none_or(|guids| guids.iter().any(|g| g == entry.process_guid()))
-}
-
-impl Handler<ListDesiredLrps> for DesiredLrpActor {
-    type Result = Vec<DesiredEntry>;
-
-    fn handle(&mut self, msg: ListDesiredLrps, _: &mut Self::Context) -> Self::Result {
-        let mut out: Vec<DesiredEntry> = self
-            .lrps
-            .values()
-            .filter(|e| matches(e, &msg.filter))
-            .filter(|e| {
-                msg.app_guids.is_empty()
-                    || msg
-                        .app_guids
-                        .iter()
-                        .any(|a| e.process_guid().starts_with(a.as_str()))
-            })
-            .map(|e| (**e).clone())
-            .collect();
-        out.sort_by(|a, b| a.process_guid().cmp(b.process_guid()));
-        out
-    }
-}
-
-impl Handler<ListSchedulingInfos> for DesiredLrpActor {
-    type Result = Vec<std::sync::Arc<m::DesiredLrpSchedulingInfo>>;
-
-    fn handle(&mut self, msg: ListSchedulingInfos, _: &mut Self::Context) -> Self::Result {
-        let mut out: Vec<&DesiredEntry> = self
-            .lrps
-            .values()
-            .map(|e| &**e)
-            .filter(|e| matches(e, &msg.filter))
-            .collect();
-        out.sort_by(|a, b| a.process_guid().cmp(b.process_guid()));
-        out.into_iter().map(|e| e.scheduling.clone()).collect()
+        self.lrps.get(&msg.process_guid).ok_or(BbsError::NotFound)
     }
 }
 
@@ -332,14 +272,14 @@ fn convergence_view(entry: &DesiredEntry) -> Desired {
 
 impl DesiredLrpActor {
     /// Holds `entry` under `guid`, returning what it replaces.
-    fn put(&mut self, guid: String, entry: DesiredEntry) -> Option<Box<DesiredEntry>> {
+    fn put(&mut self, guid: String, entry: DesiredEntry) -> Option<DesiredEntry> {
         Arc::make_mut(&mut self.view).insert(guid.clone(), Arc::new(convergence_view(&entry)));
-        self.lrps.insert(guid, Box::new(entry))
+        self.lrps.write().insert(guid, entry)
     }
 
     /// Drops the LRP under `guid`, returning it.
-    fn take(&mut self, guid: &str) -> Option<Box<DesiredEntry>> {
-        let taken = self.lrps.remove(guid)?;
+    fn take(&mut self, guid: &str) -> Option<DesiredEntry> {
+        let taken = self.lrps.write().remove(guid)?;
         Arc::make_mut(&mut self.view).remove(guid);
         Some(taken)
     }
@@ -351,7 +291,7 @@ impl Handler<SchedulingInfosOf> for DesiredLrpActor {
     fn handle(&mut self, msg: SchedulingInfosOf, _: &mut Self::Context) -> Self::Result {
         msg.process_guids
             .iter()
-            .filter_map(|guid| self.lrps.get(guid).map(|e| e.scheduling.clone()))
+            .filter_map(|guid| self.lrps.read().get(guid).map(|e| e.scheduling.clone()))
             .collect()
     }
 }
@@ -363,7 +303,7 @@ impl Handler<DesiredInstances> for DesiredLrpActor {
         msg.process_guids
             .into_iter()
             .filter_map(|guid| {
-                let instances = self.lrps.get(&guid)?.instances();
+                let instances = self.lrps.read().get(&guid)?.instances();
                 Some((guid, instances))
             })
             .collect()
@@ -371,8 +311,7 @@ impl Handler<DesiredInstances> for DesiredLrpActor {
 }
 
 crate::metered_handlers!(DesiredLrpActor:
-    DesireLrp, UpdateLrp, RemoveLrp, GetDesiredLrp, ListDesiredLrps, ListSchedulingInfos,
-    ConvergenceView, SchedulingInfosOf, DesiredInstances);
+    DesireLrp, UpdateLrp, RemoveLrp, GetDesiredLrp, ConvergenceView, SchedulingInfosOf, DesiredInstances);
 
 /// The version of every desired LRP held, for a standby's catch-up (crate::standby).
 #[derive(Message)]
@@ -392,6 +331,7 @@ impl Handler<DesiredVersions> for DesiredLrpActor {
 
     fn handle(&mut self, _: DesiredVersions, _: &mut Self::Context) -> Self::Result {
         self.lrps
+            .read()
             .iter()
             .map(|(guid, entry)| {
                 let tag = entry

@@ -67,6 +67,7 @@ impl DomainActor {
 impl OwnsRecords for DomainActor {
     type Key = String;
     type Record = Nanos;
+    type Held<'a> = &'a Nanos;
     type Report = ();
 
     fn locks(&self) -> &KeyedLocks<String> {

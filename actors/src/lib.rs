@@ -13,11 +13,13 @@ pub mod clock;
 pub mod codec;
 pub mod converger;
 pub mod desired_lrps;
+pub mod desired_table;
 pub mod domains;
 pub mod encryptor;
 pub mod error;
 pub mod events;
 mod group_commit;
+mod instance_table;
 pub mod keyed_lock;
 pub mod keyring;
 pub mod lrp_records;
@@ -26,6 +28,7 @@ pub mod mailbox;
 pub mod outbound;
 pub mod rep;
 pub mod rules;
+pub mod shared_map;
 pub mod standby;
 pub mod storage;
 pub mod tasks;
@@ -134,6 +137,8 @@ pub struct Bbs {
     pub storage: StoragePool,
     pub domains: Mailbox<domains::DomainActor>,
     pub tasks: Mailbox<tasks::TaskActor>,
+    /// The tasks as the task actor holds them, for reads outside its mailbox.
+    pub task_table: tasks::TaskTable,
     pub lrps: lrps::Lrps,
     pub encryptor: Mailbox<encryptor::EncryptorActor>,
     pub events: events::EventHub,
@@ -183,7 +188,7 @@ impl Bbs {
             settings.communication_timeout,
             tls,
         )?;
-        let desired = desired_lrps::DesiredLrpActor::start(
+        let (desired, desired_table) = desired_lrps::DesiredLrpActor::start(
             storage.clone(),
             codec.clone(),
             settings.mailbox_capacity,
@@ -203,6 +208,7 @@ impl Bbs {
         .await?;
         let lrps = lrps::Lrps {
             desired,
+            desired_table,
             actual,
             auctioneer: auctioneer.clone(),
             cells: directory.clone(),
@@ -211,7 +217,7 @@ impl Bbs {
         };
         let active = Activation::default();
         let (callbacks, callback_receiver) = CallbackQueue::new(CALLBACK_QUEUE_CAPACITY);
-        let tasks = tasks::TaskActor::start(tasks::TaskActorDeps {
+        let (tasks, task_table) = tasks::TaskActor::start(tasks::TaskActorDeps {
             storage: storage.clone(),
             codec: codec.clone(),
             auctioneer,
@@ -262,6 +268,7 @@ impl Bbs {
             storage,
             domains,
             tasks,
+            task_table,
             lrps,
             encryptor,
             events,

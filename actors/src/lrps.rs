@@ -22,6 +22,8 @@ use crate::rules::desired_lrps::DesiredEntry;
 #[derive(Clone)]
 pub struct Lrps {
     pub desired: Mailbox<DesiredLrpActor>,
+    /// The desired LRPs as the actor holds them, for reads outside its mailbox.
+    pub desired_table: crate::desired_table::DesiredTable,
     pub actual: ActualLrps,
     pub auctioneer: AuctioneerClient,
     pub cells: crate::cells::Directory,

@@ -23,6 +23,7 @@ use crate::error::{BbsError, BbsResult};
 use crate::keyed_lock::KeyedLocks;
 use crate::mailbox::Mailbox;
 use crate::rules::tasks as rules;
+use crate::shared_map::SharedMap;
 use crate::storage::StoragePool;
 use crate::write_through::{mutate, Change, OwnsRecords};
 
@@ -86,18 +87,6 @@ pub struct DeleteTask {
     pub guid: String,
 }
 
-#[derive(Message)]
-#[rtype(result = "Vec<Task>")]
-pub struct ListTasks {
-    pub filter: TaskFilter,
-}
-
-#[derive(Message)]
-#[rtype(result = "BbsResult<Task>")]
-pub struct GetTask {
-    pub guid: String,
-}
-
 /// What the task actor needs from the rest of the system.
 pub struct TaskActorDeps {
     pub storage: StoragePool,
@@ -116,8 +105,37 @@ pub struct TaskActorDeps {
     pub active: crate::Activation,
 }
 
+/// Every task by guid. Shared pointers: a list copies pointers under the read lock and the
+/// tasks after releasing it.
+pub type TaskTable = SharedMap<Arc<Task>>;
+
+impl SharedMap<Arc<Task>> {
+    /// The tasks matching `filter`, by guid, as they stood when the read lock was taken.
+    pub fn list(&self, filter: &TaskFilter) -> Vec<Task> {
+        let held: Vec<Arc<Task>> = self
+            .read()
+            .values()
+            .filter(|t| {
+                filter.domain.as_ref().is_none_or(|d| *d == t.domain)
+                    && filter.cell_id.as_ref().is_none_or(|c| *c == t.cell_id)
+            })
+            .cloned()
+            .collect();
+        let mut tasks: Vec<Task> = held.iter().map(|t| (**t).clone()).collect();
+        tasks.sort_by(|a, b| a.task_guid.cmp(&b.task_guid));
+        tasks
+    }
+
+    /// A copy of the task under `guid`.
+    pub fn task(&self, guid: &str) -> BbsResult<Task> {
+        let held = self.get(guid).ok_or(BbsError::NotFound)?;
+        Ok((*held).clone())
+    }
+}
+
 pub struct TaskActor {
-    tasks: HashMap<String, Task>,
+    /// Shared with readers outside the mailbox; only this actor writes.
+    tasks: TaskTable,
     locks: KeyedLocks<String>,
     deps: Arc<TaskActorDeps>,
 }
@@ -180,7 +198,7 @@ pub fn from_record(codec: &Codec, record: TaskRecord) -> BbsResult<Task> {
 
 impl TaskActor {
     /// Loads every task and starts the actor. Undecodable rows are skipped and kept.
-    pub async fn start(deps: TaskActorDeps) -> BbsResult<Mailbox<TaskActor>> {
+    pub async fn start(deps: TaskActorDeps) -> BbsResult<(Mailbox<TaskActor>, TaskTable)> {
         let records = deps
             .storage
             .run(|store| async move { store.tasks(&TaskFilter::default()).await })
@@ -190,7 +208,7 @@ impl TaskActor {
             let guid = record.guid.clone();
             match from_record(&deps.codec, record) {
                 Ok(task) => {
-                    tasks.insert(guid, task);
+                    tasks.insert(guid, Arc::new(task));
                 }
                 // A key this server lacks: stop start-up rather than serve without it.
                 Err(BbsError::UnknownKeyLabel(label)) => {
@@ -206,13 +224,14 @@ impl TaskActor {
             }
         }
         let capacity = deps.mailbox_capacity;
+        let tasks = TaskTable::new(tasks);
         let actor = TaskActor {
-            tasks,
+            tasks: tasks.clone(),
             locks: KeyedLocks::default(),
             deps: Arc::new(deps),
         };
         let mailbox = Mailbox::new(actor.start(), "tasks", capacity);
-        Ok(mailbox)
+        Ok((mailbox, tasks))
     }
 
     /// Queues the callbacks owed from before a restart.
@@ -231,14 +250,15 @@ impl TaskActor {
 impl OwnsRecords for TaskActor {
     type Key = String;
     type Record = Task;
+    type Held<'a> = parking_lot::MappedRwLockReadGuard<'a, Task>;
     type Report = ();
 
     fn locks(&self) -> &KeyedLocks<String> {
         &self.locks
     }
 
-    fn record(&self, key: &String) -> Option<&Task> {
-        self.tasks.get(key)
+    fn record(&self, key: &String) -> Option<Self::Held<'_>> {
+        self.tasks.entry(key, |task| &**task)
     }
 
     fn persist(
@@ -262,17 +282,19 @@ impl OwnsRecords for TaskActor {
         let event = match change {
             Change::Unchanged => None,
             Change::Insert(task) => {
-                self.tasks.insert(key, task.clone());
+                self.tasks.write().insert(key, Arc::new(task.clone()));
                 Some(Event::TaskCreated(Box::new(task)))
             }
-            Change::Update(task) => self
-                .tasks
-                .insert(key, task.clone())
-                .map(|before| Event::TaskChanged(Box::new(before), Box::new(task))),
-            Change::Delete => self
-                .tasks
-                .remove(&key)
-                .map(|t| Event::TaskRemoved(Box::new(t))),
+            Change::Update(task) => {
+                let before = self.tasks.write().insert(key, Arc::new(task.clone()));
+                before.map(|before| {
+                    Event::TaskChanged(Box::new(Arc::unwrap_or_clone(before)), Box::new(task))
+                })
+            }
+            Change::Delete => {
+                let removed = self.tasks.write().remove(&key);
+                removed.map(|t| Event::TaskRemoved(Box::new(Arc::unwrap_or_clone(t))))
+            }
         };
         self.deps.events.publish(event.into_iter().collect());
     }
@@ -504,6 +526,7 @@ impl Handler<SweepCallbacks> for TaskActor {
         let mut owed = 0;
         let due: Vec<(String, rules::SweepAction)> = self
             .tasks
+            .read()
             .values()
             .map(|t| {
                 (
@@ -601,7 +624,7 @@ impl Handler<ConvergeTasks> for TaskActor {
         let mut counts = TaskCounts::default();
         let mut kicks = Vec::new();
         let mut work = Vec::new();
-        for task in self.tasks.values() {
+        for task in self.tasks.read().values() {
             match rules::state(task) {
                 State::Pending => counts.pending += 1,
                 State::Running => counts.running += 1,
@@ -636,37 +659,11 @@ impl Handler<ConvergeTasks> for TaskActor {
     }
 }
 
-impl Handler<ListTasks> for TaskActor {
-    type Result = Vec<Task>;
-
-    fn handle(&mut self, msg: ListTasks, _: &mut Self::Context) -> Self::Result {
-        let mut tasks: Vec<Task> = self
-            .tasks
-            .values()
-            .filter(|t| {
-                msg.filter.domain.as_ref().is_none_or(|d| *d == t.domain)
-                    && msg.filter.cell_id.as_ref().is_none_or(|c| *c == t.cell_id)
-            })
-            .cloned()
-            .collect();
-        tasks.sort_by(|a, b| a.task_guid.cmp(&b.task_guid));
-        tasks
-    }
-}
-
-impl Handler<GetTask> for TaskActor {
-    type Result = BbsResult<Task>;
-
-    fn handle(&mut self, msg: GetTask, _: &mut Self::Context) -> Self::Result {
-        self.tasks.get(&msg.guid).cloned().ok_or(BbsError::NotFound)
-    }
-}
-
 use actix::ActorFutureExt as _;
 
 crate::metered_handlers!(TaskActor:
     DesireTask, StartTask, CancelTask, FailTask, RejectTask, CompleteTask, ResolvingTask,
-    DeleteTask, ListTasks, GetTask, SweepCallbacks, ConvergeTasks,
+    DeleteTask, SweepCallbacks, ConvergeTasks,
     ApplyTaskAction);
 
 /// The version of every task held, for a standby's catch-up (crate::standby).
@@ -687,6 +684,7 @@ impl Handler<TaskVersions> for TaskActor {
 
     fn handle(&mut self, _: TaskVersions, _: &mut Self::Context) -> Self::Result {
         self.tasks
+            .read()
             .iter()
             .map(|(guid, task)| {
                 let version = bbs_store::TaskVersion {
@@ -706,13 +704,13 @@ impl Handler<RefreshTasks> for TaskActor {
     fn handle(&mut self, msg: RefreshTasks, _: &mut Self::Context) -> usize {
         let mut applied = 0;
         for guid in msg.removed {
-            applied += usize::from(self.tasks.remove(&guid).is_some());
+            applied += usize::from(self.tasks.write().remove(&guid).is_some());
         }
         for record in msg.records {
             let guid = record.guid.clone();
             match from_record(&self.deps.codec, record) {
                 Ok(task) => {
-                    self.tasks.insert(guid, task);
+                    self.tasks.write().insert(guid, Arc::new(task));
                     applied += 1;
                 }
                 // What it held before is stale now: not served rather than served wrong.
@@ -720,7 +718,7 @@ impl Handler<RefreshTasks> for TaskActor {
                     metrics::counter!("bbs_records_undecodable_total", "kind" => "task")
                         .increment(1);
                     warn!(self.deps.log, "task-undecodable-dropped"; "task_guid" => &guid, "error" => %e);
-                    self.tasks.remove(&guid);
+                    self.tasks.write().remove(&guid);
                 }
             }
         }

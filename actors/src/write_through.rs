@@ -30,8 +30,14 @@ pub trait OwnsRecords: Actor<Context = Context<Self>> {
     /// events follow from the record alone.
     type Report: Default + Unpin + 'static;
 
+    /// How `record` hands a record out: a plain borrow, or a shared pointer where readers on
+    /// other threads share the table behind a lock.
+    type Held<'a>: std::ops::Deref<Target = Self::Record>
+    where
+        Self: 'a;
+
     fn locks(&self) -> &KeyedLocks<Self::Key>;
-    fn record(&self, key: &Self::Key) -> Option<&Self::Record>;
+    fn record(&self, key: &Self::Key) -> Option<Self::Held<'_>>;
     /// Writes a change to the store; called only for changes other than `Unchanged`.
     /// `before` is the record as memory has it now.
     fn persist(
@@ -76,14 +82,14 @@ where
             .into_actor(actor)
             .then(
                 move |guard, actor, _| -> LocalBoxActorFuture<A, BbsResult<R>> {
-                    let (change, report, outcome) = match decide(actor.record(&key)) {
+                    let (change, report, outcome) = match decide(actor.record(&key).as_deref()) {
                         Ok(decision) => decision,
                         Err(e) => return Box::pin(ready(Err(e))),
                     };
                     if matches!(change, Change::Unchanged) {
                         return Box::pin(ready(Ok(outcome)));
                     }
-                    let persisting = actor.persist(&key, actor.record(&key), &change);
+                    let persisting = actor.persist(&key, actor.record(&key).as_deref(), &change);
                     Box::pin(persisting.into_actor(actor).map(move |result, actor, _| {
                         if result.is_ok() {
                             actor.apply(key, change, report);

@@ -3,7 +3,6 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use bbs_actors::actual_lrps::{self as actual, group};
-use bbs_actors::desired_lrps::{GetDesiredLrp, ListDesiredLrps, ListSchedulingInfos};
 use bbs_actors::rules::actual_lrps::Running;
 use bbs_actors::rules::desired_lrps::{populate_metrics_guid, rebuild, routing_info, to_v2};
 use bbs_actors::rules::validation;
@@ -94,18 +93,16 @@ async fn list_entries(
     with_app_guids: bool,
 ) -> BbsResult<Vec<bbs_actors::rules::desired_lrps::DesiredEntry>> {
     let request: m::DesiredLrpsRequest = decode(body)?;
-    let message = ListDesiredLrps {
-        filter: DesiredLrpFilter {
-            domain: non_empty(request.domain),
-            process_guids: guids(request.process_guids),
-        },
-        app_guids: if with_app_guids {
-            request.app_guids
-        } else {
-            Vec::new()
-        },
+    let filter = DesiredLrpFilter {
+        domain: non_empty(request.domain),
+        process_guids: guids(request.process_guids),
     };
-    state.bbs()?.lrps.desired.call(message).await
+    let app_guids = if with_app_guids {
+        request.app_guids
+    } else {
+        Vec::new()
+    };
+    Ok(state.bbs()?.lrps.desired_table.list(&filter, &app_guids))
 }
 
 async fn get_entry(
@@ -114,10 +111,8 @@ async fn get_entry(
 ) -> BbsResult<bbs_actors::rules::desired_lrps::DesiredEntry> {
     let request: m::DesiredLrpByProcessGuidRequest = decode(body)?;
     validation::process_guid_present(&request.process_guid)?;
-    let message = GetDesiredLrp {
-        process_guid: request.process_guid,
-    };
-    state.bbs()?.lrps.desired.call(message).await?
+    let table = &state.bbs()?.lrps.desired_table;
+    table.get(&request.process_guid).ok_or(BbsError::NotFound)
 }
 
 pub async fn list(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse {
@@ -169,13 +164,11 @@ pub async fn get_r2(state: web::Data<ApiState>, body: web::Bytes) -> HttpRespons
 pub async fn scheduling_infos(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse {
     let result: BbsResult<Vec<std::sync::Arc<m::DesiredLrpSchedulingInfo>>> = async {
         let request: m::DesiredLrpsRequest = decode(&body)?;
-        let message = ListSchedulingInfos {
-            filter: DesiredLrpFilter {
-                domain: non_empty(request.domain),
-                process_guids: guids(request.process_guids),
-            },
+        let filter = DesiredLrpFilter {
+            domain: non_empty(request.domain),
+            process_guids: guids(request.process_guids),
         };
-        state.bbs()?.lrps.desired.call(message).await
+        Ok(state.bbs()?.lrps.desired_table.scheduling_infos(&filter))
     }
     .await;
     match result {
@@ -197,14 +190,11 @@ pub async fn scheduling_info(state: web::Data<ApiState>, body: web::Bytes) -> Ht
 pub async fn routing_infos(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse {
     let result: BbsResult<Vec<m::DesiredLrp>> = async {
         let request: m::DesiredLrpsRequest = decode(&body)?;
-        let message = ListDesiredLrps {
-            filter: DesiredLrpFilter {
-                domain: None,
-                process_guids: guids(request.process_guids),
-            },
-            app_guids: Vec::new(),
+        let filter = DesiredLrpFilter {
+            domain: None,
+            process_guids: guids(request.process_guids),
         };
-        let entries = state.bbs()?.lrps.desired.call(message).await?;
+        let entries = state.bbs()?.lrps.desired_table.list(&filter, &[]);
         Ok(entries.iter().map(routing_info).collect())
     }
     .await;

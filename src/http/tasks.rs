@@ -148,16 +148,13 @@ async fn list_tasks(state: &ApiState, body: &[u8]) -> BbsResult<Vec<m::Task>> {
         domain: Some(request.domain).filter(|d| !d.is_empty()),
         cell_id: Some(request.cell_id).filter(|c| !c.is_empty()),
     };
-    state.bbs()?.tasks.call(t::ListTasks { filter }).await
+    Ok(state.bbs()?.task_table.list(&filter))
 }
 
 async fn get_task(state: &ApiState, body: &[u8]) -> BbsResult<m::Task> {
     let request: m::TaskByGuidRequest = decode(body)?;
     validation::task_guid_present(&request.task_guid)?;
-    let message = t::GetTask {
-        guid: request.task_guid,
-    };
-    state.bbs()?.tasks.call(message).await?
+    state.bbs()?.task_table.task(&request.task_guid)
 }
 
 pub async fn list(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse {

@@ -226,7 +226,7 @@ impl InstanceTable for BTreeMap<(String, i32), Instance> {
 }
 
 impl<S: std::hash::BuildHasher> InstanceTable
-    for std::collections::HashMap<(String, i32), Box<Instance>, S>
+    for std::collections::HashMap<(String, i32), std::sync::Arc<Instance>, S>
 {
     fn each(&self) -> Box<dyn Iterator<Item = (&(String, i32), &Instance)> + '_> {
         Box::new(self.iter().map(|(k, v)| (k, &**v)))
