@@ -126,17 +126,16 @@ impl Actor for ActualLrpActor {
 }
 
 impl ActualLrpActor {
-    /// Takes an instance out of the table into `touched` (once), for a catch-up to change
-    /// and put back.
+    /// A copy of an instance in `touched` (taken once), for a catch-up to change and put
+    /// back; the table keeps serving the original until then.
     fn detach<'t>(
-        &mut self,
+        &self,
         touched: &'t mut HashMap<InstanceId, Instance>,
         id: InstanceId,
     ) -> &'t mut Instance {
         if !touched.contains_key(&id) {
-            let old = self.table.write().take(&id);
-            let old = old.map(Arc::unwrap_or_clone).unwrap_or_default();
-            touched.insert(id.clone(), old);
+            let held = self.table.read().get(&id).map(|i| (**i).clone());
+            touched.insert(id.clone(), held.unwrap_or_default());
         }
         touched.entry(id).or_default()
     }
@@ -949,19 +948,42 @@ impl ActualLrps {
 
     /// Lists across shards (only the owning shard when the filter names one process guid),
     /// each shard read as it stands, without a message: a list never queues behind writes.
+    /// A list of a cell or of named LRPs is small and read in place; a wide one (every
+    /// instance, or a domain's) copies each shard's rows on a blocking thread, in parallel,
+    /// so it holds no HTTP worker for the copy.
     pub async fn list(&self, filter: ActualLrpFilter) -> BbsResult<Vec<m::ActualLrp>> {
-        let targets: Vec<&SharedTable> = match &filter.process_guids {
-            Some(guids) if guids.len() == 1 => vec![&self.tables[self.shard_index(&guids[0])]],
-            _ => self.tables.iter().collect(),
-        };
-        let mut out = Vec::new();
-        for table in targets {
-            out.extend(crate::instance_table::list(table, &filter));
-        }
-        out.sort_by(|a, b| {
+        let by_key = |a: &m::ActualLrp, b: &m::ActualLrp| {
             let (ka, kb) = (key_of(a), key_of(b));
             (ka.process_guid, ka.index, a.presence).cmp(&(kb.process_guid, kb.index, b.presence))
-        });
+        };
+        let mut out = Vec::new();
+        if filter.cell_id.is_some() || filter.process_guids.is_some() {
+            let targets: Vec<&SharedTable> = match &filter.process_guids {
+                Some(guids) if guids.len() == 1 => {
+                    vec![&self.tables[self.shard_index(&guids[0])]]
+                }
+                _ => self.tables.iter().collect(),
+            };
+            for table in targets {
+                out.extend(crate::instance_table::list(table, &filter));
+            }
+        } else {
+            let filter = Arc::new(filter);
+            let copies = self.tables.iter().map(|table| {
+                let (table, filter) = (Arc::clone(table), Arc::clone(&filter));
+                tokio::task::spawn_blocking(move || {
+                    let mut rows = crate::instance_table::list(&table, &filter);
+                    rows.sort_by(by_key);
+                    rows
+                })
+            });
+            for copied in futures::future::join_all(copies).await {
+                let rows = copied.map_err(|e| BbsError::Unavailable(e.to_string()))?;
+                out.extend(rows);
+            }
+        }
+        // The shards' runs are sorted already where they were copied apart: merging is cheap.
+        out.sort_by(by_key);
         Ok(out)
     }
 }

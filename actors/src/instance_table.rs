@@ -1,9 +1,9 @@
 //! One actual LRP shard's instances and their indexes, shared between the shard (the only
 //! writer) and readers on any thread. Lists and a rep's bulk fetch read it under a short read
-//! lock instead of queueing in the shard's mailbox behind re-asserts, so a 250K-instance list
-//! neither waits for writes nor holds them up: under the lock a read only collects the
-//! matching instances' pointers (each instance is an `Arc` the shard replaces, never changes
-//! in place); the rows are copied after the lock is released.
+//! lock instead of queueing in the shard's mailbox behind re-asserts: under the lock a read
+//! only collects the matching instances' pointers (each instance is an `Arc` the shard
+//! replaces, never changes in place), so it holds the shard's writes up for no longer than
+//! that; the rows are copied after the lock is released.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
