@@ -971,18 +971,13 @@ impl ActualLrps {
             let filter = Arc::new(filter);
             let copies = self.tables.iter().map(|table| {
                 let (table, filter) = (Arc::clone(table), Arc::clone(&filter));
-                tokio::task::spawn_blocking(move || {
-                    let mut rows = crate::instance_table::list(&table, &filter);
-                    rows.sort_by(by_key);
-                    rows
-                })
+                tokio::task::spawn_blocking(move || crate::instance_table::list(&table, &filter))
             });
             for copied in futures::future::join_all(copies).await {
                 let rows = copied.map_err(|e| BbsError::Unavailable(e.to_string()))?;
                 out.extend(rows);
             }
         }
-        // The shards' runs are sorted already where they were copied apart: merging is cheap.
         out.sort_by(by_key);
         Ok(out)
     }
