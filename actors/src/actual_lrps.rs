@@ -24,13 +24,13 @@ use crate::error::{BbsError, BbsResult};
 use crate::keyed_lock::KeyedLocks;
 use crate::lrp_records::{actual_from_record, actual_to_record};
 use crate::mailbox::Mailbox;
-use crate::rules::actual_lrps::{self as rules, key_of, presence_of, Instance, Retire, Running};
+use crate::rules::actual_lrps::{self as rules, presence_of, Instance, Retire, Running};
 use crate::rules::lrp_events::{self, Direct, Emitter};
 use crate::storage::StoragePool;
 use crate::write_through::{mutate, mutate_reported, Change, OwnsRecords};
 
 pub use crate::instance_table::InstanceId;
-use crate::instance_table::{SharedTable, Table};
+use crate::instance_table::{order_key, SharedTable, Table};
 
 #[derive(Message)]
 #[rtype(result = "BbsResult<()>")]
@@ -952,10 +952,7 @@ impl ActualLrps {
     /// instance, or a domain's) copies each shard's rows on a blocking thread, in parallel,
     /// so it holds no HTTP worker for the copy.
     pub async fn list(&self, filter: ActualLrpFilter) -> BbsResult<Vec<m::ActualLrp>> {
-        let by_key = |a: &m::ActualLrp, b: &m::ActualLrp| {
-            let (ka, kb) = (key_of(a), key_of(b));
-            (ka.process_guid, ka.index, a.presence).cmp(&(kb.process_guid, kb.index, b.presence))
-        };
+        let by_key = |a: &m::ActualLrp, b: &m::ActualLrp| order_key(a).cmp(&order_key(b));
         let mut out = Vec::new();
         if filter.cell_id.is_some() || filter.process_guids.is_some() {
             let targets: Vec<&SharedTable> = match &filter.process_guids {
