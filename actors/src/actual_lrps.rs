@@ -203,12 +203,7 @@ impl OwnsRecords for ActualLrpActor {
             Change::Insert(instance) | Change::Update(instance) => instance,
             Change::Delete | Change::Unchanged => Instance::default(),
         });
-        let old = {
-            let mut table = self.table.write();
-            let old = table.take(&key);
-            table.put(key, Arc::clone(&new));
-            old
-        };
+        let old = self.table.write().put(key, Arc::clone(&new));
         let empty = Instance::default();
         self.events.publish_traced(
             &report.trace_id,

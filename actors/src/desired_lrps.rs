@@ -48,12 +48,6 @@ pub struct RemoveLrp {
     pub trace_id: String,
 }
 
-#[derive(Message)]
-#[rtype(result = "BbsResult<DesiredEntry>")]
-pub struct GetDesiredLrp {
-    pub process_guid: String,
-}
-
 /// What convergence needs of every desired LRP: counts, internal routes and metric tags,
 /// not the run infos nor the route bytes. The actor's view as it stands (shared).
 #[derive(Message)]
@@ -239,14 +233,6 @@ impl Handler<RemoveLrp> for DesiredLrpActor {
     }
 }
 
-impl Handler<GetDesiredLrp> for DesiredLrpActor {
-    type Result = BbsResult<DesiredEntry>;
-
-    fn handle(&mut self, msg: GetDesiredLrp, _: &mut Self::Context) -> Self::Result {
-        self.lrps.get(&msg.process_guid).ok_or(BbsError::NotFound)
-    }
-}
-
 impl Handler<ConvergenceView> for DesiredLrpActor {
     type Result = Arc<DesiredView>;
 
@@ -311,7 +297,7 @@ impl Handler<DesiredInstances> for DesiredLrpActor {
 }
 
 crate::metered_handlers!(DesiredLrpActor:
-    DesireLrp, UpdateLrp, RemoveLrp, GetDesiredLrp, ConvergenceView, SchedulingInfosOf, DesiredInstances);
+    DesireLrp, UpdateLrp, RemoveLrp, ConvergenceView, SchedulingInfosOf, DesiredInstances);
 
 /// The version of every desired LRP held, for a standby's catch-up (crate::standby).
 #[derive(Message)]

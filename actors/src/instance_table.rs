@@ -82,14 +82,14 @@ impl Table {
         Some(old)
     }
 
-    /// Puts an instance in (replacing any held under `id`); an empty one is only removed.
-    pub fn put(&mut self, id: InstanceId, instance: Arc<Instance>) {
-        self.take(&id);
-        if instance.is_empty() {
-            return;
+    /// Puts an instance in, answering the one it replaces; an empty one is only removed.
+    pub fn put(&mut self, id: InstanceId, instance: Arc<Instance>) -> Option<Arc<Instance>> {
+        let old = self.take(&id);
+        if !instance.is_empty() {
+            self.reindex(&id, &instance, true);
+            self.instances.insert(id, instance);
         }
-        self.reindex(&id, &instance, true);
-        self.instances.insert(id, instance);
+        old
     }
 
     fn reindex(&mut self, id: &InstanceId, instance: &Instance, add: bool) {

@@ -1,7 +1,7 @@
 //! LRP operations that span the desired and actual actors: desiring creates instances and
 //! asks for their placement, scaling adds or retires instances, a crash that restarts at once
-//! asks for a new placement. These are plain async functions over the actors' mailboxes, so
-//! no actor ever waits on another inside its handler.
+//! asks for a new placement. These are plain async functions over the actors' mailboxes (and
+//! the desired table, for reads), so no actor ever waits on another inside its handler.
 
 use slog::{info, warn, Logger};
 
@@ -11,8 +11,8 @@ use crate::actual_lrps::{
     ActualLrps, CrashLrp, CreateUnclaimed, DeleteUnstarted, InstancesOf, RetireLrp,
 };
 use crate::auctioneer::{AuctioneerClient, LrpStartRequest};
-use crate::desired_lrps::{DesireLrp, DesiredLrpActor, GetDesiredLrp, RemoveLrp, UpdateLrp};
-use crate::error::BbsResult;
+use crate::desired_lrps::{DesireLrp, DesiredLrpActor, RemoveLrp, UpdateLrp};
+use crate::error::{BbsError, BbsResult};
 use crate::mailbox::Mailbox;
 use crate::rep::{InternalRoute, LrpInstanceUpdate};
 use crate::rules::actual_lrps::{self as rules, Instance};
@@ -254,11 +254,9 @@ impl Lrps {
         let restart_now = self.actual.shard(&process_guid).call(request).await??;
         if restart_now {
             let entry = self
-                .desired
-                .call(GetDesiredLrp {
-                    process_guid: process_guid.clone(),
-                })
-                .await??;
+                .desired_table
+                .get(&process_guid)
+                .ok_or(BbsError::NotFound)?;
             self.auction(&entry, vec![index], "").await;
         }
         Ok(())
@@ -313,7 +311,7 @@ impl Lrps {
             })
             .await??;
         if answer.auction {
-            if let Ok(Ok(entry)) = self.desired.call(GetDesiredLrp { process_guid }).await {
+            if let Some(entry) = self.desired_table.get(&process_guid) {
                 self.auction(&entry, vec![index], "").await;
             }
         }
@@ -322,17 +320,8 @@ impl Lrps {
 
     /// The desired LRP's update strategy and instance count, for evacuate-running.
     pub async fn evacuation_target(&self, process_guid: &str) -> BbsResult<Option<(i32, i32)>> {
-        match self
-            .desired
-            .call(GetDesiredLrp {
-                process_guid: process_guid.to_owned(),
-            })
-            .await?
-        {
-            Ok(entry) => Ok(Some((entry.update_strategy, entry.instances()))),
-            Err(crate::error::BbsError::NotFound) => Ok(None),
-            Err(e) => Err(e),
-        }
+        let entry = self.desired_table.get(process_guid);
+        Ok(entry.map(|e| (e.update_strategy, e.instances())))
     }
 }
 
