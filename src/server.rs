@@ -20,6 +20,9 @@ use crate::http::{api_app, debug_app, health_app, ApiState};
 /// this only keeps a long wait's backlog small.
 const STANDBY_REFRESH: Duration = Duration::from_secs(60);
 
+/// How long a server waits on its first attempt at the lock before it starts loading anyway.
+const FIRST_LOCK_ATTEMPT: Duration = Duration::from_secs(5);
+
 /// How long an idle API connection is kept: longer than Go's 90 s client idle timeout.
 const KEEP_ALIVE_SECONDS: u64 = 120;
 
@@ -329,8 +332,23 @@ pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>
     // The lock is sought, and once held refreshed, by tasks of their own, so nothing this
     // server does meanwhile (loading, catching up) delays a refresh.
     let runner = run.activity.runner.clone();
-    let mut acquired = actix_rt::spawn(async move { runner.acquire().await });
-    let mut held = false;
+    // One attempt before the first read: a server that holds the lock before it loads has
+    // every acknowledged write once the load ends, since no other server may write after the
+    // lock changed hands, so it skips the catch-up (at 250,000 LRPs, seconds of reading every
+    // record's version). A standby's attempt fails at once and it loads as before.
+    let mut held = matches!(
+        tokio::time::timeout(FIRST_LOCK_ATTEMPT, runner.try_acquire()).await,
+        Ok(true)
+    );
+    let held_before_load = held;
+    if held {
+        run.hold();
+    }
+    let mut acquired = actix_rt::spawn(async move {
+        if !held_before_load {
+            runner.acquire().await
+        }
+    });
     let loading = std::time::Instant::now();
     let mut load = Box::pin(Bbs::start(store, &actor_settings, &handles, &log));
     let loaded = loop {
@@ -383,23 +401,27 @@ pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>
             }
         }
     }
-    let catching_up = std::time::Instant::now();
-    let caught_up = tokio::select! {
-        caught_up = bbs.catch_up(&log) => caught_up,
-        lost = run.lost() => {
-            error!(log, "lost-lock-while-starting"; "error" => lost);
-            return run.finish(1, false, &log).await;
-        }
-    };
-    match caught_up {
-        Ok(report) => {
-            info!(log, "caught-up"; "duration_ms" => catching_up.elapsed().as_millis() as u64,
-                "tasks" => report.tasks, "desired_lrps" => report.desired_lrps, "actual_lrps" => report.actual_lrps,
-                "versions_read_ms" => report.versions_read.as_millis() as u64);
-        }
-        Err(e) => {
-            error!(log, "catch-up-failed"; "error" => %e);
-            return run.finish(1, true, &log).await;
+    if held_before_load {
+        info!(log, "catch-up-skipped"; "reason" => "the lock was held before the first read");
+    } else {
+        let catching_up = std::time::Instant::now();
+        let caught_up = tokio::select! {
+            caught_up = bbs.catch_up(&log) => caught_up,
+            lost = run.lost() => {
+                error!(log, "lost-lock-while-starting"; "error" => lost);
+                return run.finish(1, false, &log).await;
+            }
+        };
+        match caught_up {
+            Ok(report) => {
+                info!(log, "caught-up"; "duration_ms" => catching_up.elapsed().as_millis() as u64,
+                    "tasks" => report.tasks, "desired_lrps" => report.desired_lrps, "actual_lrps" => report.actual_lrps,
+                    "versions_read_ms" => report.versions_read.as_millis() as u64);
+            }
+            Err(e) => {
+                error!(log, "catch-up-failed"; "error" => %e);
+                return run.finish(1, true, &log).await;
+            }
         }
     }
     if let Err(e) = bbs.activate().await {

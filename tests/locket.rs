@@ -427,6 +427,14 @@ async fn failover(backend: Backend, with_locket: bool) {
         "the load ran: {}",
         acknowledged.len()
     );
+    // The first node held the lock before it read anything, so it had nothing to catch up
+    // on; the standby loaded while the other acted, so it caught up when it took over.
+    assert!(a.log().contains("\"bbs.catch-up-skipped\""), "{}", a.log());
+    assert!(
+        b.log().contains("\"bbs.caught-up\"") && !b.log().contains("catch-up-skipped"),
+        "{}",
+        b.log()
+    );
     let stored = task_guids(&b).await;
     let lost: Vec<&String> = acknowledged
         .iter()

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use actix::{Actor, ArbiterHandle, Context, Handler, Message, ResponseActFuture};
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use slog::{warn, Logger};
+use slog::{info, warn, Logger};
 
 use bbs_models as m;
 use bbs_models::actual_lrp::Presence;
@@ -869,12 +869,20 @@ impl ActualLrps {
         events: crate::events::EventHub,
     ) -> BbsResult<ActualLrps> {
         let shards = shards.max(1);
+        let reading = std::time::Instant::now();
         let records = storage
             .run(|store| async move { store.actual_lrps(&ActualLrpFilter::default()).await })
             .await?;
+        let (read, decoding, count) = (reading.elapsed(), std::time::Instant::now(), records.len());
+        let decoder = codec.clone();
+        let decoded = crate::load::decode_all(records, move |record| {
+            let lrp = actual_from_record(&decoder, &record);
+            (record.process_guid, record.index, lrp)
+        })
+        .await?;
         let mut parts: Vec<HashMap<InstanceId, Instance>> = vec![HashMap::new(); shards];
-        for record in records {
-            let lrp = match actual_from_record(&codec, &record) {
+        for (process_guid, index, lrp) in decoded {
+            let lrp = match lrp {
                 Ok(lrp) => lrp,
                 // A key this server lacks: stop start-up rather than serve without it.
                 Err(BbsError::UnknownKeyLabel(label)) => {
@@ -883,17 +891,17 @@ impl ActualLrps {
                 Err(e) => {
                     metrics::counter!("bbs_records_undecodable_total", "kind" => "actual_lrp")
                         .increment(1);
-                    warn!(log, "actual-lrp-undecodable-skipped"; "process_guid" => &record.process_guid, "index" => record.index, "error" => %e);
+                    warn!(log, "actual-lrp-undecodable-skipped"; "process_guid" => &process_guid, "index" => index, "error" => %e);
                     continue;
                 }
             };
-            let part = &mut parts[shard_of(&record.process_guid, shards)];
-            let instance = part
-                .entry(id(&record.process_guid, record.index))
-                .or_default();
+            let part = &mut parts[shard_of(&process_guid, shards)];
+            let instance = part.entry(id(&process_guid, index)).or_default();
             let presence = presence_of(&lrp);
             *instance.slot_mut(presence) = Some(lrp);
         }
+        info!(log, "loaded"; "kind" => "actual_lrps", "records" => count,
+            "read_ms" => read.as_millis() as u64, "decode_ms" => decoding.elapsed().as_millis() as u64);
         let mut tables = Vec::with_capacity(shards);
         let mailboxes: Vec<Mailbox<ActualLrpActor>> = parts
             .into_iter()

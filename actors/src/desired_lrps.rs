@@ -8,7 +8,7 @@ use std::sync::Arc;
 use actix::{Actor, Context, Handler, Message, ResponseActFuture};
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use slog::{warn, Logger};
+use slog::{info, warn, Logger};
 
 use bbs_models as m;
 use bbs_store::{DesiredLrpFilter, DesiredLrpRecord, RecordWrite, Write};
@@ -99,14 +99,27 @@ impl DesiredLrpActor {
         log: &Logger,
         events: crate::events::EventHub,
     ) -> BbsResult<(Mailbox<DesiredLrpActor>, DesiredTable)> {
+        let reading = std::time::Instant::now();
         let records = storage
             .run(|store| async move { store.desired_lrps(&DesiredLrpFilter::default()).await })
             .await?;
-        let mut lrps = HashMap::with_capacity(records.len());
-        for record in records {
-            match desired_from_record(&codec, &record) {
-                Ok(entry) => {
-                    lrps.insert(record.scheduling.process_guid.clone(), entry);
+        let (read, decoding) = (reading.elapsed(), std::time::Instant::now());
+        let decoder = codec.clone();
+        let decoded = crate::load::decode_all(records, move |record| {
+            let entry = desired_from_record(&decoder, &record).map(|entry| {
+                let view = Arc::new(convergence_view(&entry));
+                (entry, view)
+            });
+            (record.scheduling.process_guid, entry)
+        })
+        .await?;
+        let mut lrps = HashMap::with_capacity(decoded.len());
+        let mut view = std::collections::BTreeMap::new();
+        for (process_guid, entry) in decoded {
+            match entry {
+                Ok((entry, converging)) => {
+                    view.insert(process_guid.clone(), converging);
+                    lrps.insert(process_guid, entry);
                 }
                 // A key this server lacks: stop start-up rather than serve without it.
                 Err(BbsError::UnknownKeyLabel(label)) => {
@@ -115,14 +128,12 @@ impl DesiredLrpActor {
                 Err(e) => {
                     metrics::counter!("bbs_records_undecodable_total", "kind" => "desired_lrp")
                         .increment(1);
-                    warn!(log, "desired-lrp-undecodable-skipped"; "process_guid" => &record.scheduling.process_guid, "error" => %e);
+                    warn!(log, "desired-lrp-undecodable-skipped"; "process_guid" => &process_guid, "error" => %e);
                 }
             }
         }
-        let view = lrps
-            .iter()
-            .map(|(guid, entry)| (guid.clone(), Arc::new(convergence_view(entry))))
-            .collect();
+        info!(log, "loaded"; "kind" => "desired_lrps", "records" => lrps.len(),
+            "read_ms" => read.as_millis() as u64, "decode_ms" => decoding.elapsed().as_millis() as u64);
         let lrps = DesiredTable::new(lrps);
         let actor = DesiredLrpActor {
             lrps: lrps.clone(),

@@ -22,6 +22,7 @@ mod group_commit;
 mod instance_table;
 pub mod keyed_lock;
 pub mod keyring;
+mod load;
 pub mod lrp_records;
 pub mod lrps;
 pub mod mailbox;
@@ -188,24 +189,25 @@ impl Bbs {
             settings.communication_timeout,
             tls,
         )?;
-        let (desired, desired_table) = desired_lrps::DesiredLrpActor::start(
-            storage.clone(),
-            codec.clone(),
-            settings.mailbox_capacity,
-            log,
-            events.clone(),
-        )
-        .await?;
-        let actual = actual_lrps::ActualLrps::start(
-            storage.clone(),
-            codec.clone(),
-            arbiters.len().max(1),
-            settings.mailbox_capacity,
-            arbiters,
-            log,
-            events.clone(),
-        )
-        .await?;
+        // Desired and actual LRPs load together: one's read overlaps the other's decoding.
+        let ((desired, desired_table), actual) = futures::try_join!(
+            desired_lrps::DesiredLrpActor::start(
+                storage.clone(),
+                codec.clone(),
+                settings.mailbox_capacity,
+                log,
+                events.clone(),
+            ),
+            actual_lrps::ActualLrps::start(
+                storage.clone(),
+                codec.clone(),
+                arbiters.len().max(1),
+                settings.mailbox_capacity,
+                arbiters,
+                log,
+                events.clone(),
+            )
+        )?;
         let lrps = lrps::Lrps {
             desired,
             desired_table,

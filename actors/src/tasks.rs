@@ -199,14 +199,21 @@ pub fn from_record(codec: &Codec, record: TaskRecord) -> BbsResult<Task> {
 impl TaskActor {
     /// Loads every task and starts the actor. Undecodable rows are skipped and kept.
     pub async fn start(deps: TaskActorDeps) -> BbsResult<(Mailbox<TaskActor>, TaskTable)> {
+        let reading = std::time::Instant::now();
         let records = deps
             .storage
             .run(|store| async move { store.tasks(&TaskFilter::default()).await })
             .await?;
-        let mut tasks = HashMap::with_capacity(records.len());
-        for record in records {
+        let (read, decoding) = (reading.elapsed(), std::time::Instant::now());
+        let decoder = deps.codec.clone();
+        let decoded = crate::load::decode_all(records, move |record| {
             let guid = record.guid.clone();
-            match from_record(&deps.codec, record) {
+            (guid, from_record(&decoder, record))
+        })
+        .await?;
+        let mut tasks = HashMap::with_capacity(decoded.len());
+        for (guid, task) in decoded {
+            match task {
                 Ok(task) => {
                     tasks.insert(guid, Arc::new(task));
                 }
@@ -223,6 +230,8 @@ impl TaskActor {
                 }
             }
         }
+        info!(deps.log, "loaded"; "kind" => "tasks", "records" => tasks.len(),
+            "read_ms" => read.as_millis() as u64, "decode_ms" => decoding.elapsed().as_millis() as u64);
         let capacity = deps.mailbox_capacity;
         let tasks = TaskTable::new(tasks);
         let actor = TaskActor {

@@ -117,12 +117,7 @@ impl LockRunner {
         let mut first = true;
         loop {
             match self.attempt().await {
-                Ok(()) => {
-                    slog::info!(self.log, "acquired-lock"; "key" => BBS_LOCK_KEY, "owner" => &self.settings.owner);
-                    metrics::gauge!("bbs_lock_held").set(1.0);
-                    metrics::counter!("bbs_lock_acquisitions_total").increment(1);
-                    return;
-                }
+                Ok(()) => return self.acquired(),
                 Err(LocketError::LockCollision) if !first => {}
                 Err(e) => {
                     let holder = match self.locket.fetch(BBS_LOCK_KEY).await {
@@ -135,6 +130,23 @@ impl LockRunner {
             first = false;
             self.pause().await;
         }
+    }
+
+    /// One attempt at the lock, without retrying: whether it is now held. A server tries once
+    /// before it loads its records, since a lock held before the first read means no other
+    /// server can have written since.
+    pub async fn try_acquire(&self) -> bool {
+        let held = self.attempt().await.is_ok();
+        if held {
+            self.acquired();
+        }
+        held
+    }
+
+    fn acquired(&self) {
+        slog::info!(self.log, "acquired-lock"; "key" => BBS_LOCK_KEY, "owner" => &self.settings.owner);
+        metrics::gauge!("bbs_lock_held").set(1.0);
+        metrics::counter!("bbs_lock_acquisitions_total").increment(1);
     }
 
     /// Refreshes the held lock every retry interval; returns the error that lost it.
