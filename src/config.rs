@@ -107,6 +107,13 @@ pub struct Settings {
     pub lock_retry_interval: Duration,
     #[serde(with = "humantime_serde")]
     pub db_connection_timeout: Duration,
+    /// Bounds each store read (upstream's DSN read timeout; 0 = none).
+    #[serde(with = "humantime_serde")]
+    pub db_read_timeout: Duration,
+    /// Bounds each store write: past it the write fails, and its record is read back once
+    /// the store answers again (upstream's DSN write timeout; 0 = none).
+    #[serde(with = "humantime_serde")]
+    pub db_write_timeout: Duration,
 
     // Logging and identity.
     pub log_level: String,
@@ -131,8 +138,6 @@ pub struct Settings {
     pub access_log_path: Option<serde_json::Value>,
     pub max_idle_database_connections: Option<serde_json::Value>,
     pub max_database_connection_lifetime: Option<serde_json::Value>,
-    pub db_read_timeout: Option<serde_json::Value>,
-    pub db_write_timeout: Option<serde_json::Value>,
     pub enable_db_health_check: Option<serde_json::Value>,
     pub health_check_interval: Option<serde_json::Value>,
     pub health_check_timeout: Option<serde_json::Value>,
@@ -152,7 +157,7 @@ pub struct Settings {
 impl Settings {
     /// Names of the ignored upstream keys that are set, for a start-up log line.
     pub fn ignored_keys(&self) -> Vec<&'static str> {
-        let all: [(&'static str, bool); 23] = [
+        let all: [(&'static str, bool); 21] = [
             (
                 "etcd_client_session_cache_size",
                 self.etcd_client_session_cache_size.is_some(),
@@ -172,8 +177,6 @@ impl Settings {
                 "max_database_connection_lifetime",
                 self.max_database_connection_lifetime.is_some(),
             ),
-            ("db_read_timeout", self.db_read_timeout.is_some()),
-            ("db_write_timeout", self.db_write_timeout.is_some()),
             (
                 "enable_db_health_check",
                 self.enable_db_health_check.is_some(),
@@ -272,6 +275,8 @@ impl Default for Settings {
             lock_ttl: Duration::from_secs(15),
             lock_retry_interval: Duration::from_secs(5),
             db_connection_timeout: Duration::from_secs(600),
+            db_read_timeout: Duration::from_secs(600),
+            db_write_timeout: Duration::from_secs(600),
             log_level: "info".into(),
             session_name: "bbs".into(),
             uuid: None,
@@ -286,8 +291,6 @@ impl Default for Settings {
             access_log_path: None,
             max_idle_database_connections: None,
             max_database_connection_lifetime: None,
-            db_read_timeout: None,
-            db_write_timeout: None,
             enable_db_health_check: None,
             health_check_interval: None,
             health_check_timeout: None,
@@ -334,6 +337,8 @@ const ENV_KEYS: &[&str] = &[
     "auctioneer_address",
     "auctioneer_require_tls",
     "communication_timeout",
+    "db_read_timeout",
+    "db_write_timeout",
     "converge_repeat_interval",
     "kick_task_duration",
     "expire_pending_task_duration",

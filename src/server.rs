@@ -303,6 +303,10 @@ pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>
     let handles: Vec<_> = arbiters.iter().map(|a| a.handle()).collect();
     let actor_settings = ActorSettings {
         storage_actors: settings.storage_actors(),
+        store_timeouts: bbs_actors::storage::StoreTimeouts::new(
+            settings.db_read_timeout,
+            settings.db_write_timeout,
+        ),
         mailbox_capacity: settings.actor_mailbox_capacity,
         auctioneer_address: settings.auctioneer_address.clone(),
         communication_timeout: settings.communication_timeout,

@@ -931,7 +931,48 @@ async fn a_thousand_tasks_leave_nothing_behind(backend: Backend) {
     );
 }
 
+/// A client that resolved a task with no callback just before the server restarted can still
+/// delete it: the restarted server leaves it Resolving (upstream demotes a Resolving task only
+/// after kick_task_duration). Found by tests/crash.rs.
+async fn a_task_resolved_before_a_restart_can_still_be_deleted(backend: Backend) {
+    let slow_kick = || ActorSettings {
+        kick_task_duration: Duration::from_secs(3600),
+        ..settings(None)
+    };
+    let Some(b) = TestBbs::start(backend, slow_kick()).await else {
+        return;
+    };
+    assert_eq!(desire(&b, "t1", None).await, None);
+    assert_eq!(start(&b, "t1", "cell-1").await.error, None);
+    assert_eq!(complete(&b, "t1", "cell-1").await, None);
+    assert_eq!(guid_call(&b, "/v1/tasks/resolving", "t1").await, None);
+    let again = TestBbs::on(b.store, slow_kick()).await;
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(state_of(&task(&again, "t1").await), State::Resolving);
+    assert_eq!(guid_call(&again, "/v1/tasks/delete", "t1").await, None);
+}
+
+/// Upstream's convergence demotes a task Resolving for longer than kick_task_duration back to
+/// Completed, and hands it to the callback worker, which does nothing without a callback URL:
+/// the task stays Completed (it is not resolved again by the server).
+async fn a_stuck_resolving_task_without_a_callback_goes_back_to_completed(backend: Backend) {
+    let Some(b) = bbs(backend).await else { return };
+    assert_eq!(desire(&b, "t1", None).await, None);
+    assert_eq!(start(&b, "t1", "cell-1").await.error, None);
+    assert_eq!(complete(&b, "t1", "cell-1").await, None);
+    assert_eq!(guid_call(&b, "/v1/tasks/resolving", "t1").await, None);
+    // kick_task_duration is 300 ms here: a few sweeps pass.
+    actix_web::rt::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(state_of(&task(&b, "t1").await), State::Completed);
+    assert_eq!(
+        b.store.store.task("t1").await.unwrap().unwrap().state,
+        State::Completed as i32
+    );
+}
+
 on_every_backend!(
+    a_stuck_resolving_task_without_a_callback_goes_back_to_completed,
+    a_task_resolved_before_a_restart_can_still_be_deleted,
     desire_creates_a_pending_task,
     desire_twice_is_resource_exists,
     a_refused_write_fails_only_its_own_request,

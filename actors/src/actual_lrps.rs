@@ -16,7 +16,7 @@ use slog::{info, warn, Logger};
 
 use bbs_models as m;
 use bbs_models::actual_lrp::Presence;
-use bbs_store::{ActualLrpFilter, ActualLrpWrite, RecordWrite};
+use bbs_store::{ActualLrpFilter, ActualLrpRecord, ActualLrpWrite, RecordWrite};
 
 use crate::clock::now_nanos;
 use crate::codec::Codec;
@@ -27,7 +27,7 @@ use crate::mailbox::Mailbox;
 use crate::rules::actual_lrps::{self as rules, presence_of, Instance, Retire, Running};
 use crate::rules::lrp_events::{self, Direct, Emitter};
 use crate::storage::StoragePool;
-use crate::write_through::{mutate, mutate_reported, Change, OwnsRecords};
+use crate::write_through::{mutate, mutate_reported, Change, OwnsRecords, Unsettled};
 
 pub use crate::instance_table::InstanceId;
 use crate::instance_table::{order_key, SharedTable, Table};
@@ -115,6 +115,7 @@ pub struct ActualLrpActor {
     events: crate::events::EventHub,
     shard_index: usize,
     shard_count: usize,
+    unsettled: Unsettled<InstanceId>,
 }
 
 impl Actor for ActualLrpActor {
@@ -196,6 +197,43 @@ impl OwnsRecords for ActualLrpActor {
             .collect();
         let storage = self.storage.clone();
         async move { storage.write(batch).await }.boxed()
+    }
+
+    type Stored = Vec<ActualLrpRecord>;
+
+    fn unsettled(&mut self) -> &mut Unsettled<InstanceId> {
+        &mut self.unsettled
+    }
+
+    fn reload(&self, key: &InstanceId) -> BoxFuture<'static, BbsResult<Vec<ActualLrpRecord>>> {
+        let filter = ActualLrpFilter {
+            process_guids: Some(vec![key.0.clone()]),
+            index: Some(key.1),
+            ..ActualLrpFilter::default()
+        };
+        let storage = self.storage.clone();
+        async move {
+            storage
+                .run(move |s| async move { s.actual_lrps(&filter).await })
+                .await
+        }
+        .boxed()
+    }
+
+    /// The instance becomes exactly the rows the store holds; a row that does not decode
+    /// leaves its slot empty (what was held is stale).
+    fn settle(&mut self, key: &InstanceId, stored: Vec<ActualLrpRecord>) {
+        let mut instance = Instance::default();
+        for record in stored {
+            match actual_from_record(&self.codec, &record) {
+                Ok(lrp) => *instance.slot_mut(model_presence(record.presence)) = Some(lrp),
+                Err(_) => {
+                    metrics::counter!("bbs_records_undecodable_total", "kind" => "actual_lrp")
+                        .increment(1)
+                }
+            }
+        }
+        self.table.write().put(key.clone(), Arc::new(instance));
     }
 
     fn apply(&mut self, key: InstanceId, change: Change<Instance>, report: Report) {
@@ -922,6 +960,7 @@ impl ActualLrps {
                     events: events.clone(),
                     shard_index: i,
                     shard_count: shards,
+                    unsettled: Unsettled::default(),
                 };
                 let addr = match arbiters.get(i % arbiters.len().max(1)) {
                     Some(arbiter) => ActualLrpActor::start_in_arbiter(arbiter, move |_| actor),

@@ -22,7 +22,7 @@ use crate::error::{BbsError, BbsResult};
 use crate::keyed_lock::KeyedLocks;
 use crate::mailbox::Mailbox;
 use crate::storage::StoragePool;
-use crate::write_through::{mutate, Change, OwnsRecords};
+use crate::write_through::{mutate, Change, OwnsRecords, Unsettled};
 
 /// Where the BBS learns which cells are present.
 #[async_trait]
@@ -147,6 +147,8 @@ pub struct CellActor {
     cells: HashMap<String, Registered>,
     locks: KeyedLocks<String>,
     storage: StoragePool,
+    unsettled: Unsettled<String>,
+    log: slog::Logger,
 }
 
 impl Actor for CellActor {
@@ -202,6 +204,8 @@ impl CellActor {
             cells: decode_cells(records, log),
             locks: KeyedLocks::default(),
             storage,
+            unsettled: Unsettled::default(),
+            log: log.clone(),
         };
         Ok(Mailbox::new(actor.start(), "cells", 1024))
     }
@@ -240,7 +244,7 @@ impl OwnsRecords for CellActor {
         let cell_id = key.clone();
         async move {
             storage
-                .run(move |store| async move {
+                .run_write(move |store| async move {
                     match record {
                         Some(record) => store.upsert_cell(&record).await,
                         None => store.delete_cell(&cell_id).await,
@@ -249,6 +253,27 @@ impl OwnsRecords for CellActor {
                 .await
         }
         .boxed()
+    }
+
+    type Stored = Option<CellRecord>;
+
+    fn unsettled(&mut self) -> &mut Unsettled<String> {
+        &mut self.unsettled
+    }
+
+    fn reload(&self, key: &String) -> BoxFuture<'static, BbsResult<Option<CellRecord>>> {
+        let (storage, cell_id) = (self.storage.clone(), key.clone());
+        async move {
+            let cells = storage.run(|s| async move { s.cells().await }).await?;
+            Ok(cells.into_iter().find(|c| c.cell_id == cell_id))
+        }
+        .boxed()
+    }
+
+    fn settle(&mut self, key: &String, stored: Option<CellRecord>) {
+        self.cells.remove(key);
+        self.cells
+            .extend(decode_cells(stored.into_iter().collect(), &self.log));
     }
 
     fn apply(&mut self, key: String, change: Change<Registered>, _: ()) {

@@ -23,7 +23,7 @@ use crate::mailbox::Mailbox;
 use crate::rules::convergence::{Desired, DesiredView};
 use crate::rules::desired_lrps::{self as rules, DesiredEntry, Updated};
 use crate::storage::StoragePool;
-use crate::write_through::{mutate_reported, Change, OwnsRecords};
+use crate::write_through::{mutate_reported, Change, OwnsRecords, Unsettled};
 
 #[derive(Message)]
 #[rtype(result = "BbsResult<DesiredEntry>")]
@@ -81,6 +81,7 @@ pub struct DesiredLrpActor {
     codec: Codec,
     capacity: usize,
     events: crate::events::EventHub,
+    unsettled: Unsettled<String>,
 }
 
 impl Actor for DesiredLrpActor {
@@ -143,6 +144,7 @@ impl DesiredLrpActor {
             codec,
             capacity,
             events,
+            unsettled: Unsettled::default(),
         };
         Ok((Mailbox::new(actor.start(), "desired_lrps", capacity), lrps))
     }
@@ -177,6 +179,26 @@ impl OwnsRecords for DesiredLrpActor {
         };
         let storage = self.storage.clone();
         async move { storage.write(vec![RecordWrite::Desired(write?)]).await }.boxed()
+    }
+
+    type Stored = Option<DesiredLrpRecord>;
+
+    fn unsettled(&mut self) -> &mut Unsettled<String> {
+        &mut self.unsettled
+    }
+
+    fn reload(&self, key: &String) -> BoxFuture<'static, BbsResult<Option<DesiredLrpRecord>>> {
+        let (storage, guid) = (self.storage.clone(), key.clone());
+        async move {
+            storage
+                .run(move |s| async move { s.desired_lrp(&guid).await })
+                .await
+        }
+        .boxed()
+    }
+
+    fn settle(&mut self, key: &String, stored: Option<DesiredLrpRecord>) {
+        self.refresh_one(key, stored);
     }
 
     fn apply(&mut self, key: String, change: Change<DesiredEntry>, trace_id: String) {
@@ -274,6 +296,27 @@ impl DesiredLrpActor {
         self.lrps.write().insert(guid, entry)
     }
 
+    /// Puts what the store holds for `guid` in memory; whether an LRP is held afterwards.
+    fn refresh_one(&mut self, guid: &str, stored: Option<DesiredLrpRecord>) -> bool {
+        let Some(record) = stored else {
+            self.take(guid);
+            return false;
+        };
+        match desired_from_record(&self.codec, &record) {
+            Ok(entry) => {
+                self.put(guid.to_owned(), entry);
+                true
+            }
+            // What it held before is stale now: not served rather than served wrong.
+            Err(_) => {
+                metrics::counter!("bbs_records_undecodable_total", "kind" => "desired_lrp")
+                    .increment(1);
+                self.take(guid);
+                false
+            }
+        }
+    }
+
     /// Drops the LRP under `guid`, returning it.
     fn take(&mut self, guid: &str) -> Option<DesiredEntry> {
         let taken = self.lrps.write().remove(guid)?;
@@ -356,18 +399,8 @@ impl Handler<RefreshDesired> for DesiredLrpActor {
             applied += usize::from(self.take(&guid).is_some());
         }
         for record in msg.records {
-            match desired_from_record(&self.codec, &record) {
-                Ok(entry) => {
-                    self.put(record.scheduling.process_guid.clone(), entry);
-                    applied += 1;
-                }
-                // What it held before is stale now: not served rather than served wrong.
-                Err(_) => {
-                    metrics::counter!("bbs_records_undecodable_total", "kind" => "desired_lrp")
-                        .increment(1);
-                    self.take(&record.scheduling.process_guid);
-                }
-            }
+            let guid = record.scheduling.process_guid.clone();
+            applied += usize::from(self.refresh_one(&guid, Some(record)));
         }
         applied
     }

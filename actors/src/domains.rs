@@ -15,7 +15,7 @@ use crate::keyed_lock::KeyedLocks;
 use crate::mailbox::Mailbox;
 use crate::rules::domains::{expire_time, is_fresh};
 use crate::storage::StoragePool;
-use crate::write_through::{mutate, Change, OwnsRecords};
+use crate::write_through::{mutate, Change, OwnsRecords, Unsettled};
 
 /// Upserts a domain with a TTL in seconds (0 = never expires).
 #[derive(Message)]
@@ -35,6 +35,7 @@ pub struct DomainActor {
     storage: StoragePool,
     locks: KeyedLocks<String>,
     capacity: usize,
+    unsettled: Unsettled<String>,
 }
 
 impl Actor for DomainActor {
@@ -59,6 +60,7 @@ impl DomainActor {
             storage,
             locks: KeyedLocks::default(),
             capacity,
+            unsettled: Unsettled::default(),
         };
         Ok(Mailbox::new(actor.start(), "domains", capacity))
     }
@@ -96,7 +98,7 @@ impl OwnsRecords for DomainActor {
         let domain = key.clone();
         async move {
             storage
-                .run(move |store| async move {
+                .run_write(move |store| async move {
                     match record {
                         Some(record) => store.upsert_domain(&record).await,
                         None => store.delete_domain(&domain).await,
@@ -105,6 +107,33 @@ impl OwnsRecords for DomainActor {
                 .await
         }
         .boxed()
+    }
+
+    type Stored = Option<Nanos>;
+
+    fn unsettled(&mut self) -> &mut Unsettled<String> {
+        &mut self.unsettled
+    }
+
+    fn reload(&self, key: &String) -> BoxFuture<'static, BbsResult<Option<Nanos>>> {
+        let (storage, domain) = (self.storage.clone(), key.clone());
+        async move {
+            let domains = storage
+                .run(|store| async move { store.domains().await })
+                .await?;
+            Ok(domains
+                .into_iter()
+                .find(|d| d.domain == domain)
+                .map(|d| d.expire_time))
+        }
+        .boxed()
+    }
+
+    fn settle(&mut self, key: &String, stored: Option<Nanos>) {
+        match stored {
+            Some(expiry) => self.expiries.insert(key.clone(), expiry),
+            None => self.expiries.remove(key),
+        };
     }
 
     fn apply(&mut self, key: String, change: Change<Nanos>, _: ()) {

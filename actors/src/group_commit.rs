@@ -242,13 +242,13 @@ async fn write_records(
     writes: Vec<RecordWrite>,
 ) -> (Vec<RecordWrite>, StoreResult<()>) {
     let outcome = runner
-        .run(move |store| async move {
+        .run_write(move |store| async move {
             let result = store.write_records(&writes).await;
             Ok((writes, result))
         })
         .await;
     match outcome {
         Ok((writes, result)) => (writes, result),
-        Err(e) => (Vec::new(), Err(StoreError::Unavailable(e.to_string()))),
+        Err(e) => (Vec::new(), Err(e)),
     }
 }

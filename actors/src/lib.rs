@@ -59,6 +59,8 @@ const CALLBACK_QUEUE_CAPACITY: usize = 10_000;
 pub struct ActorSettings {
     /// Storage actors, and so concurrent store operations.
     pub storage_actors: usize,
+    /// Bounds on each store read and write (db_read_timeout, db_write_timeout).
+    pub store_timeouts: storage::StoreTimeouts,
     /// Messages each actor's mailbox holds before senders wait.
     pub mailbox_capacity: usize,
     pub auctioneer_address: Option<String>,
@@ -113,6 +115,10 @@ impl Default for ActorSettings {
     fn default() -> Self {
         ActorSettings {
             storage_actors: 8,
+            store_timeouts: storage::StoreTimeouts::new(
+                Duration::from_secs(600),
+                Duration::from_secs(600),
+            ),
             mailbox_capacity: 1024,
             auctioneer_address: None,
             communication_timeout: Duration::from_secs(10),
@@ -165,6 +171,7 @@ impl Bbs {
             store,
             settings.storage_actors,
             settings.mailbox_capacity,
+            settings.store_timeouts,
             arbiters,
         );
         let domains =

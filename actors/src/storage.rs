@@ -9,6 +9,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::{
     Actor, ActorFutureExt, ArbiterHandle, AsyncContext, AtomicResponse, Context, Handler, Message,
@@ -28,6 +29,9 @@ type StoreWork<R> = Box<dyn FnOnce(Arc<dyn Store>) -> BoxFuture<'static, StoreRe
 /// One store operation.
 pub struct StoreOp<R> {
     work: StoreWork<R>,
+    /// Past this the operation fails as the store being away (db_read_timeout or
+    /// db_write_timeout); `None` waits as long as the store takes.
+    timeout: Option<Duration>,
 }
 
 impl<R: 'static> Message for StoreOp<R> {
@@ -76,12 +80,21 @@ impl<R: Send + 'static> Handler<Metered<StoreOp<R>>> for StoreActor {
         let op = message.open();
         // Spawned, so a write that has begun completes even if its caller goes away.
         let work = (op.work)(Arc::clone(&self.store));
+        let timeout = op.timeout;
         let running = tokio::spawn(async move {
             // Upstream's DBQueries* metrics, per store operation (one or a few statements).
             let in_flight = metrics::gauge!("bbs_db_queries_in_flight");
             in_flight.increment(1.0);
             let started = std::time::Instant::now();
-            let result = work.await;
+            let result = match timeout {
+                Some(limit) => tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+                    Err(StoreError::Unavailable(format!(
+                        "no answer from the store in {}",
+                        humantime::format_duration(limit)
+                    )))
+                }),
+                None => work.await,
+            };
             in_flight.decrement(1.0);
             metrics::histogram!("bbs_db_query_seconds").record(started.elapsed().as_secs_f64());
             let outcome = if result.is_ok() {
@@ -89,6 +102,12 @@ impl<R: Send + 'static> Handler<Metered<StoreOp<R>>> for StoreActor {
             } else {
                 "failed"
             };
+            // Whether the store answered the last operation: 0 while it is away (refused,
+            // reset or silent past the timeout), back to 1 with the first answer after.
+            match &result {
+                Err(StoreError::Unavailable(_)) => metrics::gauge!("bbs_store_available").set(0.0),
+                _ => metrics::gauge!("bbs_store_available").set(1.0),
+            }
             metrics::counter!("bbs_db_queries_total", "result" => outcome).increment(1);
             result
         });
@@ -129,11 +148,50 @@ struct Shard {
 #[derive(Clone)]
 pub(crate) struct Runner {
     shards: Arc<[Shard]>,
+    timeouts: StoreTimeouts,
+}
+
+/// How long a store read and a store write may take; `None` is unbounded.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StoreTimeouts {
+    pub read: Option<Duration>,
+    pub write: Option<Duration>,
+}
+
+impl StoreTimeouts {
+    /// Upstream's settings, where 0 means no limit.
+    pub fn new(read: Duration, write: Duration) -> Self {
+        let bound = |d: Duration| (!d.is_zero()).then_some(d);
+        StoreTimeouts {
+            read: bound(read),
+            write: bound(write),
+        }
+    }
 }
 
 impl Runner {
-    /// Runs one store operation on the least-loaded actor.
+    /// Runs one store read on the least-loaded actor, bounded by the read timeout.
     pub(crate) async fn run<R, F, Fut>(&self, work: F) -> BbsResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(Arc<dyn Store>) -> Fut + Send + 'static,
+        Fut: Future<Output = StoreResult<R>> + Send + 'static,
+    {
+        Ok(self.run_bounded(self.timeouts.read, work).await?)
+    }
+
+    /// Runs one store write on the least-loaded actor, bounded by the write timeout; its
+    /// failure stays a store error (the group commit tells them apart).
+    pub(crate) async fn run_write<R, F, Fut>(&self, work: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(Arc<dyn Store>) -> Fut + Send + 'static,
+        Fut: Future<Output = StoreResult<R>> + Send + 'static,
+    {
+        self.run_bounded(self.timeouts.write, work).await
+    }
+
+    async fn run_bounded<R, F, Fut>(&self, timeout: Option<Duration>, work: F) -> StoreResult<R>
     where
         R: Send + 'static,
         F: FnOnce(Arc<dyn Store>) -> Fut + Send + 'static,
@@ -147,8 +205,14 @@ impl Runner {
         let _load = LoadMark::new(&shard.load);
         let op = StoreOp {
             work: Box::new(move |store| work(store).boxed()),
+            timeout,
         };
-        Ok(shard.mailbox.call(op).await??)
+        // A closed mailbox (the server stopping) is the store being out of reach.
+        shard
+            .mailbox
+            .call(op)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?
     }
 }
 
@@ -167,6 +231,7 @@ impl StoragePool {
         store: Arc<dyn Store>,
         size: usize,
         capacity: usize,
+        timeouts: StoreTimeouts,
         arbiters: &[ArbiterHandle],
     ) -> Self {
         let backend = store.backend();
@@ -190,6 +255,7 @@ impl StoragePool {
             .collect();
         let runner = Runner {
             shards: shards.into(),
+            timeouts,
         };
         let group_commit = GroupCommit::start(runner.clone(), backend, capacity, arbiters.first());
         StoragePool {
@@ -203,7 +269,7 @@ impl StoragePool {
         self.backend
     }
 
-    /// Runs one store operation on the least-loaded actor.
+    /// Runs one store read on the least-loaded actor.
     pub async fn run<R, F, Fut>(&self, work: F) -> BbsResult<R>
     where
         R: Send + 'static,
@@ -211,6 +277,17 @@ impl StoragePool {
         Fut: Future<Output = StoreResult<R>> + Send + 'static,
     {
         self.runner.run(work).await
+    }
+
+    /// Runs one store write outside the group commit (domains, cells) on the least-loaded
+    /// actor, bounded by the write timeout.
+    pub async fn run_write<R, F, Fut>(&self, work: F) -> BbsResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(Arc<dyn Store>) -> Fut + Send + 'static,
+        Fut: Future<Output = StoreResult<R>> + Send + 'static,
+    {
+        Ok(self.runner.run_write(work).await?)
     }
 
     /// Writes one request's records (all or none) through the group commit: committed with

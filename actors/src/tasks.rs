@@ -25,7 +25,7 @@ use crate::mailbox::Mailbox;
 use crate::rules::tasks as rules;
 use crate::shared_map::SharedMap;
 use crate::storage::StoragePool;
-use crate::write_through::{mutate, Change, OwnsRecords};
+use crate::write_through::{mutate, Change, OwnsRecords, Unsettled};
 
 #[derive(Message)]
 #[rtype(result = "BbsResult<()>")]
@@ -138,6 +138,7 @@ pub struct TaskActor {
     tasks: TaskTable,
     locks: KeyedLocks<String>,
     deps: Arc<TaskActorDeps>,
+    unsettled: Unsettled<String>,
 }
 
 impl Actor for TaskActor {
@@ -238,6 +239,7 @@ impl TaskActor {
             tasks: tasks.clone(),
             locks: KeyedLocks::default(),
             deps: Arc::new(deps),
+            unsettled: Unsettled::default(),
         };
         let mailbox = Mailbox::new(actor.start(), "tasks", capacity);
         Ok((mailbox, tasks))
@@ -284,6 +286,26 @@ impl OwnsRecords for TaskActor {
         };
         let storage = self.deps.storage.clone();
         async move { storage.write(vec![RecordWrite::Task(write)]).await }.boxed()
+    }
+
+    type Stored = Option<TaskRecord>;
+
+    fn unsettled(&mut self) -> &mut Unsettled<String> {
+        &mut self.unsettled
+    }
+
+    fn reload(&self, key: &String) -> BoxFuture<'static, BbsResult<Option<TaskRecord>>> {
+        let (storage, guid) = (self.deps.storage.clone(), key.clone());
+        async move {
+            storage
+                .run(move |s| async move { s.task(&guid).await })
+                .await
+        }
+        .boxed()
+    }
+
+    fn settle(&mut self, key: &String, stored: Option<TaskRecord>) {
+        self.refresh_one(key, stored);
     }
 
     fn apply(&mut self, key: String, change: Change<Task>, _: ()) {
@@ -555,6 +577,8 @@ impl Handler<SweepCallbacks> for TaskActor {
                         Ok((demoted.map_or(Change::Unchanged, Change::Update), ()))
                     });
                     ctx.spawn(demoted.map(move |result, actor, _| match result {
+                        // As upstream: a demoted task with no callback stays Completed.
+                        Ok(()) if !actor.record(&guid).is_some_and(|t| rules::wants_callback(&t)) => {}
                         Ok(()) => actor.deps.callbacks.submit(guid, &actor.deps.log),
                         Err(e) => {
                             warn!(actor.deps.log, "task-demote-failed"; "task_guid" => &guid, "error" => %e)
@@ -717,21 +741,32 @@ impl Handler<RefreshTasks> for TaskActor {
         }
         for record in msg.records {
             let guid = record.guid.clone();
-            match from_record(&self.deps.codec, record) {
-                Ok(task) => {
-                    self.tasks.write().insert(guid, Arc::new(task));
-                    applied += 1;
-                }
-                // What it held before is stale now: not served rather than served wrong.
-                Err(e) => {
-                    metrics::counter!("bbs_records_undecodable_total", "kind" => "task")
-                        .increment(1);
-                    warn!(self.deps.log, "task-undecodable-dropped"; "task_guid" => &guid, "error" => %e);
-                    self.tasks.write().remove(&guid);
-                }
-            }
+            applied += usize::from(self.refresh_one(&guid, Some(record)));
         }
         applied
+    }
+}
+
+impl TaskActor {
+    /// Puts what the store holds for `guid` in memory; whether a task is held afterwards.
+    fn refresh_one(&mut self, guid: &str, stored: Option<TaskRecord>) -> bool {
+        let Some(record) = stored else {
+            self.tasks.write().remove(guid);
+            return false;
+        };
+        match from_record(&self.deps.codec, record) {
+            Ok(task) => {
+                self.tasks.write().insert(guid.to_owned(), Arc::new(task));
+                true
+            }
+            // What it held before is stale now: not served rather than served wrong.
+            Err(e) => {
+                metrics::counter!("bbs_records_undecodable_total", "kind" => "task").increment(1);
+                warn!(self.deps.log, "task-undecodable-dropped"; "task_guid" => guid, "error" => %e);
+                self.tasks.write().remove(guid);
+                false
+            }
+        }
     }
 }
 

@@ -2,15 +2,65 @@
 //! in-memory copy with a pure rule, persist the decision through the storage pool, then apply
 //! it to memory and answer. A decision of `Unchanged` writes nothing (a rep re-asserting what
 //! is already true costs no database write).
+//!
+//! A write whose outcome is unknown (the store failed or went silent after the write may have
+//! been sent, so it may have committed) leaves its key *unsettled*: memory may not hold what the
+//! store does. The key's next write, and a sweep soon after, read the record back from the
+//! store first and put what it holds in memory, so memory and store never stay apart.
 
+use std::collections::HashSet;
 use std::hash::Hash;
+use std::time::Duration;
 
 use actix::fut::{ready, LocalBoxActorFuture};
-use actix::{Actor, ActorFutureExt, Context, ResponseActFuture, WrapFuture};
+use actix::{Actor, ActorFutureExt, AsyncContext, Context, ResponseActFuture, WrapFuture};
 use futures::future::BoxFuture;
 
-use crate::error::BbsResult;
+use crate::error::{BbsError, BbsResult};
 use crate::keyed_lock::KeyedLocks;
+
+/// How soon an unsettled key is read back after its write failed, and again after each
+/// failed read while the store stays away.
+const SETTLE_RETRY: Duration = Duration::from_secs(1);
+
+/// The keys whose last write's outcome is unknown, and whether a sweep is due.
+pub struct Unsettled<K> {
+    keys: HashSet<K>,
+    sweep_due: bool,
+}
+
+impl<K> Default for Unsettled<K> {
+    fn default() -> Self {
+        Unsettled {
+            keys: HashSet::new(),
+            sweep_due: false,
+        }
+    }
+}
+
+impl<K: Eq + Hash> Unsettled<K> {
+    pub fn contains(&self, key: &K) -> bool {
+        self.keys.contains(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+/// Whether a failed write may still have committed. The store refused the ones listed
+/// outright (a rolled-back transaction, a key that exists or is gone, a value too long); any
+/// other failure (the connection dropped, no answer in time) leaves the outcome unknown.
+pub fn outcome_unknown(error: &BbsError) -> bool {
+    !matches!(
+        error,
+        BbsError::Exists | BbsError::NotFound | BbsError::InvalidRequest(_) | BbsError::Deadlock
+    )
+}
 
 /// What a rule decided for one record.
 #[derive(Clone, Debug, PartialEq)]
@@ -48,6 +98,15 @@ pub trait OwnsRecords: Actor<Context = Context<Self>> {
     ) -> BoxFuture<'static, BbsResult<()>>;
     /// Applies a persisted change to memory and publishes its events.
     fn apply(&mut self, key: Self::Key, change: Change<Self::Record>, report: Self::Report);
+
+    /// What the store holds for one key, read back to settle it.
+    type Stored: Send + 'static;
+    fn unsettled(&mut self) -> &mut Unsettled<Self::Key>;
+    /// Reads what the store holds for `key`.
+    fn reload(&self, key: &Self::Key) -> BoxFuture<'static, BbsResult<Self::Stored>>;
+    /// Puts what the store holds for `key` in memory, with no write and no event, as a
+    /// standby's catch-up does: the write it settles was never acknowledged.
+    fn settle(&mut self, key: &Self::Key, stored: Self::Stored);
 }
 
 /// Runs `decide` on the record under `key` and writes its decision through, reported the
@@ -80,24 +139,93 @@ where
     Box::pin(
         async move { locks.lock(lock_key).await }
             .into_actor(actor)
-            .then(
-                move |guard, actor, _| -> LocalBoxActorFuture<A, BbsResult<R>> {
-                    let (change, report, outcome) = match decide(actor.record(&key).as_deref()) {
-                        Ok(decision) => decision,
-                        Err(e) => return Box::pin(ready(Err(e))),
-                    };
-                    if matches!(change, Change::Unchanged) {
-                        return Box::pin(ready(Ok(outcome)));
-                    }
-                    let persisting = actor.persist(&key, actor.record(&key).as_deref(), &change);
-                    Box::pin(persisting.into_actor(actor).map(move |result, actor, _| {
-                        if result.is_ok() {
-                            actor.apply(key, change, report);
+            .then(move |guard, actor, _| {
+                settle_first(actor, key.clone()).then(
+                    move |settled, actor, _| -> LocalBoxActorFuture<A, BbsResult<R>> {
+                        if let Err(e) = settled {
+                            return Box::pin(ready(Err(e)));
+                        }
+                        let (change, report, outcome) = match decide(actor.record(&key).as_deref())
+                        {
+                            Ok(decision) => decision,
+                            Err(e) => return Box::pin(ready(Err(e))),
+                        };
+                        if matches!(change, Change::Unchanged) {
+                            return Box::pin(ready(Ok(outcome)));
+                        }
+                        let persisting =
+                            actor.persist(&key, actor.record(&key).as_deref(), &change);
+                        Box::pin(persisting.into_actor(actor).map(move |result, actor, ctx| {
+                            match &result {
+                                Ok(()) => actor.apply(key, change, report),
+                                Err(e) if outcome_unknown(e) => unsettle(actor, key, ctx),
+                                Err(_) => {}
+                            }
+                            drop(guard);
+                            result.map(|()| outcome)
+                        }))
+                    },
+                )
+            }),
+    )
+}
+
+/// Reads an unsettled key back before a decision is made on it; a key that is settled costs
+/// nothing. Fails (and the write with it) while the store stays away.
+fn settle_first<A: OwnsRecords>(
+    actor: &mut A,
+    key: A::Key,
+) -> LocalBoxActorFuture<A, BbsResult<()>> {
+    if !actor.unsettled().contains(&key) {
+        return Box::pin(ready(Ok(())));
+    }
+    Box::pin(
+        actor
+            .reload(&key)
+            .into_actor(actor)
+            .map(move |stored, actor, _| {
+                actor.settle(&key, stored?);
+                actor.unsettled().keys.remove(&key);
+                metrics::counter!("bbs_write_outcomes_settled_total").increment(1);
+                Ok(())
+            }),
+    )
+}
+
+/// Marks `key` unsettled and makes sure a sweep will read it back.
+fn unsettle<A: OwnsRecords>(actor: &mut A, key: A::Key, ctx: &mut Context<A>) {
+    metrics::counter!("bbs_write_outcomes_unknown_total").increment(1);
+    let unsettled = actor.unsettled();
+    unsettled.keys.insert(key);
+    if !unsettled.sweep_due {
+        unsettled.sweep_due = true;
+        ctx.run_later(SETTLE_RETRY, sweep);
+    }
+}
+
+/// Reads every unsettled key back, each under its lock; a key whose read fails stays
+/// unsettled and the sweep comes round again.
+fn sweep<A: OwnsRecords>(actor: &mut A, ctx: &mut Context<A>) {
+    actor.unsettled().sweep_due = false;
+    let keys: Vec<A::Key> = actor.unsettled().keys.iter().cloned().collect();
+    for key in keys {
+        let locks = actor.locks().clone();
+        let lock_key = key.clone();
+        ctx.spawn(
+            async move { locks.lock(lock_key).await }
+                .into_actor(actor)
+                .then(move |guard, actor, _| {
+                    settle_first(actor, key.clone()).map(move |settled, actor, ctx| {
+                        if settled.is_err() {
+                            let unsettled = actor.unsettled();
+                            if !unsettled.sweep_due {
+                                unsettled.sweep_due = true;
+                                ctx.run_later(SETTLE_RETRY, sweep);
+                            }
                         }
                         drop(guard);
-                        result.map(|()| outcome)
-                    }))
-                },
-            ),
-    )
+                    })
+                }),
+        );
+    }
 }

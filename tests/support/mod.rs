@@ -398,3 +398,4 @@ pub mod fixtures {
         }
     }
 }
+pub mod proxy;

@@ -220,11 +220,14 @@ pub enum SweepAction {
     DemoteAndDeliver,
 }
 
-/// At start-up (`startup`) every owed callback is due, since no delivery is in flight.
+/// At start-up (`startup`) every owed callback is due, since no delivery is in flight. A
+/// Resolving task is demoted only once it has been resolving for longer than `kick`, start-up
+/// or not, as upstream's convergence does: a client that resolved a task (one with no
+/// callback) a moment before a restart must still be able to delete it.
 pub fn sweep_action(task: &Task, now: Nanos, kick: Nanos, startup: bool) -> SweepAction {
-    let stale = startup || task.updated_at < now.saturating_sub(kick);
+    let stale = task.updated_at < now.saturating_sub(kick);
     match state(task) {
-        State::Completed if stale && wants_callback(task) => SweepAction::Deliver,
+        State::Completed if (startup || stale) && wants_callback(task) => SweepAction::Deliver,
         State::Resolving if stale => SweepAction::DemoteAndDeliver,
         _ => SweepAction::Nothing,
     }
@@ -458,6 +461,12 @@ mod tests {
         stuck.state = State::Resolving as i32;
         assert_eq!(
             sweep_action(&stuck, T0 + 11, 10, false),
+            SweepAction::DemoteAndDeliver
+        );
+        // Found by tests/crash.rs: a task resolved just before a restart stays Resolving.
+        assert_eq!(sweep_action(&stuck, T0 + 5, 10, true), SweepAction::Nothing);
+        assert_eq!(
+            sweep_action(&stuck, T0 + 11, 10, true),
             SweepAction::DemoteAndDeliver
         );
         let demoted = demote_resolving(&stuck).unwrap();

@@ -1,0 +1,314 @@
+//! The store goes away and comes back (docs/reliability.md): the server's store connections run
+//! through a proxy the test controls. While the store is silent or refuses, reads are served
+//! from memory, writes fail with upstream's UnknownError within db_write_timeout, and
+//! `bbs_store_available` says 0; once it answers again the server writes again without a
+//! restart. A write whose COMMIT reached the store but whose answer did not is read back, so
+//! memory and store agree. SQLite has no connection to lose and is not run here.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use bbs_models as m;
+use bbs_models::error::Type;
+use bbs_store::Backend;
+use support::proxy::{Mode, StoreProxy};
+use support::{config_json, fixtures, test_store, ErrorOnly, Server};
+
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn desire_request(guid: &str) -> m::DesireTaskRequest {
+    m::DesireTaskRequest {
+        task_guid: guid.into(),
+        domain: "outage".into(),
+        task_definition: Some(m::TaskDefinition {
+            root_fs: "docker:///busybox".into(),
+            action: Some(m::Action {
+                run_action: Some(m::RunAction {
+                    path: "/bin/true".into(),
+                    user: "vcap".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+async fn desire(server: &Server, guid: &str) -> Option<m::Error> {
+    let reply: ErrorOnly = server
+        .call("/v1/tasks/desire.r2", &desire_request(guid))
+        .await;
+    reply.error
+}
+
+/// The task guids memory holds, read through the API; it must answer within a second.
+async fn listed(server: &Server) -> Vec<String> {
+    let started = Instant::now();
+    let reply: m::TasksResponse = server
+        .call("/v1/tasks/list.r3", &m::TasksRequest::default())
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "a read waited on the store: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(reply.error, None);
+    let mut guids: Vec<String> = reply.tasks.into_iter().map(|t| t.task_guid).collect();
+    guids.sort();
+    guids
+}
+
+async fn store_available(server: &Server) -> Option<f64> {
+    server
+        .metrics()
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix("bbs_store_available "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// A write while the store is away: UnknownError, as upstream's for a database it cannot
+/// reach, within the write timeout (plus slack for a loaded machine).
+async fn write_fails(server: &Server, guid: &str) -> m::Error {
+    let started = Instant::now();
+    let error = desire(server, guid)
+        .await
+        .unwrap_or_else(|| panic!("{guid}: the write succeeded with the store away"));
+    assert!(
+        started.elapsed() < WRITE_TIMEOUT + Duration::from_secs(3),
+        "{guid}: the failure took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(error.r#type(), Type::UnknownError, "{error:?}");
+    assert!(
+        error.message.starts_with("store unavailable: "),
+        "{error:?}"
+    );
+    error
+}
+
+/// Writes again once the store is back; the attempts that still fail (connections the pool
+/// had before the outage) fail as UnknownError. How many attempts it took.
+async fn writes_again(server: &Server, guid: &str) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match desire(server, guid).await {
+            None => return attempts,
+            Some(e) if e.r#type() == Type::ResourceExists => return attempts,
+            Some(e) => {
+                assert_eq!(e.r#type(), Type::UnknownError, "{e:?}");
+                assert!(
+                    Instant::now() < deadline,
+                    "{guid}: no write got through 30 s after the store came back: {e:?}\n{}",
+                    server.log()
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// Memory (the API) and the store hold the same tasks, once every unsettled write is read back.
+async fn memory_matches_store(server: &Server, store: &dyn bbs_store::Store) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut stored: Vec<String> = store
+            .tasks(&Default::default())
+            .await
+            .expect("stored tasks")
+            .into_iter()
+            .map(|t| t.guid)
+            .collect();
+        stored.sort();
+        let in_memory = listed(server).await;
+        if in_memory == stored {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "memory {in_memory:?} and store {stored:?} still differ"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until memory holds the desired LRP `guid` (read back after an unknown outcome).
+async fn eventually_held(server: &Server, guid: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let reply: m::DesiredLrpResponse = server
+            .call(
+                "/v1/desired_lrps/get_by_process_guid.r3",
+                &m::DesiredLrpByProcessGuidRequest {
+                    process_guid: guid.into(),
+                },
+            )
+            .await;
+        if reply.error.is_none() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "memory never took {guid}, which the store holds"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn the_store_goes_away_and_comes_back(backend: Backend) {
+    let Some(store) = test_store(backend).await else {
+        return;
+    };
+    // The server reaches the store through the proxy.
+    let mut url = url::Url::parse(
+        store
+            .config
+            .connection_string
+            .split(',')
+            .next()
+            .expect("a store address"),
+    )
+    .expect("a store URL");
+    let target = format!(
+        "{}:{}",
+        url.host_str().expect("a store host"),
+        url.port_or_known_default().expect("a store port")
+    );
+    let proxy = StoreProxy::start(&target).await;
+    let port: u16 = proxy.address.rsplit(':').next().unwrap().parse().unwrap();
+    url.set_port(Some(port)).unwrap();
+    if backend == Backend::Mysql {
+        // mysql_async moves a loopback connection to MariaDB's Unix socket, around the proxy.
+        url.query_pairs_mut().append_pair("prefer_socket", "false");
+    }
+    let mut through_proxy = store.config.clone();
+    through_proxy.connection_string = url.to_string();
+    let config = config_json(
+        &through_proxy,
+        serde_json::json!({
+            "log_level": "info",
+            "db_write_timeout": "2s",
+            "db_read_timeout": "2s",
+        }),
+    );
+    let server = Server::start(config).await;
+    assert_eq!(desire(&server, "before").await, None);
+
+    // Silent: nothing comes back.
+    proxy.set(Mode::Hang);
+    let error = write_fails(&server, "while-silent").await;
+    assert_eq!(
+        error.message, "store unavailable: no answer from the store in 2s",
+        "{error:?}"
+    );
+    assert!(listed(&server).await.contains(&"before".to_owned()));
+    assert_eq!(store_available(&server).await, Some(0.0));
+    proxy.set(Mode::Pass);
+    let after_silence = writes_again(&server, "after-silence").await;
+    assert_eq!(store_available(&server).await, Some(1.0));
+
+    // Refused, as while the store restarts: open connections are reset, new ones refused.
+    proxy.set(Mode::Refuse);
+    write_fails(&server, "while-refused").await;
+    assert!(listed(&server).await.contains(&"after-silence".to_owned()));
+    proxy.set(Mode::Pass);
+    let after_restart = writes_again(&server, "after-restart").await;
+
+    // The COMMIT reaches the store, its answer never reaches the server: the write fails,
+    // yet the store holds it, and memory must come to hold it too.
+    if backend != Backend::Etcd {
+        proxy.set(Mode::CutAfterCommit);
+        let error = desire(&server, "answer-cut")
+            .await
+            .expect("the write's answer was cut");
+        assert_eq!(error.r#type(), Type::UnknownError, "{error:?}");
+        assert!(store.store.task("answer-cut").await.unwrap().is_some());
+        memory_matches_store(&server, store.store.as_ref()).await;
+        assert!(listed(&server).await.contains(&"answer-cut".to_owned()));
+
+        // The same for a desired LRP and for an instance's claim.
+        let desired = fixtures::desired_lrp("lrp", 1);
+        proxy.set(Mode::CutAfterCommit);
+        let reply: ErrorOnly = server
+            .call(
+                "/v1/desired_lrp/desire.r2",
+                &m::DesireLrpRequest {
+                    desired_lrp: Some(fixtures::desired_lrp("lrp-cut", 1)),
+                },
+            )
+            .await;
+        assert_eq!(reply.error.map(|e| e.r#type()), Some(Type::UnknownError));
+        assert!(store.store.desired_lrp("lrp-cut").await.unwrap().is_some());
+        eventually_held(&server, "lrp-cut").await;
+        let reply: ErrorOnly = server
+            .call(
+                "/v1/desired_lrp/desire.r2",
+                &m::DesireLrpRequest {
+                    desired_lrp: Some(desired),
+                },
+            )
+            .await;
+        assert_eq!(reply.error, None);
+        proxy.set(Mode::CutAfterCommit);
+        let claim = m::ClaimActualLrpRequest {
+            process_guid: "lrp".into(),
+            index: 0,
+            actual_lrp_instance_key: Some(m::ActualLrpInstanceKey {
+                instance_guid: "ig-1".into(),
+                cell_id: "cell-1".into(),
+            }),
+        };
+        let reply: ErrorOnly = server.call("/v1/actual_lrps/claim", &claim).await;
+        assert_eq!(reply.error.map(|e| e.r#type()), Some(Type::UnknownError));
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let reply: m::ActualLrpsResponse = server
+                .call(
+                    "/v1/actual_lrps/list",
+                    &m::ActualLrpsRequest {
+                        process_guid: "lrp".into(),
+                        ..Default::default()
+                    },
+                )
+                .await;
+            if reply.actual_lrps.first().map(|a| a.state.as_str()) == Some("CLAIMED") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "memory never took the claim the store holds"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    memory_matches_store(&server, store.store.as_ref()).await;
+    eprintln!(
+        "{backend}: writes got through on attempt {after_silence} after the silence, \
+         {after_restart} after the restart"
+    );
+}
+
+mod mysql {
+    #[actix_web::test]
+    async fn the_store_goes_away_and_comes_back() {
+        super::the_store_goes_away_and_comes_back(bbs_store::Backend::Mysql).await
+    }
+}
+
+mod postgres {
+    #[actix_web::test]
+    async fn the_store_goes_away_and_comes_back() {
+        super::the_store_goes_away_and_comes_back(bbs_store::Backend::Postgres).await
+    }
+}
+
+mod etcd {
+    #[actix_web::test]
+    async fn the_store_goes_away_and_comes_back() {
+        super::the_store_goes_away_and_comes_back(bbs_store::Backend::Etcd).await
+    }
+}
