@@ -336,20 +336,26 @@ pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>
     // The lock is sought, and once held refreshed, by tasks of their own, so nothing this
     // server does meanwhile (loading, catching up) delays a refresh.
     let runner = run.activity.runner.clone();
-    // One attempt before the first read: a server that holds the lock before it loads has
-    // every acknowledged write once the load ends, since no other server may write after the
-    // lock changed hands, so it skips the catch-up (at 250,000 LRPs, seconds of reading every
-    // record's version). A standby's attempt fails at once and it loads as before.
-    let mut held = matches!(
-        tokio::time::timeout(FIRST_LOCK_ATTEMPT, runner.try_acquire()).await,
-        Ok(true)
-    );
-    let held_before_load = held;
+    // One attempt before the first read. A server that wins a lock that was free or already
+    // its own (a restart) has every acknowledged write once its load ends: no other server
+    // can write after that, nor had one the lock with writes in flight. So it skips the
+    // catch-up (at 250,000 LRPs, seconds of reading every record's version). A standby's
+    // attempt fails at once and it loads as before; one that takes over a lapsed lock of
+    // another server's catches up after its load.
+    let first_attempt = async {
+        let quiet = runner.free_or_ours().await;
+        (runner.try_acquire().await, quiet)
+    };
+    let (won_first, quiet) = tokio::time::timeout(FIRST_LOCK_ATTEMPT, first_attempt)
+        .await
+        .unwrap_or((false, false));
+    let mut held = won_first;
+    let held_before_load = won_first && quiet;
     if held {
         run.hold();
     }
     let mut acquired = actix_rt::spawn(async move {
-        if !held_before_load {
+        if !won_first {
             runner.acquire().await
         }
     });
@@ -406,7 +412,7 @@ pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>
         }
     }
     if held_before_load {
-        info!(log, "catch-up-skipped"; "reason" => "the lock was held before the first read");
+        info!(log, "catch-up-skipped"; "reason" => "the lock was free or this server's, and held before the first read");
     } else {
         let catching_up = std::time::Instant::now();
         let caught_up = tokio::select! {

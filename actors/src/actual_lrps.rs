@@ -909,7 +909,7 @@ impl ActualLrps {
         let shards = shards.max(1);
         let reading = std::time::Instant::now();
         let records = storage
-            .run(|store| async move { store.actual_lrps(&ActualLrpFilter::default()).await })
+            .load(|store| async move { store.actual_lrps(&ActualLrpFilter::default()).await })
             .await?;
         let (read, decoding, count) = (reading.elapsed(), std::time::Instant::now(), records.len());
         let decoder = codec.clone();

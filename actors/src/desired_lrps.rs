@@ -102,7 +102,7 @@ impl DesiredLrpActor {
     ) -> BbsResult<(Mailbox<DesiredLrpActor>, DesiredTable)> {
         let reading = std::time::Instant::now();
         let records = storage
-            .run(|store| async move { store.desired_lrps(&DesiredLrpFilter::default()).await })
+            .load(|store| async move { store.desired_lrps(&DesiredLrpFilter::default()).await })
             .await?;
         let (read, decoding) = (reading.elapsed(), std::time::Instant::now());
         let decoder = codec.clone();

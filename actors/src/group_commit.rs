@@ -209,7 +209,7 @@ async fn commit(runner: &Runner, batch: Vec<Pending>) {
                 let _ = answer.send(Ok(()));
             }
         }
-        Err(e) if store_is_away(&e) || writes.len() != sizes.iter().sum::<usize>() => {
+        Err(e) if !refused(&e) || writes.len() != sizes.iter().sum::<usize>() => {
             for answer in answers {
                 let _ = answer.send(Err(e.clone()));
             }
@@ -230,10 +230,21 @@ async fn commit(runner: &Runner, batch: Vec<Pending>) {
     }
 }
 
-/// Whether a failure says nothing about the batch's records, so committing them one by one
-/// would only fail again.
-fn store_is_away(e: &StoreError) -> bool {
-    matches!(e, StoreError::Unavailable(_) | StoreError::Unrecoverable(_))
+/// Whether the store refused the batch outright, so it committed nothing and one request's
+/// record may be the cause: only then are the requests committed one by one. Any other
+/// failure (the store away, a dropped connection) may have come after the batch committed;
+/// committing again would answer "exists" or "not found" for writes that are stored, so each
+/// request gets the failure, and its record is read back (write_through::Unsettled).
+fn refused(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::Exists
+            | StoreError::NotFound
+            | StoreError::ValueTooLong(_)
+            | StoreError::Deadlock
+            | StoreError::Contention
+            | StoreError::Rejected(_)
+    )
 }
 
 /// Runs one `write_records` on the storage pool, handing the writes back with the outcome.

@@ -60,7 +60,7 @@ impl Bbs {
         let storage = &self.storage;
         let reading = std::time::Instant::now();
         let versions: RecordVersions = storage
-            .run(|s| async move { s.record_versions().await })
+            .load(|s| async move { s.record_versions().await })
             .await?;
         let versions_read = reading.elapsed();
         let domains = storage.run(|s| async move { s.domains().await }).await?;

@@ -29,9 +29,11 @@ type StoreWork<R> = Box<dyn FnOnce(Arc<dyn Store>) -> BoxFuture<'static, StoreRe
 /// One store operation.
 pub struct StoreOp<R> {
     work: StoreWork<R>,
-    /// Past this the operation fails as the store being away (db_read_timeout or
-    /// db_write_timeout); `None` waits as long as the store takes.
-    timeout: Option<Duration>,
+    /// When the operation fails as the store being away (db_read_timeout or db_write_timeout
+    /// after it was asked for, its wait in the mailbox included); `None` waits as long as the
+    /// store takes. One still queued at its deadline is never started, so a write reported
+    /// failed cannot run later.
+    deadline: Option<(std::time::Instant, Duration)>,
 }
 
 impl<R: 'static> Message for StoreOp<R> {
@@ -79,21 +81,28 @@ impl<R: Send + 'static> Handler<Metered<StoreOp<R>>> for StoreActor {
     fn handle(&mut self, message: Metered<StoreOp<R>>, _: &mut Self::Context) -> Self::Result {
         let op = message.open();
         // Spawned, so a write that has begun completes even if its caller goes away.
-        let work = (op.work)(Arc::clone(&self.store));
-        let timeout = op.timeout;
+        let deadline = op.deadline;
+        let work = match deadline {
+            Some((at, limit)) if at <= std::time::Instant::now() => Err(limit),
+            _ => Ok((op.work)(Arc::clone(&self.store))),
+        };
         let running = tokio::spawn(async move {
             // Upstream's DBQueries* metrics, per store operation (one or a few statements).
             let in_flight = metrics::gauge!("bbs_db_queries_in_flight");
             in_flight.increment(1.0);
             let started = std::time::Instant::now();
-            let result = match timeout {
-                Some(limit) => tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
-                    Err(StoreError::Unavailable(format!(
-                        "no answer from the store in {}",
-                        humantime::format_duration(limit)
-                    )))
-                }),
-                None => work.await,
+            let timed_out = |limit: Duration| {
+                StoreError::Unavailable(format!(
+                    "no answer from the store in {}",
+                    humantime::format_duration(limit)
+                ))
+            };
+            let result = match (work, deadline) {
+                (Err(limit), _) => Err(timed_out(limit)),
+                (Ok(work), Some((at, limit))) => tokio::time::timeout_at(at.into(), work)
+                    .await
+                    .unwrap_or_else(|_| Err(timed_out(limit))),
+                (Ok(work), None) => work.await,
             };
             in_flight.decrement(1.0);
             metrics::histogram!("bbs_db_query_seconds").record(started.elapsed().as_secs_f64());
@@ -205,7 +214,7 @@ impl Runner {
         let _load = LoadMark::new(&shard.load);
         let op = StoreOp {
             work: Box::new(move |store| work(store).boxed()),
-            timeout,
+            deadline: timeout.map(|limit| (std::time::Instant::now() + limit, limit)),
         };
         // A closed mailbox (the server stopping) is the store being out of reach.
         shard
@@ -277,6 +286,18 @@ impl StoragePool {
         Fut: Future<Output = StoreResult<R>> + Send + 'static,
     {
         self.runner.run(work).await
+    }
+
+    /// Reads a whole table (start-up's load, a catch-up's versions) with no time bound:
+    /// upstream's db_read_timeout bounds each network read, and a 250,000-row table takes
+    /// seconds to read whole.
+    pub async fn load<R, F, Fut>(&self, work: F) -> BbsResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(Arc<dyn Store>) -> Fut + Send + 'static,
+        Fut: Future<Output = StoreResult<R>> + Send + 'static,
+    {
+        Ok(self.runner.run_bounded(None, work).await?)
     }
 
     /// Runs one store write outside the group commit (domains, cells) on the least-loaded

@@ -203,7 +203,7 @@ impl TaskActor {
         let reading = std::time::Instant::now();
         let records = deps
             .storage
-            .run(|store| async move { store.tasks(&TaskFilter::default()).await })
+            .load(|store| async move { store.tasks(&TaskFilter::default()).await })
             .await?;
         let (read, decoding) = (reading.elapsed(), std::time::Instant::now());
         let decoder = deps.codec.clone();

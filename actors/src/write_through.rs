@@ -23,10 +23,13 @@ use crate::keyed_lock::KeyedLocks;
 /// failed read while the store stays away.
 const SETTLE_RETRY: Duration = Duration::from_secs(1);
 
-/// The keys whose last write's outcome is unknown, and whether a sweep is due.
+/// The keys whose last write's outcome is unknown, whether a sweep is due, and the keys a
+/// sweep is reading back now (a later sweep skips them, so waiters never pile up on a key
+/// while the store stays away).
 pub struct Unsettled<K> {
     keys: HashSet<K>,
     sweep_due: bool,
+    sweeping: HashSet<K>,
 }
 
 impl<K> Default for Unsettled<K> {
@@ -34,6 +37,7 @@ impl<K> Default for Unsettled<K> {
         Unsettled {
             keys: HashSet::new(),
             sweep_due: false,
+            sweeping: HashSet::new(),
         }
     }
 }
@@ -206,9 +210,16 @@ fn unsettle<A: OwnsRecords>(actor: &mut A, key: A::Key, ctx: &mut Context<A>) {
 /// Reads every unsettled key back, each under its lock; a key whose read fails stays
 /// unsettled and the sweep comes round again.
 fn sweep<A: OwnsRecords>(actor: &mut A, ctx: &mut Context<A>) {
-    actor.unsettled().sweep_due = false;
-    let keys: Vec<A::Key> = actor.unsettled().keys.iter().cloned().collect();
+    let unsettled = actor.unsettled();
+    unsettled.sweep_due = false;
+    let keys: Vec<A::Key> = unsettled
+        .keys
+        .iter()
+        .filter(|k| !unsettled.sweeping.contains(*k))
+        .cloned()
+        .collect();
     for key in keys {
+        actor.unsettled().sweeping.insert(key.clone());
         let locks = actor.locks().clone();
         let lock_key = key.clone();
         ctx.spawn(
@@ -216,12 +227,11 @@ fn sweep<A: OwnsRecords>(actor: &mut A, ctx: &mut Context<A>) {
                 .into_actor(actor)
                 .then(move |guard, actor, _| {
                     settle_first(actor, key.clone()).map(move |settled, actor, ctx| {
-                        if settled.is_err() {
-                            let unsettled = actor.unsettled();
-                            if !unsettled.sweep_due {
-                                unsettled.sweep_due = true;
-                                ctx.run_later(SETTLE_RETRY, sweep);
-                            }
+                        let unsettled = actor.unsettled();
+                        unsettled.sweeping.remove(&key);
+                        if settled.is_err() && !unsettled.sweep_due {
+                            unsettled.sweep_due = true;
+                            ctx.run_later(SETTLE_RETRY, sweep);
                         }
                         drop(guard);
                     })

@@ -143,6 +143,16 @@ impl LockRunner {
         held
     }
 
+    /// Whether the lock is free or already this owner's: a server that then wins it knows
+    /// no other server can have writes in flight (a holder whose lock lapsed may).
+    pub async fn free_or_ours(&self) -> bool {
+        match self.locket.fetch(BBS_LOCK_KEY).await {
+            Ok(resource) => resource.owner.is_empty() || resource.owner == self.settings.owner,
+            Err(LocketError::ResourceNotFound) => true,
+            Err(_) => false,
+        }
+    }
+
     fn acquired(&self) {
         slog::info!(self.log, "acquired-lock"; "key" => BBS_LOCK_KEY, "owner" => &self.settings.owner);
         metrics::gauge!("bbs_lock_held").set(1.0);

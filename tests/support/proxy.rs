@@ -18,9 +18,10 @@ pub enum Mode {
     Refuse,
     /// Connections stay open but nothing is forwarded either way.
     Hang,
-    /// Bytes flow until the server sends a COMMIT: that is forwarded, the reply is dropped and
-    /// the connection reset; the proxy then passes again.
-    CutAfterCommit,
+    /// Bytes flow until the server sends a COMMIT on a connection that has carried the given
+    /// bytes (a record's key, so the lock's own refreshes are left alone): the COMMIT is
+    /// forwarded, its answer dropped and the connection reset; the proxy then passes again.
+    CutAfterCommitOf(&'static str),
 }
 
 pub struct StoreProxy {
@@ -118,6 +119,7 @@ async fn pump(
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
     let (mut up, mut down) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    let mut armed = false;
     loop {
         let mode = watcher.borrow_and_update().0;
         if mode == Mode::Refuse {
@@ -139,7 +141,9 @@ async fn pump(
                 if server.write_all(chunk).await.is_err() {
                     break;
                 }
-                if mode == Mode::CutAfterCommit && contains_commit(chunk) {
+                let Mode::CutAfterCommitOf(marker) = mode else { continue };
+                armed |= contains(chunk, marker.as_bytes());
+                if armed && contains(chunk, b"COMMIT") {
                     // Let the store act on it, then cut before the answer reaches the server.
                     tokio::time::sleep(Duration::from_millis(300)).await;
                     control.send_modify(|(m, generation)| {
@@ -162,6 +166,8 @@ async fn pump(
     reset(client);
 }
 
-fn contains_commit(chunk: &[u8]) -> bool {
-    chunk.windows(6).any(|w| w.eq_ignore_ascii_case(b"COMMIT"))
+fn contains(chunk: &[u8], needle: &[u8]) -> bool {
+    chunk
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
 }
