@@ -471,14 +471,17 @@ impl Store for EtcdStore {
     }
 
     async fn desired_lrps(&self, filter: &DesiredLrpFilter) -> StoreResult<Vec<DesiredLrpRecord>> {
-        let schedulings = self.desired_lrp_scheduling_infos(filter).await?;
+        // The two scans run together: at 250,000 LRPs each is hundreds of pages read one
+        // after another, and a server's start-up waits on them.
+        let run_prefix = self.run_key("");
+        let (schedulings, runs) = futures::try_join!(
+            self.desired_lrp_scheduling_infos(filter),
+            self.scan(&run_prefix)
+        )?;
         if schedulings.is_empty() {
             return Ok(Vec::new());
         }
-        let run_prefix = self.run_key("");
-        let mut run_infos: std::collections::HashMap<String, String> = self
-            .scan(&run_prefix)
-            .await?
+        let mut run_infos: std::collections::HashMap<String, String> = runs
             .into_iter()
             .map(|(k, v)| {
                 let key = String::from_utf8_lossy(&k[run_prefix.len()..]).into_owned();
