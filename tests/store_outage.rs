@@ -226,13 +226,22 @@ async fn the_store_goes_away_and_comes_back(backend: Backend) {
     // Refused, as while the store restarts: open connections are reset, new ones refused.
     proxy.set(Mode::Refuse);
     write_fails(&server, "while-refused").await;
+    assert_eq!(store_available(&server).await, Some(0.0));
     assert!(listed(&server).await.contains(&"after-silence".to_owned()));
     proxy.set(Mode::Pass);
     let after_restart = writes_again(&server, "after-restart").await;
 
     // The COMMIT reaches the store, its answer never reaches the server: the write fails,
-    // yet the store holds it, and memory must come to hold it too.
-    if backend != Backend::Etcd {
+    // yet the store holds it, and memory must come to hold it too. The proxy finds the
+    // COMMIT by reading the bytes, so this part runs in the plain pass only (in the TLS
+    // pass, TEST_TLS=1, the store connections are encrypted).
+    let plain_sql = backend != Backend::Etcd && store.config.tls.sql_ca.is_none();
+    if !plain_sql {
+        eprintln!(
+            "{backend}: no COMMIT cut here (etcd has none to find, or the connection is TLS)"
+        );
+    }
+    if plain_sql {
         proxy.set(Mode::CutAfterCommitOf("answer-cut"));
         let error = desire(&server, "answer-cut")
             .await

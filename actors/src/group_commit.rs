@@ -258,8 +258,12 @@ async fn write_records(
             Ok((writes, result))
         })
         .await;
-    match outcome {
+    // The storage actor saw only that the work ran; the write's own outcome says whether
+    // the store answered.
+    let (writes, result) = match outcome {
         Ok((writes, result)) => (writes, result),
         Err(e) => (Vec::new(), Err(e)),
-    }
+    };
+    crate::storage::note_availability(&result);
+    (writes, result)
 }

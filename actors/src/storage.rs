@@ -62,6 +62,13 @@ impl Actor for StoreActor {
 }
 
 /// How often the connection pool's state is exported (upstream: every 60 s).
+/// Whether the store answered the last operation: 0 while it is away (refused, reset or
+/// silent past the timeout), back to 1 with the first answer after.
+pub(crate) fn note_availability<R>(result: &StoreResult<R>) {
+    let available = !matches!(result, Err(StoreError::Unavailable(_)));
+    metrics::gauge!("bbs_store_available").set(if available { 1.0 } else { 0.0 });
+}
+
 const POOL_REPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Upstream's DBOpenConnections / DBWaitCount / DBWaitDuration, under Prometheus names.
@@ -111,12 +118,7 @@ impl<R: Send + 'static> Handler<Metered<StoreOp<R>>> for StoreActor {
             } else {
                 "failed"
             };
-            // Whether the store answered the last operation: 0 while it is away (refused,
-            // reset or silent past the timeout), back to 1 with the first answer after.
-            match &result {
-                Err(StoreError::Unavailable(_)) => metrics::gauge!("bbs_store_available").set(0.0),
-                _ => metrics::gauge!("bbs_store_available").set(1.0),
-            }
+            note_availability(&result);
             metrics::counter!("bbs_db_queries_total", "result" => outcome).increment(1);
             result
         });

@@ -33,6 +33,8 @@ fn classify_message(message: String) -> StoreError {
         StoreError::Deadlock
     } else if lower.contains("data too long") || lower.contains("value too long") {
         StoreError::ValueTooLong(message)
+    } else if lost_connection(&lower) {
+        StoreError::Unavailable(message)
     } else if lower.contains("no such table")
         || (lower.contains("table") && lower.contains("doesn't exist"))
         || (lower.contains("relation") && lower.contains("does not exist"))
@@ -41,6 +43,23 @@ fn classify_message(message: String) -> StoreError {
     } else {
         StoreError::Other(message)
     }
+}
+
+/// A connection that dropped or could not be made, as mysql_async and tokio-postgres word it:
+/// the store is away (bbs_store_available), not refusing the write.
+fn lost_connection(lower: &str) -> bool {
+    [
+        "input/output error",
+        "connection reset",
+        "broken pipe",
+        "connection refused",
+        "connection closed",
+        "connection to the server is closed",
+        "server disconnected",
+        "unexpected eof",
+    ]
+    .iter()
+    .any(|phrase| lower.contains(phrase))
 }
 
 #[cfg(test)]
@@ -73,5 +92,16 @@ mod tests {
             classify_message("something else".into()),
             StoreError::Other(_)
         ));
+        for lost in [
+            "Input/output error: Connection reset by peer (os error 104)",
+            "Input/output error: Broken pipe (os error 32)",
+            "Connection to the server is closed.",
+            "connection closed",
+        ] {
+            assert!(
+                matches!(classify_message(lost.into()), StoreError::Unavailable(_)),
+                "{lost}"
+            );
+        }
     }
 }
