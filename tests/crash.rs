@@ -17,7 +17,7 @@ use bbs_models::task::State;
 use bbs_store::Backend;
 use futures::future::join_all;
 use prost::Message;
-use support::{config_json, test_store, Server};
+use support::{config_json, fixtures, test_store, ErrorOnly, Server};
 
 /// Concurrent writers, each with its own process guids, task guids and cell.
 const WRITERS: u64 = 12;
@@ -164,9 +164,8 @@ fn round(w: u64, n: u64, step: usize) -> Option<Write> {
         2 => write(
             "/v1/tasks/desire.r2",
             &m::DesireTaskRequest {
-                task_guid: task_guid.clone(),
                 domain: "crash".into(),
-                task_definition: Some(task_definition()),
+                ..fixtures::desire_task(&task_guid)
             },
             vec![(t, task(State::Pending, ""))],
         ),
@@ -267,51 +266,12 @@ fn write(path: &'static str, request: &impl Message, effects: Vec<(Record, Value
     }
 }
 
+/// The shared fixture, in this test's domain and with the annotation the ledger starts from.
 fn desired_lrp(guid: &str) -> m::DesiredLrp {
     m::DesiredLrp {
-        process_guid: guid.into(),
         domain: "crash".into(),
-        log_guid: "log".into(),
-        root_fs: "preloaded:cflinuxfs4".into(),
-        instances: 1,
         annotation: "v0".into(),
-        memory_mb: 256,
-        disk_mb: 1024,
-        action: Some(m::Action {
-            run_action: Some(m::RunAction {
-                path: "/app/start".into(),
-                user: "vcap".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ports: vec![8080],
-        metric_tags: [(
-            "source_id".to_owned(),
-            m::MetricTagValue {
-                r#static: guid.into(),
-                dynamic: 0,
-            },
-        )]
-        .into(),
-        ..Default::default()
-    }
-}
-
-fn task_definition() -> m::TaskDefinition {
-    m::TaskDefinition {
-        root_fs: "docker:///busybox".into(),
-        action: Some(m::Action {
-            run_action: Some(m::RunAction {
-                path: "/bin/true".into(),
-                user: "vcap".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        memory_mb: 128,
-        disk_mb: 256,
-        ..Default::default()
+        ..fixtures::desired_lrp(guid, 1)
     }
 }
 
@@ -325,13 +285,6 @@ struct Writer {
 
 /// What a writer's acknowledged writes left: the value each of its records must hold.
 type Ledger = BTreeMap<Record, Value>;
-
-/// The first field of every write response: upstream's `Error`.
-#[derive(Clone, PartialEq, Message)]
-struct ErrorOnly {
-    #[prost(message, optional, tag = "1")]
-    error: Option<m::Error>,
-}
 
 /// Runs writer `w` until a request fails at the transport (the server is gone): every
 /// answered write goes into the ledger; the failed one stays in flight.
@@ -496,6 +449,13 @@ fn check_ledger(
     }
 }
 
+/// Asserts two lists hold the same rows, in any order.
+fn same_rows<T: Ord + std::fmt::Debug>(kind: &str, mut in_memory: Vec<T>, mut stored: Vec<T>) {
+    in_memory.sort();
+    stored.sort();
+    assert_eq!(in_memory, stored, "{kind}: memory against the store");
+}
+
 /// Memory (the API) and the store agree row for row on everything the test writes.
 async fn memory_matches_store(server: &Server, store: &dyn bbs_store::Store) {
     let desired: m::DesiredLrpsResponse = server
@@ -504,7 +464,7 @@ async fn memory_matches_store(server: &Server, store: &dyn bbs_store::Store) {
             &m::DesiredLrpsRequest::default(),
         )
         .await;
-    let mut in_memory: Vec<_> = desired
+    let in_memory: Vec<_> = desired
         .desired_lrps
         .iter()
         .map(|d| {
@@ -518,7 +478,7 @@ async fn memory_matches_store(server: &Server, store: &dyn bbs_store::Store) {
             )
         })
         .collect();
-    let mut stored: Vec<_> = store
+    let stored: Vec<_> = store
         .desired_lrps(&Default::default())
         .await
         .expect("stored desired LRPs")
@@ -534,14 +494,12 @@ async fn memory_matches_store(server: &Server, store: &dyn bbs_store::Store) {
             )
         })
         .collect();
-    in_memory.sort();
-    stored.sort();
-    assert_eq!(in_memory, stored, "desired LRPs: memory against the store");
+    same_rows("desired LRPs", in_memory, stored);
 
     let actuals: m::ActualLrpsResponse = server
         .call("/v1/actual_lrps/list", &m::ActualLrpsRequest::default())
         .await;
-    let mut in_memory: Vec<_> = actuals
+    let in_memory: Vec<_> = actuals
         .actual_lrps
         .iter()
         .map(|a| {
@@ -560,7 +518,7 @@ async fn memory_matches_store(server: &Server, store: &dyn bbs_store::Store) {
             )
         })
         .collect();
-    let mut stored: Vec<_> = store
+    let stored: Vec<_> = store
         .actual_lrps(&Default::default())
         .await
         .expect("stored actual LRPs")
@@ -578,14 +536,12 @@ async fn memory_matches_store(server: &Server, store: &dyn bbs_store::Store) {
             )
         })
         .collect();
-    in_memory.sort();
-    stored.sort();
-    assert_eq!(in_memory, stored, "actual LRPs: memory against the store");
+    same_rows("actual LRPs", in_memory, stored);
 
     let tasks: m::TasksResponse = server
         .call("/v1/tasks/list.r3", &m::TasksRequest::default())
         .await;
-    let mut in_memory: Vec<_> = tasks
+    let in_memory: Vec<_> = tasks
         .tasks
         .iter()
         .map(|t| {
@@ -597,16 +553,14 @@ async fn memory_matches_store(server: &Server, store: &dyn bbs_store::Store) {
             )
         })
         .collect();
-    let mut stored: Vec<_> = store
+    let stored: Vec<_> = store
         .tasks(&Default::default())
         .await
         .expect("stored tasks")
         .into_iter()
         .map(|r| (r.guid, r.state, r.cell_id, r.result))
         .collect();
-    in_memory.sort();
-    stored.sort();
-    assert_eq!(in_memory, stored, "tasks: memory against the store");
+    same_rows("tasks", in_memory, stored);
 }
 
 /// xorshift64: the kill moments, reproducible from the printed seed.

@@ -17,28 +17,9 @@ use support::{config_json, fixtures, test_store, ErrorOnly, Server};
 
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
-fn desire_request(guid: &str) -> m::DesireTaskRequest {
-    m::DesireTaskRequest {
-        task_guid: guid.into(),
-        domain: "outage".into(),
-        task_definition: Some(m::TaskDefinition {
-            root_fs: "docker:///busybox".into(),
-            action: Some(m::Action {
-                run_action: Some(m::RunAction {
-                    path: "/bin/true".into(),
-                    user: "vcap".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
-}
-
 async fn desire(server: &Server, guid: &str) -> Option<m::Error> {
     let reply: ErrorOnly = server
-        .call("/v1/tasks/desire.r2", &desire_request(guid))
+        .call("/v1/tasks/desire.r2", &fixtures::desire_task(guid))
         .await;
     reply.error
 }
@@ -112,59 +93,83 @@ async fn writes_again(server: &Server, guid: &str) -> usize {
     }
 }
 
-/// Memory (the API) and the store hold the same tasks, once every unsettled write is read back.
-async fn memory_matches_store(server: &Server, store: &dyn bbs_store::Store) {
+/// Polls `check` until it holds, for up to 15 s (a record whose write had an unknown outcome
+/// is read back a second after the failure); whether it came to hold.
+async fn settles(mut check: impl AsyncFnMut() -> bool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let mut stored: Vec<(String, i32, String)> = store
-            .tasks(&Default::default())
-            .await
-            .expect("stored tasks")
-            .into_iter()
-            .map(|t| (t.guid, t.state, t.cell_id))
-            .collect();
-        stored.sort();
-        let reply: m::TasksResponse = server
-            .call("/v1/tasks/list.r3", &m::TasksRequest::default())
-            .await;
-        let mut in_memory: Vec<(String, i32, String)> = reply
-            .tasks
-            .into_iter()
-            .map(|t| (t.task_guid, t.state, t.cell_id))
-            .collect();
-        in_memory.sort();
-        if in_memory == stored {
-            return;
+        if check().await {
+            return true;
         }
-        assert!(
-            Instant::now() < deadline,
-            "memory {in_memory:?} and store {stored:?} still differ"
-        );
+        if Instant::now() >= deadline {
+            return false;
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
-/// Waits until memory holds the desired LRP `guid` (read back after an unknown outcome).
-async fn eventually_held(server: &Server, guid: &str) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let reply: m::DesiredLrpResponse = server
-            .call(
-                "/v1/desired_lrps/get_by_process_guid.r3",
-                &m::DesiredLrpByProcessGuidRequest {
-                    process_guid: guid.into(),
-                },
-            )
-            .await;
-        if reply.error.is_none() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "memory never took {guid}, which the store holds"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+/// The tasks memory holds (through the API), as (guid, state, cell), sorted.
+async fn tasks_in_memory(server: &Server) -> Vec<(String, i32, String)> {
+    let reply: m::TasksResponse = server
+        .call("/v1/tasks/list.r3", &m::TasksRequest::default())
+        .await;
+    let mut tasks: Vec<_> = reply
+        .tasks
+        .into_iter()
+        .map(|t| (t.task_guid, t.state, t.cell_id))
+        .collect();
+    tasks.sort();
+    tasks
+}
+
+/// The tasks the store holds, as `tasks_in_memory` gives them.
+async fn tasks_in_store(store: &dyn bbs_store::Store) -> Vec<(String, i32, String)> {
+    let mut tasks: Vec<_> = store
+        .tasks(&Default::default())
+        .await
+        .expect("stored tasks")
+        .into_iter()
+        .map(|t| (t.guid, t.state, t.cell_id))
+        .collect();
+    tasks.sort();
+    tasks
+}
+
+/// Memory and the store hold the same tasks, once every unsettled write is read back.
+async fn memory_matches_store(server: &Server, store: &dyn bbs_store::Store) {
+    settles(async || tasks_in_memory(server).await == tasks_in_store(store).await).await;
+    assert_eq!(
+        tasks_in_memory(server).await,
+        tasks_in_store(store).await,
+        "tasks: memory against the store"
+    );
+}
+
+/// Whether memory holds the desired LRP `guid`.
+async fn desired_held(server: &Server, guid: &str) -> bool {
+    let reply: m::DesiredLrpResponse = server
+        .call(
+            "/v1/desired_lrps/get_by_process_guid.r3",
+            &m::DesiredLrpByProcessGuidRequest {
+                process_guid: guid.into(),
+            },
+        )
+        .await;
+    reply.error.is_none()
+}
+
+/// The state memory holds for index 0 of `guid`.
+async fn first_state(server: &Server, guid: &str) -> Option<String> {
+    let reply: m::ActualLrpsResponse = server
+        .call(
+            "/v1/actual_lrps/list",
+            &m::ActualLrpsRequest {
+                process_guid: guid.into(),
+                ..Default::default()
+            },
+        )
+        .await;
+    reply.actual_lrps.into_iter().next().map(|a| a.state)
 }
 
 async fn the_store_goes_away_and_comes_back(backend: Backend) {
@@ -264,7 +269,10 @@ async fn the_store_goes_away_and_comes_back(backend: Backend) {
             .await;
         assert_eq!(reply.error.map(|e| e.r#type()), Some(Type::UnknownError));
         assert!(store.store.desired_lrp("lrp-cut").await.unwrap().is_some());
-        eventually_held(&server, "lrp-cut").await;
+        assert!(
+            settles(async || desired_held(&server, "lrp-cut").await).await,
+            "memory never took lrp-cut, which the store holds"
+        );
         let reply: ErrorOnly = server
             .call(
                 "/v1/desired_lrp/desire.r2",
@@ -285,26 +293,10 @@ async fn the_store_goes_away_and_comes_back(backend: Backend) {
         };
         let reply: ErrorOnly = server.call("/v1/actual_lrps/claim", &claim).await;
         assert_eq!(reply.error.map(|e| e.r#type()), Some(Type::UnknownError));
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let reply: m::ActualLrpsResponse = server
-                .call(
-                    "/v1/actual_lrps/list",
-                    &m::ActualLrpsRequest {
-                        process_guid: "lrp".into(),
-                        ..Default::default()
-                    },
-                )
-                .await;
-            if reply.actual_lrps.first().map(|a| a.state.as_str()) == Some("CLAIMED") {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "memory never took the claim the store holds"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        assert!(
+            settles(async || first_state(&server, "lrp").await.as_deref() == Some("CLAIMED")).await,
+            "memory never took the claim the store holds"
+        );
 
         // Writes committed together, whose answer is cut: each request fails (none is told
         // "exists" by a retry of a batch that had landed), and memory comes to hold them all.

@@ -129,6 +129,17 @@ impl Actor for ActualLrpActor {
 impl ActualLrpActor {
     /// A copy of an instance in `touched` (taken once), for a catch-up to change and put
     /// back; the table keeps serving the original until then.
+    /// A stored row as a model; one that does not decode is counted and leaves its slot
+    /// empty, since what memory held for it is stale.
+    fn decoded(&self, record: &ActualLrpRecord) -> Option<m::ActualLrp> {
+        actual_from_record(&self.codec, record)
+            .inspect_err(|_| {
+                metrics::counter!("bbs_records_undecodable_total", "kind" => "actual_lrp")
+                    .increment(1)
+            })
+            .ok()
+    }
+
     fn detach<'t>(
         &self,
         touched: &'t mut HashMap<InstanceId, Instance>,
@@ -225,13 +236,7 @@ impl OwnsRecords for ActualLrpActor {
     fn settle(&mut self, key: &InstanceId, stored: Vec<ActualLrpRecord>) {
         let mut instance = Instance::default();
         for record in stored {
-            match actual_from_record(&self.codec, &record) {
-                Ok(lrp) => *instance.slot_mut(model_presence(record.presence)) = Some(lrp),
-                Err(_) => {
-                    metrics::counter!("bbs_records_undecodable_total", "kind" => "actual_lrp")
-                        .increment(1)
-                }
-            }
+            *instance.slot_mut(model_presence(record.presence)) = self.decoded(&record);
         }
         self.table.write().put(key.clone(), Arc::new(instance));
     }
@@ -853,15 +858,7 @@ impl Handler<RefreshActual> for ActualLrpActor {
             applied += 1;
         }
         for record in msg.records {
-            // A row that does not decode leaves its slot empty: what was held is stale.
-            let lrp = match actual_from_record(&self.codec, &record) {
-                Ok(lrp) => Some(lrp),
-                Err(_) => {
-                    metrics::counter!("bbs_records_undecodable_total", "kind" => "actual_lrp")
-                        .increment(1);
-                    None
-                }
-            };
+            let lrp = self.decoded(&record);
             applied += usize::from(lrp.is_some());
             let instance = self.detach(&mut touched, id(&record.process_guid, record.index));
             *instance.slot_mut(model_presence(record.presence)) = lrp;

@@ -61,7 +61,6 @@ impl Actor for StoreActor {
     }
 }
 
-/// How often the connection pool's state is exported (upstream: every 60 s).
 /// Whether the store answered the last operation: 0 while it is away (refused, reset or
 /// silent past the timeout), back to 1 with the first answer after.
 pub(crate) fn note_availability<R>(result: &StoreResult<R>) {
@@ -69,6 +68,7 @@ pub(crate) fn note_availability<R>(result: &StoreResult<R>) {
     metrics::gauge!("bbs_store_available").set(if available { 1.0 } else { 0.0 });
 }
 
+/// How often the connection pool's state is exported (upstream: every 60 s).
 const POOL_REPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Upstream's DBOpenConnections / DBWaitCount / DBWaitDuration, under Prometheus names.

@@ -17,7 +17,7 @@ use actix::{Actor, ActorFutureExt, AsyncContext, Context, ResponseActFuture, Wra
 use futures::future::BoxFuture;
 
 use crate::error::{BbsError, BbsResult};
-use crate::keyed_lock::KeyedLocks;
+use crate::keyed_lock::{KeyGuard, KeyedLocks};
 
 /// How soon an unsettled key is read back after its write failed, and again after each
 /// failed read while the store stays away.
@@ -45,14 +45,6 @@ impl<K> Default for Unsettled<K> {
 impl<K: Eq + Hash> Unsettled<K> {
     pub fn contains(&self, key: &K) -> bool {
         self.keys.contains(key)
-    }
-
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
     }
 }
 
@@ -143,35 +135,59 @@ where
     Box::pin(
         async move { locks.lock(lock_key).await }
             .into_actor(actor)
-            .then(move |guard, actor, _| {
-                settle_first(actor, key.clone()).then(
-                    move |settled, actor, _| -> LocalBoxActorFuture<A, BbsResult<R>> {
-                        if let Err(e) = settled {
-                            return Box::pin(ready(Err(e)));
-                        }
-                        let (change, report, outcome) = match decide(actor.record(&key).as_deref())
-                        {
-                            Ok(decision) => decision,
-                            Err(e) => return Box::pin(ready(Err(e))),
-                        };
-                        if matches!(change, Change::Unchanged) {
-                            return Box::pin(ready(Ok(outcome)));
-                        }
-                        let persisting =
-                            actor.persist(&key, actor.record(&key).as_deref(), &change);
-                        Box::pin(persisting.into_actor(actor).map(move |result, actor, ctx| {
-                            match &result {
-                                Ok(()) => actor.apply(key, change, report),
-                                Err(e) if outcome_unknown(e) => unsettle(actor, key, ctx),
-                                Err(_) => {}
-                            }
-                            drop(guard);
-                            result.map(|()| outcome)
-                        }))
-                    },
-                )
-            }),
+            .then(
+                move |guard, actor, _| -> LocalBoxActorFuture<A, BbsResult<R>> {
+                    // The usual case, a settled key, goes straight to its decision.
+                    if !actor.unsettled().contains(&key) {
+                        return decide_and_persist(actor, key, guard, decide);
+                    }
+                    Box::pin(
+                        settle_first(actor, key.clone()).then(
+                            move |settled, actor, _| match settled {
+                                Ok(()) => decide_and_persist(actor, key, guard, decide),
+                                Err(e) => Box::pin(ready(Err(e))),
+                            },
+                        ),
+                    )
+                },
+            ),
     )
+}
+
+/// Decides with `decide` on what memory holds for `key` (its lock held by `guard`), writes
+/// the decision through and applies it; a write with an unknown outcome unsettles the key.
+fn decide_and_persist<A, R, F>(
+    actor: &mut A,
+    key: A::Key,
+    guard: KeyGuard<A::Key>,
+    decide: F,
+) -> LocalBoxActorFuture<A, BbsResult<R>>
+where
+    A: OwnsRecords,
+    R: Unpin + 'static,
+    F: FnOnce(Option<&A::Record>) -> BbsResult<(Change<A::Record>, A::Report, R)> + Unpin + 'static,
+{
+    let (change, report, outcome) = match decide(actor.record(&key).as_deref()) {
+        Ok(decision) => decision,
+        Err(e) => return Box::pin(ready(Err(e))),
+    };
+    if matches!(change, Change::Unchanged) {
+        return Box::pin(ready(Ok(outcome)));
+    }
+    let persisting = actor.persist(&key, actor.record(&key).as_deref(), &change);
+    Box::pin(persisting.into_actor(actor).map(move |result, actor, ctx| {
+        match &result {
+            Ok(()) => actor.apply(key, change, report),
+            Err(e) if outcome_unknown(e) => {
+                metrics::counter!("bbs_write_outcomes_unknown_total").increment(1);
+                actor.unsettled().keys.insert(key);
+                sweep_soon(actor, ctx);
+            }
+            Err(_) => {}
+        }
+        drop(guard);
+        result.map(|()| outcome)
+    }))
 }
 
 /// Reads an unsettled key back before a decision is made on it; a key that is settled costs
@@ -196,11 +212,9 @@ fn settle_first<A: OwnsRecords>(
     )
 }
 
-/// Marks `key` unsettled and makes sure a sweep will read it back.
-fn unsettle<A: OwnsRecords>(actor: &mut A, key: A::Key, ctx: &mut Context<A>) {
-    metrics::counter!("bbs_write_outcomes_unknown_total").increment(1);
+/// Makes sure a sweep will come round.
+fn sweep_soon<A: OwnsRecords>(actor: &mut A, ctx: &mut Context<A>) {
     let unsettled = actor.unsettled();
-    unsettled.keys.insert(key);
     if !unsettled.sweep_due {
         unsettled.sweep_due = true;
         ctx.run_later(SETTLE_RETRY, sweep);
@@ -227,11 +241,9 @@ fn sweep<A: OwnsRecords>(actor: &mut A, ctx: &mut Context<A>) {
                 .into_actor(actor)
                 .then(move |guard, actor, _| {
                     settle_first(actor, key.clone()).map(move |settled, actor, ctx| {
-                        let unsettled = actor.unsettled();
-                        unsettled.sweeping.remove(&key);
-                        if settled.is_err() && !unsettled.sweep_due {
-                            unsettled.sweep_due = true;
-                            ctx.run_later(SETTLE_RETRY, sweep);
+                        actor.unsettled().sweeping.remove(&key);
+                        if settled.is_err() {
+                            sweep_soon(actor, ctx);
                         }
                         drop(guard);
                     })

@@ -133,8 +133,8 @@ impl LockRunner {
     }
 
     /// One attempt at the lock, without retrying: whether it is now held. A server tries once
-    /// before it loads its records, since a lock held before the first read means no other
-    /// server can have written since.
+    /// before it loads its records (with `free_or_ours`, it then knows whether it can skip the
+    /// catch-up).
     pub async fn try_acquire(&self) -> bool {
         let held = self.attempt().await.is_ok();
         if held {
