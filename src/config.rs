@@ -379,6 +379,31 @@ impl Settings {
             };
             builder = builder.add_source(config::File::from(path).format(format));
         }
+        Self::build(builder, env)
+    }
+
+    /// Settings from a configuration's text rather than its file (`toml` or JSON), with the
+    /// same `BBS_*` overrides and checks as [`Settings::load`].
+    pub fn from_text(
+        text: &str,
+        toml: bool,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigError> {
+        let format = if toml {
+            config::FileFormat::Toml
+        } else {
+            config::FileFormat::Json
+        };
+        Self::build(
+            config::Config::builder().add_source(config::File::from_str(text, format)),
+            env,
+        )
+    }
+
+    fn build(
+        builder: config::ConfigBuilder<config::builder::DefaultState>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigError> {
         let mut overrides = std::collections::HashMap::new();
         for (name, value) in env {
             let Some(key) = name.strip_prefix("BBS_") else {

@@ -666,6 +666,59 @@ async fn lrps_survive_a_restart(backend: Backend) {
     assert_eq!(got.desired_lrp.unwrap().instances, 2);
 }
 
+/// Upstream stores routes with Go's `json.Marshal` of each router's raw JSON: compacted, HTML
+/// characters escaped, keys in the order sent. Every read serves that, before and after a
+/// restart, and an update's routes are rewritten the same way.
+async fn routes_come_back_as_upstream_stores_them(backend: Backend) {
+    let Some(b) = TestBbs::start(backend, settings(None)).await else {
+        return;
+    };
+    let sent = |raw: &str| m::ProtoRoutes {
+        routes: [("cf-router".to_owned(), raw.as_bytes().to_vec())].into(),
+    };
+    let mut lrp = desired("web", 1);
+    lrp.routes = Some(sent(
+        "[ {\"port\": 8080,\n \"hostnames\" : [\"a.example.com/?x=<1>&y\"]} ]",
+    ));
+    assert_eq!(desire(&b, lrp).await, None);
+    let stored = "[{\"port\":8080,\"hostnames\":[\"a.example.com/?x=\\u003c1\\u003e\\u0026y\"]}]";
+    assert_eq!(routes_of(&b, "web").await, stored);
+    let again = TestBbs::on(b.store, settings(None)).await;
+    assert_eq!(routes_of(&again, "web").await, stored);
+
+    let update: m::DesiredLrpLifecycleResponse = again
+        .call(
+            "/v1/desired_lrp/update",
+            &m::UpdateDesiredLrpRequest {
+                process_guid: "web".into(),
+                update: Some(m::DesiredLrpUpdate {
+                    routes: Some(sent("{ \"z\": [ ], \"a\": \"&\" }")),
+                    ..Default::default()
+                }),
+            },
+        )
+        .await;
+    assert_eq!(update.error, None);
+    let updated = "{\"z\":[],\"a\":\"\\u0026\"}";
+    assert_eq!(routes_of(&again, "web").await, updated);
+    let third = TestBbs::on(again.store, settings(None)).await;
+    assert_eq!(routes_of(&third, "web").await, updated);
+}
+
+/// The `cf-router` value of a desired LRP's routes, as the API serves it.
+async fn routes_of(b: &TestBbs, guid: &str) -> String {
+    let got: m::DesiredLrpResponse = b
+        .call(
+            "/v1/desired_lrps/get_by_process_guid.r3",
+            &m::DesiredLrpByProcessGuidRequest {
+                process_guid: guid.into(),
+            },
+        )
+        .await;
+    let routes = got.desired_lrp.unwrap().routes.unwrap().routes;
+    String::from_utf8(routes["cf-router"].clone()).unwrap()
+}
+
 async fn invalid_actual_lrp_requests_are_refused_and_change_nothing(backend: Backend) {
     let Some(b) = TestBbs::start(backend, settings(None)).await else {
         return;
@@ -856,6 +909,7 @@ on_every_backend!(
     fail_remove_and_retire,
     lists_filter_and_group,
     lrps_survive_a_restart,
+    routes_come_back_as_upstream_stores_them,
     invalid_actual_lrp_requests_are_refused_and_change_nothing,
     concurrent_clients_keep_every_invariant,
 );

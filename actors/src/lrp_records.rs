@@ -13,6 +13,8 @@ use crate::codec::Codec;
 use crate::error::{BbsError, BbsResult};
 use crate::rules::actual_lrps::{presence_of, routable_of};
 use crate::rules::desired_lrps::{DesiredEntry, PackedRunInfo};
+use crate::rules::routes::marshal_raw;
+use serde_json::value::RawValue;
 
 /// A metric tag value as upstream's JSON column holds it.
 #[derive(Serialize, Deserialize, Default)]
@@ -39,27 +41,42 @@ fn dynamic_value(name: &str) -> i32 {
     }
 }
 
-/// Routes become one JSON object with each router's raw JSON inline; a value that is not
-/// JSON is refused, as upstream's insert refuses it.
-fn routes_json(routes: Option<&m::ProtoRoutes>) -> BbsResult<serde_json::Value> {
-    let mut object = serde_json::Map::new();
-    for (router, raw) in routes.map(|r| &r.routes).into_iter().flatten() {
-        let value: serde_json::Value = serde_json::from_slice(raw)
-            .map_err(|_| BbsError::InvalidRequest("the request received is invalid".into()))?;
-        object.insert(router.clone(), value);
-    }
-    Ok(serde_json::Value::Object(object))
+/// Routes become one JSON object with each router's value inline, as upstream's
+/// `json.Marshal` writes them; a value that is not JSON is refused, as upstream's insert
+/// refuses it.
+fn routes_json(routes: Option<&m::ProtoRoutes>) -> BbsResult<BTreeMap<&str, Box<RawValue>>> {
+    routes
+        .map(|r| &r.routes)
+        .into_iter()
+        .flatten()
+        .map(|(router, raw)| {
+            let value = marshal_raw(raw)
+                .and_then(|json| String::from_utf8(json).ok())
+                .and_then(|json| RawValue::from_string(json).ok())
+                .ok_or_else(|| {
+                    BbsError::InvalidRequest("the request received is invalid".into())
+                })?;
+            Ok((router.as_str(), value))
+        })
+        .collect()
 }
 
-fn routes_from_json(value: serde_json::Value) -> m::ProtoRoutes {
-    let routes = match value {
-        serde_json::Value::Object(object) => object
-            .into_iter()
-            .map(|(router, value)| (router, serde_json::to_vec(&value).unwrap_or_default()))
-            .collect(),
-        _ => BTreeMap::new(),
+/// The routes column read back: each router's value exactly as stored, as upstream reads
+/// it into a `json.RawMessage`. A column holding JSON of another shape reads as no routes.
+fn routes_from_json(payload: &[u8]) -> BbsResult<m::ProtoRoutes> {
+    let routes = match serde_json::from_slice::<Option<BTreeMap<String, Box<RawValue>>>>(payload) {
+        Ok(routes) => routes.unwrap_or_default(),
+        Err(e) if serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_err() => {
+            return Err(BbsError::Deserialize(format!("bad JSON: {e}")));
+        }
+        Err(_) => BTreeMap::new(),
     };
-    m::ProtoRoutes { routes }
+    Ok(m::ProtoRoutes {
+        routes: routes
+            .into_iter()
+            .map(|(router, value)| (router, value.get().as_bytes().to_vec()))
+            .collect(),
+    })
 }
 
 /// A desired LRP's metric tags column: upstream's JSON (`{"name":{"static":"v"}}`, or
@@ -116,7 +133,7 @@ pub fn scheduling_from_record(
     m::DesiredLrpSchedulingInfo,
     BTreeMap<String, m::MetricTagValue>,
 )> {
-    let routes: serde_json::Value = codec.decode_json(&r.routes)?;
+    let routes = routes_from_json(&codec.open(&r.routes)?)?;
     let volume_placement: m::VolumePlacement = codec.decode_model(&r.volume_placement)?;
     let placement_tags: Vec<String> = match &r.placement_tags {
         Some(json) => serde_json::from_str::<Option<Vec<String>>>(json)
@@ -155,7 +172,7 @@ pub fn scheduling_from_record(
             root_fs: r.rootfs.clone(),
             max_pids: r.max_pids,
         }),
-        routes: Some(routes_from_json(routes)),
+        routes: Some(routes),
         modification_tag: Some(m::ModificationTag {
             epoch: r.modification_tag_epoch.clone(),
             index: r.modification_tag_index as u32,

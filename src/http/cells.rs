@@ -2,11 +2,10 @@
 
 use actix_web::{web, HttpResponse};
 use bbs_actors::cells::RegisterCell;
-use bbs_actors::rules::validation::Violations;
 use bbs_actors::{BbsError, BbsResult};
 use bbs_models as m;
 
-use super::proto::{decode, reply};
+use super::proto::{parse, reply};
 use super::ApiState;
 
 pub async fn list(state: web::Data<ApiState>) -> HttpResponse {
@@ -17,17 +16,7 @@ pub async fn list(state: web::Data<ApiState>) -> HttpResponse {
 
 pub async fn register(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse {
     let result: BbsResult<()> = async {
-        let request: m::RegisterCellRequest = decode(&body)?;
-        let mut v = Violations::default();
-        match &request.cell_presence {
-            None => v.field("cell_presence"),
-            Some(p) if p.cell_id.is_empty() => v.field("cell_id"),
-            Some(_) => {}
-        }
-        if request.ttl_seconds == 0 {
-            v.field("ttl_seconds");
-        }
-        v.into_result()?;
+        let request: m::RegisterCellRequest = parse(&body)?;
         let bbs = state.bbs()?;
         if !bbs.registers_cells {
             return Err(BbsError::InvalidRequest(

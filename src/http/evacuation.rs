@@ -3,21 +3,11 @@
 use actix_web::{web, HttpResponse};
 use bbs_actors::actual_lrps::{EvacuationAnswer, EvacuationRequest};
 use bbs_actors::rules::actual_lrps::Running;
-use bbs_actors::rules::validation::{self, Violations};
 use bbs_actors::{BbsError, BbsResult};
 use bbs_models as m;
 
-use super::proto::{decode, respond};
+use super::proto::{parse, respond};
 use super::ApiState;
-
-fn key_and_instance(
-    key: Option<&m::ActualLrpKey>,
-    ik: Option<&m::ActualLrpInstanceKey>,
-    v: &mut Violations,
-) {
-    validation::actual_key(key, v);
-    validation::instance_key(ik, v);
-}
 
 /// An EvacuationResponse; when the request could not be read, `keep_if_unread` decides (the
 /// claimed and running routes tell the rep to keep its container, as upstream does).
@@ -49,14 +39,7 @@ async fn run(
 
 pub async fn remove_evacuating(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse {
     let result: BbsResult<()> = async {
-        let r: m::RemoveEvacuatingActualLrpRequest = decode(&body)?;
-        let mut v = Violations::default();
-        key_and_instance(
-            r.actual_lrp_key.as_ref(),
-            r.actual_lrp_instance_key.as_ref(),
-            &mut v,
-        );
-        v.into_result()?;
+        let r: m::RemoveEvacuatingActualLrpRequest = parse(&body)?;
         let request =
             EvacuationRequest::RemoveEvacuating(r.actual_lrp_instance_key.unwrap_or_default());
         run(&state, r.actual_lrp_key.unwrap_or_default(), request)
@@ -71,14 +54,7 @@ pub async fn remove_evacuating(state: web::Data<ApiState>, body: web::Bytes) -> 
 
 pub async fn claimed(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse {
     let result = async {
-        let r: m::EvacuateClaimedActualLrpRequest = decode(&body)?;
-        let mut v = Violations::default();
-        key_and_instance(
-            r.actual_lrp_key.as_ref(),
-            r.actual_lrp_instance_key.as_ref(),
-            &mut v,
-        );
-        v.into_result()?;
+        let r: m::EvacuateClaimedActualLrpRequest = parse(&body)?;
         let request = EvacuationRequest::Claimed(r.actual_lrp_instance_key.unwrap_or_default());
         run(&state, r.actual_lrp_key.unwrap_or_default(), request).await
     }
@@ -88,17 +64,7 @@ pub async fn claimed(state: web::Data<ApiState>, body: web::Bytes) -> HttpRespon
 
 pub async fn crashed(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse {
     let result = async {
-        let r: m::EvacuateCrashedActualLrpRequest = decode(&body)?;
-        let mut v = Violations::default();
-        key_and_instance(
-            r.actual_lrp_key.as_ref(),
-            r.actual_lrp_instance_key.as_ref(),
-            &mut v,
-        );
-        if r.error_message.is_empty() {
-            v.field("error_message");
-        }
-        v.into_result()?;
+        let r: m::EvacuateCrashedActualLrpRequest = parse(&body)?;
         let key = r.actual_lrp_key.unwrap_or_default();
         let request = EvacuationRequest::Crashed {
             key: key.clone(),
@@ -116,14 +82,7 @@ pub async fn crashed(state: web::Data<ApiState>, body: web::Bytes) -> HttpRespon
 
 pub async fn stopped(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse {
     let result = async {
-        let r: m::EvacuateStoppedActualLrpRequest = decode(&body)?;
-        let mut v = Violations::default();
-        key_and_instance(
-            r.actual_lrp_key.as_ref(),
-            r.actual_lrp_instance_key.as_ref(),
-            &mut v,
-        );
-        v.into_result()?;
+        let r: m::EvacuateStoppedActualLrpRequest = parse(&body)?;
         let request = EvacuationRequest::Stopped(r.actual_lrp_instance_key.unwrap_or_default());
         run(&state, r.actual_lrp_key.unwrap_or_default(), request).await
     }
@@ -136,19 +95,7 @@ async fn running_with(
     body: &[u8],
     keep_routes_and_tags: bool,
 ) -> BbsResult<EvacuationAnswer> {
-    let r: m::EvacuateRunningActualLrpRequest = decode(body)?;
-    let mut v = Violations::default();
-    key_and_instance(
-        r.actual_lrp_key.as_ref(),
-        r.actual_lrp_instance_key.as_ref(),
-        &mut v,
-    );
-    match &r.actual_lrp_net_info {
-        None => v.field("actual_lrp_net_info"),
-        Some(n) if n.address.is_empty() => v.field("address"),
-        Some(_) => {}
-    }
-    v.into_result()?;
+    let r: m::EvacuateRunningActualLrpRequest = parse(body)?;
     let key = r.actual_lrp_key.unwrap_or_default();
     let desired = state
         .bbs()?

@@ -12,7 +12,7 @@ use bbs_models as m;
 use bytes::Bytes;
 use prost::Message;
 
-use super::proto::decode;
+use super::proto::parse;
 use super::ApiState;
 
 /// Which payload shapes a route serves: r1 is current; r0 downgrades for old clients.
@@ -148,11 +148,13 @@ fn frame(delivery: &Delivery, version: Version) -> Bytes {
 }
 
 fn last_event_id(request: &HttpRequest) -> Option<u64> {
-    request
-        .headers()
-        .get("Last-Event-ID")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
+    parse_event_id(request.headers().get("Last-Event-ID")?.as_bytes())
+}
+
+/// A `Last-Event-ID` value as this server numbers events; anything else (not ASCII, not a
+/// number, out of range) is no id at all, and the subscriber starts from now.
+pub fn parse_event_id(value: &[u8]) -> Option<u64> {
+    std::str::from_utf8(value).ok()?.trim().parse().ok()
 }
 
 fn subscribe(
@@ -181,7 +183,7 @@ fn subscribe(
 }
 
 fn cell_filter(body: &[u8]) -> Option<String> {
-    decode::<m::EventsByCellId>(body).ok().map(|f| f.cell_id)
+    parse::<m::EventsByCellId>(body).ok().map(|f| f.cell_id)
 }
 
 async fn lrp_stream(

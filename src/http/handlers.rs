@@ -3,10 +3,10 @@
 
 use actix_web::{web, HttpResponse};
 use bbs_actors::domains::{FreshDomains, UpsertDomain};
-use bbs_actors::{BbsError, BbsResult};
+use bbs_actors::BbsResult;
 use bbs_models::{DomainsResponse, PingResponse, UpsertDomainRequest, UpsertDomainResponse};
 
-use super::proto::{decode, respond, respond_error};
+use super::proto::{parse, respond, respond_error};
 use super::ApiState;
 
 pub async fn ping() -> HttpResponse {
@@ -30,10 +30,7 @@ pub async fn domains(state: web::Data<ApiState>) -> HttpResponse {
 
 pub async fn upsert_domain(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse {
     let result: BbsResult<()> = async {
-        let request: UpsertDomainRequest = decode(&body)?;
-        if request.domain.is_empty() {
-            return Err(BbsError::invalid_fields(["domain"]));
-        }
+        let request: UpsertDomainRequest = parse(&body)?;
         let bbs = state.bbs()?;
         bbs.domains
             .call(UpsertDomain {

@@ -5,12 +5,11 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bbs_actors::actual_lrps::{self as actual, group};
 use bbs_actors::rules::actual_lrps::Running;
 use bbs_actors::rules::desired_lrps::{populate_metrics_guid, rebuild, routing_info, to_v2};
-use bbs_actors::rules::validation;
 use bbs_actors::{BbsError, BbsResult};
 use bbs_models as m;
 use bbs_store::{ActualLrpFilter, DesiredLrpFilter};
 
-use super::proto::{decode, reply, respond_error, respond_list, trace_id};
+use super::proto::{parse, reply, respond_error, respond_list, trace_id};
 use super::ApiState;
 
 fn desired_lifecycle(result: BbsResult<()>) -> HttpResponse {
@@ -38,8 +37,7 @@ pub async fn desire(
 ) -> HttpResponse {
     desired_lifecycle(
         async {
-            let request: m::DesireLrpRequest = decode(&body)?;
-            validation::desire_lrp(&request)?;
+            let request: m::DesireLrpRequest = parse(&body)?;
             let lrp = request.desired_lrp.unwrap_or_default();
             state.bbs()?.lrps.desire(lrp, &trace_id(&http)).await
         }
@@ -54,8 +52,7 @@ pub async fn update(
 ) -> HttpResponse {
     desired_lifecycle(
         async {
-            let request: m::UpdateDesiredLrpRequest = decode(&body)?;
-            validation::update_desired_lrp(&request)?;
+            let request: m::UpdateDesiredLrpRequest = parse(&body)?;
             let update = request.update.unwrap_or_default();
             state
                 .bbs()?
@@ -74,8 +71,7 @@ pub async fn remove(
 ) -> HttpResponse {
     desired_lifecycle(
         async {
-            let request: m::RemoveDesiredLrpRequest = decode(&body)?;
-            validation::process_guid_present(&request.process_guid)?;
+            let request: m::RemoveDesiredLrpRequest = parse(&body)?;
             let trace_id = trace_id(&http);
             state
                 .bbs()?
@@ -92,7 +88,7 @@ async fn list_entries(
     body: &[u8],
     with_app_guids: bool,
 ) -> BbsResult<Vec<bbs_actors::rules::desired_lrps::DesiredEntry>> {
-    let request: m::DesiredLrpsRequest = decode(body)?;
+    let request: m::DesiredLrpsRequest = parse(body)?;
     let filter = DesiredLrpFilter {
         domain: non_empty(request.domain),
         process_guids: guids(request.process_guids),
@@ -109,8 +105,7 @@ async fn get_entry(
     state: &ApiState,
     body: &[u8],
 ) -> BbsResult<bbs_actors::rules::desired_lrps::DesiredEntry> {
-    let request: m::DesiredLrpByProcessGuidRequest = decode(body)?;
-    validation::process_guid_present(&request.process_guid)?;
+    let request: m::DesiredLrpByProcessGuidRequest = parse(body)?;
     let table = &state.bbs()?.lrps.desired_table;
     table.get(&request.process_guid).ok_or(BbsError::NotFound)
 }
@@ -163,7 +158,7 @@ pub async fn get_r2(state: web::Data<ApiState>, body: web::Bytes) -> HttpRespons
 
 pub async fn scheduling_infos(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse {
     let result: BbsResult<Vec<std::sync::Arc<m::DesiredLrpSchedulingInfo>>> = async {
-        let request: m::DesiredLrpsRequest = decode(&body)?;
+        let request: m::DesiredLrpsRequest = parse(&body)?;
         let filter = DesiredLrpFilter {
             domain: non_empty(request.domain),
             process_guids: guids(request.process_guids),
@@ -189,7 +184,7 @@ pub async fn scheduling_info(state: web::Data<ApiState>, body: web::Bytes) -> Ht
 
 pub async fn routing_infos(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse {
     let result: BbsResult<Vec<m::DesiredLrp>> = async {
-        let request: m::DesiredLrpsRequest = decode(&body)?;
+        let request: m::DesiredLrpsRequest = parse(&body)?;
         let filter = DesiredLrpFilter {
             domain: None,
             process_guids: guids(request.process_guids),
@@ -208,7 +203,7 @@ pub async fn routing_infos(state: web::Data<ApiState>, body: web::Bytes) -> Http
 
 pub async fn list_actual(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse {
     let result: BbsResult<Vec<m::ActualLrp>> = async {
-        let request: m::ActualLrpsRequest = decode(&body)?;
+        let request: m::ActualLrpsRequest = parse(&body)?;
         let filter = ActualLrpFilter {
             domain: non_empty(request.domain),
             cell_id: non_empty(request.cell_id),
@@ -232,8 +227,7 @@ pub async fn list_actual_by_process_guids(
     body: web::Bytes,
 ) -> HttpResponse {
     let result: BbsResult<Vec<m::ActualLrp>> = async {
-        let request: m::ActualLrpsByProcessGuidsRequest = decode(&body)?;
-        validation::actual_lrps_by_process_guids(&request)?;
+        let request: m::ActualLrpsByProcessGuidsRequest = parse(&body)?;
         let filter = ActualLrpFilter {
             process_guids: Some(request.process_guids),
             ..Default::default()
@@ -251,7 +245,7 @@ pub async fn list_actual_by_process_guids(
 
 pub async fn groups(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse {
     let result: BbsResult<Vec<m::ActualLrpGroup>> = async {
-        let request: m::ActualLrpGroupsRequest = decode(&body)?;
+        let request: m::ActualLrpGroupsRequest = parse(&body)?;
         let filter = ActualLrpFilter {
             domain: non_empty(request.domain),
             cell_id: non_empty(request.cell_id),
@@ -268,8 +262,7 @@ pub async fn groups(state: web::Data<ApiState>, body: web::Bytes) -> HttpRespons
 
 pub async fn groups_by_process_guid(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse {
     let result: BbsResult<Vec<m::ActualLrpGroup>> = async {
-        let request: m::ActualLrpGroupsByProcessGuidRequest = decode(&body)?;
-        validation::process_guid_present(&request.process_guid)?;
+        let request: m::ActualLrpGroupsByProcessGuidRequest = parse(&body)?;
         let filter = ActualLrpFilter {
             process_guids: Some(vec![request.process_guid]),
             ..Default::default()
@@ -288,8 +281,7 @@ pub async fn group_by_process_guid_and_index(
     body: web::Bytes,
 ) -> HttpResponse {
     let result: BbsResult<m::ActualLrpGroup> = async {
-        let request: m::ActualLrpGroupByProcessGuidAndIndexRequest = decode(&body)?;
-        validation::guid_and_index(&request.process_guid, request.index)?;
+        let request: m::ActualLrpGroupByProcessGuidAndIndexRequest = parse(&body)?;
         let filter = ActualLrpFilter {
             process_guids: Some(vec![request.process_guid]),
             index: Some(request.index),
@@ -308,8 +300,7 @@ pub async fn group_by_process_guid_and_index(
 pub async fn claim(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse {
     actual_lifecycle(
         async {
-            let request: m::ClaimActualLrpRequest = decode(&body)?;
-            validation::claim_actual_lrp(&request)?;
+            let request: m::ClaimActualLrpRequest = parse(&body)?;
             let bbs = state.bbs()?;
             let message = actual::ClaimLrp {
                 process_guid: request.process_guid.clone(),
@@ -327,8 +318,7 @@ pub async fn claim(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse
 }
 
 async fn start_with(state: &ApiState, body: &[u8], keep_routes_and_tags: bool) -> BbsResult<()> {
-    let request: m::StartActualLrpRequest = decode(body)?;
-    validation::start_actual_lrp(&request)?;
+    let request: m::StartActualLrpRequest = parse(body)?;
     let running = Running {
         key: request.actual_lrp_key.unwrap_or_default(),
         instance_key: request.actual_lrp_instance_key.unwrap_or_default(),
@@ -371,8 +361,7 @@ pub async fn start_r0(state: web::Data<ApiState>, body: web::Bytes) -> HttpRespo
 pub async fn crash(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse {
     actual_lifecycle(
         async {
-            let request: m::CrashActualLrpRequest = decode(&body)?;
-            validation::crash_actual_lrp(&request)?;
+            let request: m::CrashActualLrpRequest = parse(&body)?;
             let message = actual::CrashLrp {
                 key: request.actual_lrp_key.unwrap_or_default(),
                 instance_key: request.actual_lrp_instance_key.unwrap_or_default(),
@@ -387,8 +376,7 @@ pub async fn crash(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse
 pub async fn fail(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse {
     actual_lifecycle(
         async {
-            let request: m::FailActualLrpRequest = decode(&body)?;
-            validation::fail_actual_lrp(&request)?;
+            let request: m::FailActualLrpRequest = parse(&body)?;
             let key = request.actual_lrp_key.unwrap_or_default();
             let shard = state.bbs()?.lrps.actual.shard(&key.process_guid).clone();
             let message = actual::FailLrp {
@@ -404,8 +392,7 @@ pub async fn fail(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse 
 pub async fn remove_actual(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse {
     actual_lifecycle(
         async {
-            let request: m::RemoveActualLrpRequest = decode(&body)?;
-            validation::guid_and_index(&request.process_guid, request.index)?;
+            let request: m::RemoveActualLrpRequest = parse(&body)?;
             let shard = state
                 .bbs()?
                 .lrps
@@ -430,8 +417,7 @@ pub async fn retire(
 ) -> HttpResponse {
     actual_lifecycle(
         async {
-            let request: m::RetireActualLrpRequest = decode(&body)?;
-            validation::retire_actual_lrp(&request)?;
+            let request: m::RetireActualLrpRequest = parse(&body)?;
             state
                 .bbs()?
                 .lrps

@@ -4,6 +4,7 @@
 mod cells;
 mod evacuation;
 mod events;
+pub use events::parse_event_id;
 mod handlers;
 mod lrps;
 pub mod proto;

@@ -84,7 +84,5 @@ pub fn reply<R: WithError>(result: Result<R, BbsError>) -> HttpResponse {
     }
 }
 
-/// Decodes a request body; a malformed one is upstream's InvalidRequest.
-pub fn decode<M: Message + Default>(body: &[u8]) -> Result<M, BbsError> {
-    M::decode(body).map_err(|_| BbsError::InvalidRequest("the request received is invalid".into()))
-}
+/// Every route reads its body through this: decoded and checked as upstream checks it.
+pub use bbs_actors::rules::requests::parse;

@@ -1,13 +1,13 @@
 //! The task routes: decode, validate with upstream's rules, ask the TaskActor, encode.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use bbs_actors::rules::{downgrade, validation};
+use bbs_actors::rules::downgrade;
 use bbs_actors::tasks as t;
 use bbs_actors::BbsResult;
 use bbs_models as m;
 use bbs_store::TaskFilter;
 
-use super::proto::{decode, reply, trace_id};
+use super::proto::{parse, reply, trace_id};
 use super::ApiState;
 
 fn lifecycle(result: BbsResult<()>) -> HttpResponse {
@@ -21,8 +21,7 @@ pub async fn desire(
 ) -> HttpResponse {
     lifecycle(
         async {
-            let request: m::DesireTaskRequest = decode(&body)?;
-            validation::desire_task(&request)?;
+            let request: m::DesireTaskRequest = parse(&body)?;
             let message = t::DesireTask {
                 guid: request.task_guid,
                 domain: request.domain,
@@ -37,8 +36,7 @@ pub async fn desire(
 
 pub async fn start(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse {
     let result: BbsResult<bool> = async {
-        let request: m::StartTaskRequest = decode(&body)?;
-        validation::task_guid_and_cell(&request.task_guid, &request.cell_id)?;
+        let request: m::StartTaskRequest = parse(&body)?;
         let message = t::StartTask {
             guid: request.task_guid,
             cell_id: request.cell_id,
@@ -55,8 +53,7 @@ pub async fn start(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse
 pub async fn cancel(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse {
     lifecycle(
         async {
-            let request: m::TaskGuidRequest = decode(&body)?;
-            validation::task_guid_present(&request.task_guid)?;
+            let request: m::TaskGuidRequest = parse(&body)?;
             let message = t::CancelTask {
                 guid: request.task_guid,
             };
@@ -69,8 +66,7 @@ pub async fn cancel(state: web::Data<ApiState>, body: web::Bytes) -> HttpRespons
 pub async fn fail(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse {
     lifecycle(
         async {
-            let request: m::FailTaskRequest = decode(&body)?;
-            validation::task_guid_and_reason(&request.task_guid, &request.failure_reason)?;
+            let request: m::FailTaskRequest = parse(&body)?;
             let message = t::FailTask {
                 guid: request.task_guid,
                 reason: request.failure_reason,
@@ -84,8 +80,7 @@ pub async fn fail(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse 
 pub async fn reject(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse {
     lifecycle(
         async {
-            let request: m::RejectTaskRequest = decode(&body)?;
-            validation::task_guid_and_reason(&request.task_guid, &request.rejection_reason)?;
+            let request: m::RejectTaskRequest = parse(&body)?;
             let message = t::RejectTask {
                 guid: request.task_guid,
                 reason: request.rejection_reason,
@@ -99,8 +94,7 @@ pub async fn reject(state: web::Data<ApiState>, body: web::Bytes) -> HttpRespons
 pub async fn complete(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse {
     lifecycle(
         async {
-            let request: m::CompleteTaskRequest = decode(&body)?;
-            validation::task_guid_and_cell(&request.task_guid, &request.cell_id)?;
+            let request: m::CompleteTaskRequest = parse(&body)?;
             let message = t::CompleteTask {
                 guid: request.task_guid,
                 cell_id: request.cell_id,
@@ -117,8 +111,7 @@ pub async fn complete(state: web::Data<ApiState>, body: web::Bytes) -> HttpRespo
 pub async fn resolving(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse {
     lifecycle(
         async {
-            let request: m::TaskGuidRequest = decode(&body)?;
-            validation::task_guid_present(&request.task_guid)?;
+            let request: m::TaskGuidRequest = parse(&body)?;
             let message = t::ResolvingTask {
                 guid: request.task_guid,
             };
@@ -131,8 +124,7 @@ pub async fn resolving(state: web::Data<ApiState>, body: web::Bytes) -> HttpResp
 pub async fn delete(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse {
     lifecycle(
         async {
-            let request: m::TaskGuidRequest = decode(&body)?;
-            validation::task_guid_present(&request.task_guid)?;
+            let request: m::TaskGuidRequest = parse(&body)?;
             let message = t::DeleteTask {
                 guid: request.task_guid,
             };
@@ -143,7 +135,7 @@ pub async fn delete(state: web::Data<ApiState>, body: web::Bytes) -> HttpRespons
 }
 
 async fn list_tasks(state: &ApiState, body: &[u8]) -> BbsResult<Vec<m::Task>> {
-    let request: m::TasksRequest = decode(body)?;
+    let request: m::TasksRequest = parse(body)?;
     let filter = TaskFilter {
         domain: Some(request.domain).filter(|d| !d.is_empty()),
         cell_id: Some(request.cell_id).filter(|c| !c.is_empty()),
@@ -152,8 +144,7 @@ async fn list_tasks(state: &ApiState, body: &[u8]) -> BbsResult<Vec<m::Task>> {
 }
 
 async fn get_task(state: &ApiState, body: &[u8]) -> BbsResult<m::Task> {
-    let request: m::TaskByGuidRequest = decode(body)?;
-    validation::task_guid_present(&request.task_guid)?;
+    let request: m::TaskByGuidRequest = parse(body)?;
     state.bbs()?.task_table.task(&request.task_guid)
 }
 

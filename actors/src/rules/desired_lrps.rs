@@ -98,7 +98,9 @@ pub fn split(lrp: &m::DesiredLrp, epoch: String, now: Nanos) -> DesiredEntry {
             root_fs: lrp.root_fs.clone(),
             max_pids: lrp.max_pids,
         }),
-        routes: Some(lrp.routes.clone().unwrap_or_default()),
+        routes: Some(super::routes::as_stored(
+            &lrp.routes.clone().unwrap_or_default(),
+        )),
         modification_tag: Some(m::ModificationTag { epoch, index: 0 }),
         volume_placement: Some(m::VolumePlacement {
             driver_names: lrp.volume_mounts.iter().map(|v| v.driver.clone()).collect(),
@@ -275,7 +277,7 @@ pub fn update(entry: &DesiredEntry, update: &m::DesiredLrpUpdate) -> Updated {
         None => false,
     };
     if let Some(routes) = &update.routes {
-        s.routes = Some(routes.clone());
+        s.routes = Some(super::routes::as_stored(routes));
     }
     let metric_tags_changed =
         !update.metric_tags.is_empty() && update.metric_tags != *entry.metric_tags;

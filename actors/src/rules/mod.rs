@@ -8,5 +8,7 @@ pub mod domains;
 pub mod downgrade;
 pub mod evacuation;
 pub mod lrp_events;
+pub mod requests;
+pub mod routes;
 pub mod tasks;
 pub mod validation;
