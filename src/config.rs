@@ -34,6 +34,9 @@ pub struct Settings {
     pub key_file: Option<PathBuf>,
     /// Largest request body accepted, in bytes; larger ones get 413.
     pub max_request_body_bytes: usize,
+    /// Requests handled at once (event streams aside); one more is answered 503 at once, which
+    /// Go clients retry. 0: no bound. Ours (docs/reliability.md, "Overload").
+    pub max_pending_requests: usize,
 
     // Store.
     pub database_driver: String,
@@ -233,6 +236,7 @@ impl Default for Settings {
             cert_file: None,
             key_file: None,
             max_request_body_bytes: 8 * 1024 * 1024,
+            max_pending_requests: 4096,
             database_driver: "sqlite".into(),
             database_connection_string: String::new(),
             sql_ca_cert_file: None,
@@ -318,6 +322,7 @@ const ENV_KEYS: &[&str] = &[
     "cert_file",
     "key_file",
     "max_request_body_bytes",
+    "max_pending_requests",
     "database_driver",
     "database_connection_string",
     "sql_ca_cert_file",

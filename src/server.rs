@@ -201,7 +201,7 @@ pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>
         }
     });
 
-    let state = web::Data::new(ApiState::default());
+    let state = web::Data::new(ApiState::new(settings.max_pending_requests));
     let max_body = settings.max_request_body_bytes;
     let (api_tls, outbound_tls) = match (settings.api_tls(), settings.outbound_tls()) {
         (Ok(api), Ok(outbound)) => (api, outbound),

@@ -177,29 +177,7 @@ async fn the_store_goes_away_and_comes_back(backend: Backend) {
         return;
     };
     // The server reaches the store through the proxy.
-    let mut url = url::Url::parse(
-        store
-            .config
-            .connection_string
-            .split(',')
-            .next()
-            .expect("a store address"),
-    )
-    .expect("a store URL");
-    let target = format!(
-        "{}:{}",
-        url.host_str().expect("a store host"),
-        url.port_or_known_default().expect("a store port")
-    );
-    let proxy = StoreProxy::start(&target).await;
-    let port: u16 = proxy.address.rsplit(':').next().unwrap().parse().unwrap();
-    url.set_port(Some(port)).unwrap();
-    if backend == Backend::Mysql {
-        // mysql_async moves a loopback connection to MariaDB's Unix socket, around the proxy.
-        url.query_pairs_mut().append_pair("prefer_socket", "false");
-    }
-    let mut through_proxy = store.config.clone();
-    through_proxy.connection_string = url.to_string();
+    let (proxy, through_proxy) = StoreProxy::in_front_of(&store.config, backend).await;
     let config = config_json(
         &through_proxy,
         serde_json::json!({

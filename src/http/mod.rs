@@ -34,6 +34,9 @@ pub struct ApiState {
     in_flight: AtomicUsize,
     /// Set when the server stops: responses then close their connections.
     stopping: AtomicBool,
+    /// Requests admitted past their body and not yet answered (event streams aside), at most
+    /// `max_pending_requests`; `None` admits all.
+    admission: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// Counts one request as in flight for as long as it lives.
@@ -53,6 +56,18 @@ impl Drop for InFlight {
 }
 
 impl ApiState {
+    /// A state that answers 503 at once to a request arriving while `max_pending` others
+    /// are being handled (0: no bound). Not upstream's (its server queues without bound);
+    /// the status is the one upstream answers before its migrations finish, which Go clients
+    /// retry (three attempts, 500 ms apart).
+    pub fn new(max_pending: usize) -> ApiState {
+        ApiState {
+            admission: (max_pending > 0)
+                .then(|| Arc::new(tokio::sync::Semaphore::new(max_pending))),
+            ..ApiState::default()
+        }
+    }
+
     pub fn bbs(&self) -> BbsResult<&Bbs> {
         self.bbs
             .get()
@@ -100,7 +115,7 @@ impl ApiState {
 pub struct UnrecoverableMarker;
 
 async fn gate(
-    request: ServiceRequest,
+    mut request: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let ready = request
@@ -119,7 +134,23 @@ async fn gate(
     metrics::counter!("bbs_requests_total").increment(1);
     let state = request.app_data::<web::Data<ApiState>>().cloned();
     let in_flight = state.clone().map(InFlight::new);
+    let admission = match state.as_ref().and_then(|s| s.admission.clone()) {
+        Some(permits) if !request.path().starts_with(EVENT_STREAMS) => {
+            match admit(&mut request, &permits).await? {
+                Ok(permit) => Some(permit),
+                Err(refusal) => {
+                    let response = request.into_response(refusal).map_into_boxed_body();
+                    return Ok(response.map_body(|_, body| Counted {
+                        body,
+                        _in_flight: in_flight,
+                    }));
+                }
+            }
+        }
+        _ => None,
+    };
     let response = answer(next.call(request).await?, state.as_ref());
+    drop(admission);
     let mut response = response.map_into_boxed_body();
     if state
         .as_ref()
@@ -137,6 +168,64 @@ async fn gate(
         _in_flight: in_flight,
     }))
 }
+
+/// Event streams live as long as their subscribers: they are never counted as pending.
+const EVENT_STREAMS: &str = "/v1/events";
+
+/// Holds one admission while a request is handled.
+struct Admitted {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    pending: metrics::Gauge,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.pending.decrement(1.0);
+    }
+}
+
+/// Reads the request's body, then takes an admission or refuses with 503. The body comes
+/// first so that a client sending it slowly holds its own connection and nothing shared.
+async fn admit(
+    request: &mut ServiceRequest,
+    permits: &Arc<tokio::sync::Semaphore>,
+) -> Result<Result<Admitted, HttpResponse>, actix_web::Error> {
+    use actix_web::HttpMessage;
+    use futures::StreamExt;
+    let limit = request
+        .app_data::<BodyLimit>()
+        .map_or(usize::MAX, |limit| limit.0);
+    let mut payload = request.take_payload();
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk?;
+        if body.len() + chunk.len() > limit {
+            return Ok(Err(too_large()));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let (_, mut replay) = actix_http::h1::Payload::create(true);
+    replay.unread_data(body.freeze());
+    request.set_payload(replay.into());
+    match Arc::clone(permits).try_acquire_owned() {
+        Ok(permit) => {
+            let pending = metrics::gauge!("bbs_requests_pending");
+            pending.increment(1.0);
+            Ok(Ok(Admitted {
+                _permit: permit,
+                pending,
+            }))
+        }
+        Err(_) => {
+            metrics::counter!("bbs_requests_shed_total").increment(1);
+            Ok(Err(HttpResponse::ServiceUnavailable().finish()))
+        }
+    }
+}
+
+/// The largest request body, for the admission step's read (the extractors have their own).
+#[derive(Clone, Copy)]
+struct BodyLimit(usize);
 
 /// A response body that keeps its request counted in flight until it has been written.
 struct Counted {
@@ -166,17 +255,8 @@ fn answer<B: MessageBody + 'static>(
     state: Option<&web::Data<ApiState>>,
 ) -> ServiceResponse<actix_web::body::EitherBody<B>> {
     if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        // Go clients parse protobuf whatever the status, and every response but Ping carries
-        // `error` as field 1: answer as upstream answers a request it cannot accept.
-        let error = BbsError::InvalidRequest(
-            "the request body is larger than max_request_body_bytes".into(),
-        );
         let (request, _) = response.into_parts();
-        let body = proto::ErrorOnly {
-            error: Some(error.to_wire()),
-        };
-        let response = proto::respond(&body);
-        return ServiceResponse::new(request, response).map_into_right_body();
+        return ServiceResponse::new(request, too_large()).map_into_right_body();
     }
     if response
         .response()
@@ -189,6 +269,17 @@ fn answer<B: MessageBody + 'static>(
         }
     }
     response.map_into_left_body()
+}
+
+/// Go clients parse protobuf whatever the status, and every response but Ping carries
+/// `error` as field 1: a body over the limit is answered as upstream answers a request it
+/// cannot accept.
+fn too_large() -> HttpResponse {
+    let error =
+        BbsError::InvalidRequest("the request body is larger than max_request_body_bytes".into());
+    proto::respond(&proto::ErrorOnly {
+        error: Some(error.to_wire()),
+    })
 }
 
 fn not_found() -> HttpResponse {
@@ -213,6 +304,7 @@ pub fn api_app(
     App::new()
         .app_data(state)
         .app_data(web::PayloadConfig::new(max_body_bytes))
+        .app_data(BodyLimit(max_body_bytes))
         .wrap(from_fn(gate))
         .configure(routes::configure)
         .default_service(web::to(|| async { not_found() }))

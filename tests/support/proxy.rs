@@ -55,6 +55,38 @@ impl StoreProxy {
         }
     }
 
+    /// A proxy in front of `store`'s first address, and the store's configuration with the
+    /// proxy's address in its place, for a server under test.
+    pub async fn in_front_of(
+        store: &bbs_store::StoreConfig,
+        backend: bbs_store::Backend,
+    ) -> (StoreProxy, bbs_store::StoreConfig) {
+        let mut url = url::Url::parse(
+            store
+                .connection_string
+                .split(',')
+                .next()
+                .expect("a store address"),
+        )
+        .expect("a store URL");
+        let target = format!(
+            "{}:{}",
+            url.host_str().expect("a store host"),
+            url.port_or_known_default().expect("a store port")
+        );
+        let proxy = StoreProxy::start(&target).await;
+        let port: u16 = proxy.address.rsplit(':').next().unwrap().parse().unwrap();
+        url.set_port(Some(port)).unwrap();
+        if backend == bbs_store::Backend::Mysql {
+            // mysql_async moves a loopback connection to MariaDB's Unix socket, around the
+            // proxy.
+            url.query_pairs_mut().append_pair("prefer_socket", "false");
+        }
+        let mut through_proxy = store.clone();
+        through_proxy.connection_string = url.to_string();
+        (proxy, through_proxy)
+    }
+
     pub fn set(&self, mode: Mode) {
         self.control.send_modify(|(m, generation)| {
             *m = mode;
