@@ -70,7 +70,15 @@ pub struct BbsClient {
     /// as a Diego client pointed at several BBS nodes does.
     current: Arc<AtomicUsize>,
     tls: Option<bbs_tls::rustls::ClientConfig>,
+    /// Answers that were not protobuf (a 503 from a server past `max_pending_requests`),
+    /// each retried as the Go client retries them.
+    refused: Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// The Go BBS client's retry of an answer that is not protobuf: three attempts in all,
+/// 500 ms apart.
+const GO_CLIENT_ATTEMPTS: usize = 3;
+const GO_CLIENT_RETRY_PAUSE: Duration = Duration::from_millis(500);
 
 impl BbsClient {
     pub fn new(
@@ -102,6 +110,7 @@ impl BbsClient {
             bases: bases.into(),
             current: Arc::default(),
             tls,
+            refused: Arc::default(),
         })
     }
 
@@ -136,12 +145,37 @@ impl BbsClient {
         }
     }
 
+    /// Answers that were not protobuf and were retried, so far.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
     pub async fn call<Req: Message, Resp: Answer>(
         &self,
         route: &'static str,
         request: &Req,
     ) -> Result<Resp, CallError> {
         let body = request.encode_to_vec();
+        let mut attempt = 1;
+        loop {
+            match self.call_once(route, body.clone()).await {
+                Err(CallError::Status { status, .. })
+                    if status > 299 && attempt < GO_CLIENT_ATTEMPTS =>
+                {
+                    self.refused.fetch_add(1, Ordering::Relaxed);
+                    attempt += 1;
+                    tokio::time::sleep(GO_CLIENT_RETRY_PAUSE).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn call_once<Resp: Answer>(
+        &self,
+        route: &'static str,
+        body: Vec<u8>,
+    ) -> Result<Resp, CallError> {
         let mut tries = self.bases.len().max(1);
         let response = loop {
             let base = self.url("");

@@ -472,6 +472,7 @@ async fn run(args: RunArgs) -> ExitCode {
             cpu_seconds: own_cpu,
             cores_used: own_cpu / measure_wall.max(1e-9),
             machine_busy_percent: meter.machine_busy_percent(),
+            refused_retries: client.refused(),
         };
         if let Some(pid) = args.server_pid {
             let cpu = meter.server_cpu().unwrap_or(0.0);

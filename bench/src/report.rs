@@ -86,6 +86,10 @@ pub struct ClientReport {
     pub cores_used: f64,
     /// Share of all the machine's CPU busy (any process) during the measured phase.
     pub machine_busy_percent: f64,
+    /// Answers that were not protobuf (503 from a server past `max_pending_requests`), each
+    /// retried as the Go client retries them; a request refused three times is an error.
+    #[serde(default)]
+    pub refused_retries: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -203,6 +207,7 @@ pub fn merge(mut parts: Vec<Results>) -> Result<Results, String> {
         merged.events.received += part.events.received;
         merged.client.cpu_seconds += part.client.cpu_seconds;
         merged.client.cores_used += part.client.cores_used;
+        merged.client.refused_retries += part.client.refused_retries;
         merged.client.machine_busy_percent = merged
             .client
             .machine_busy_percent
@@ -306,6 +311,13 @@ pub fn summary(r: &Results) -> String {
         "load generator: {:.1} CPU s, {:.2} cores busy of {}; whole machine {:.0}% busy",
         r.client.cpu_seconds, r.client.cores_used, r.machine.cpus, r.client.machine_busy_percent
     );
+    if r.client.refused_retries > 0 {
+        let _ = writeln!(
+            out,
+            "refused by the server (503) and retried as the Go client retries: {}",
+            r.client.refused_retries
+        );
+    }
     if let Some(s) = &r.server {
         let _ = writeln!(
             out,
