@@ -327,6 +327,7 @@ pub async fn test_store(backend: Backend) -> Option<bbs_store::testing::TestStor
     Some(bbs_store::testing::TestStore::new(backend).await)
 }
 pub mod certs;
+pub mod etcd_cluster;
 pub mod etcd_v2;
 pub mod inproc;
 pub mod locket;
