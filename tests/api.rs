@@ -194,6 +194,35 @@ async fn unknown_paths_are_plain_404_and_wrong_methods_405() {
     assert_eq!(response.headers()["allow"], "POST");
 }
 
+/// Ping reads no body, so a body past the limit changes nothing: still upstream's
+/// PingResponse, announced by Content-Length or streamed.
+#[tokio::test]
+async fn a_ping_ignores_an_oversized_body() {
+    let store = bbs_store::testing::TestStore::new(bbs_store::Backend::Sqlite).await;
+    let config = config_json(
+        &store.config,
+        serde_json::json!({ "max_request_body_bytes": 1024 * 1024 }),
+    );
+    let server = Server::start(config).await;
+    let streamed = || {
+        reqwest::Body::wrap_stream(futures::stream::iter(
+            (0..4).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![7u8; 512 * 1024]))),
+        ))
+    };
+    for body in [reqwest::Body::from(vec![7u8; 2 * 1024 * 1024]), streamed()] {
+        let response = server
+            .client()
+            .post(format!("{}/v1/ping", server.api))
+            .body(body)
+            .send()
+            .await
+            .expect("an answer");
+        assert_eq!(response.status(), 200);
+        let ping = PingResponse::decode(response.bytes().await.unwrap()).expect("a ping");
+        assert!(ping.available);
+    }
+}
+
 #[tokio::test]
 async fn an_oversized_body_is_refused_without_memory_growth() {
     let store = bbs_store::testing::TestStore::new(bbs_store::Backend::Sqlite).await;

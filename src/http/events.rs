@@ -154,7 +154,7 @@ fn last_event_id(request: &HttpRequest) -> Option<u64> {
 /// A `Last-Event-ID` value as this server numbers events; anything else (not ASCII, not a
 /// number, out of range) is no id at all, and the subscriber starts from now.
 pub fn parse_event_id(value: &[u8]) -> Option<u64> {
-    std::str::from_utf8(value).ok()?.trim().parse().ok()
+    std::str::from_utf8(value.trim_ascii()).ok()?.parse().ok()
 }
 
 fn subscribe(

@@ -136,22 +136,21 @@ async fn gate(
     let in_flight = state.clone().map(InFlight::new);
     let admission = match state.as_ref().and_then(|s| s.admission.clone()) {
         Some(permits) if !request.path().starts_with(EVENT_STREAMS) => {
-            match admit(&mut request, &permits).await? {
-                Ok(permit) => Some(permit),
-                Err(refusal) => {
-                    let response = request.into_response(refusal).map_into_boxed_body();
-                    return Ok(response.map_body(|_, body| Counted {
-                        body,
-                        _in_flight: in_flight,
-                    }));
-                }
-            }
+            admit(&mut request, &permits).await
         }
-        _ => None,
+        _ => Ok(None),
     };
-    let response = answer(next.call(request).await?, state.as_ref());
-    drop(admission);
-    let mut response = response.map_into_boxed_body();
+    let response = match admission {
+        Ok(admitted) => {
+            let response = answer(next.call(request).await?, state.as_ref());
+            drop(admitted);
+            response.map_into_boxed_body()
+        }
+        Err(Refused) => request
+            .into_response(HttpResponse::ServiceUnavailable().finish())
+            .map_into_boxed_body(),
+    };
+    let mut response = response;
     if state
         .as_ref()
         .is_some_and(|s| s.stopping.load(Ordering::Acquire))
@@ -172,6 +171,9 @@ async fn gate(
 /// Event streams live as long as their subscribers: they are never counted as pending.
 const EVENT_STREAMS: &str = "/v1/events";
 
+/// No admission was free: the request is answered 503 at once.
+struct Refused;
+
 /// Holds one admission while a request is handled.
 struct Admitted {
     _permit: tokio::sync::OwnedSemaphorePermit,
@@ -185,40 +187,68 @@ impl Drop for Admitted {
 }
 
 /// Reads the request's body, then takes an admission or refuses with 503. The body comes
-/// first so that a client sending it slowly holds its own connection and nothing shared.
+/// first so that a client sending it slowly holds its own connection and nothing shared. A
+/// body past the limit, or one that fails to arrive, is handed on as it came for the route
+/// to answer as it always has (most refuse it; Ping and the lists ignore their body).
 async fn admit(
     request: &mut ServiceRequest,
     permits: &Arc<tokio::sync::Semaphore>,
-) -> Result<Result<Admitted, HttpResponse>, actix_web::Error> {
+) -> Result<Option<Admitted>, Refused> {
     use actix_web::HttpMessage;
     use futures::StreamExt;
     let limit = request
         .app_data::<BodyLimit>()
         .map_or(usize::MAX, |limit| limit.0);
+    let announced = request
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     let mut payload = request.take_payload();
     let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk?;
-        if body.len() + chunk.len() > limit {
-            return Ok(Err(too_large()));
-        }
-        body.extend_from_slice(&chunk);
+    let mut rest = None;
+    if announced.is_some_and(|length| length > limit) {
+        // Refused by the route's extractor on its length alone, unread.
+        request.set_payload(payload);
+        return admission(permits);
     }
-    let (_, mut replay) = actix_http::h1::Payload::create(true);
-    replay.unread_data(body.freeze());
-    request.set_payload(replay.into());
+    while let Some(chunk) = payload.next().await {
+        match chunk {
+            Ok(chunk) if body.len() + chunk.len() <= limit => body.extend_from_slice(&chunk),
+            unread => {
+                rest = Some(unread);
+                break;
+            }
+        }
+    }
+    match rest {
+        None => {
+            let (_, mut replay) = actix_http::h1::Payload::create(true);
+            replay.unread_data(body.freeze());
+            request.set_payload(replay.into());
+        }
+        Some(unread) => {
+            let replay = futures::stream::iter([Ok(body.freeze()), unread]).chain(payload);
+            request.set_payload(actix_web::dev::Payload::Stream {
+                payload: Box::pin(replay),
+            });
+        }
+    }
+    admission(permits)
+}
+
+fn admission(permits: &Arc<tokio::sync::Semaphore>) -> Result<Option<Admitted>, Refused> {
     match Arc::clone(permits).try_acquire_owned() {
         Ok(permit) => {
             let pending = metrics::gauge!("bbs_requests_pending");
             pending.increment(1.0);
-            Ok(Ok(Admitted {
+            Ok(Some(Admitted {
                 _permit: permit,
                 pending,
             }))
         }
         Err(_) => {
             metrics::counter!("bbs_requests_shed_total").increment(1);
-            Ok(Err(HttpResponse::ServiceUnavailable().finish()))
+            Err(Refused)
         }
     }
 }

@@ -159,10 +159,11 @@ pub async fn connect_etcd(
     Ok(std::sync::Arc::new(store))
 }
 
-/// Attempts of a call whose connection was refused before anything was sent. The balancer
-/// picks a member per attempt; with one member of three down, about one attempt in three
-/// lands on it, so ten attempts fail together about once in 60,000 calls. A refusal costs a
-/// millisecond, so the attempts cost nothing when every member answers.
+/// Attempts of a call whose connection failed before anything was sent. The balancer picks a
+/// member per attempt; with one member of three down, about one attempt in three lands on
+/// it, so ten attempts fail together about once in 60,000 calls. A refused connection costs
+/// about a millisecond; a member that does not answer at all costs the connect timeout per
+/// attempt, and `db_write_timeout` / `db_read_timeout` bound the call as a whole.
 const UNSENT_ATTEMPTS: usize = 10;
 
 /// Whether the call failed before anything reached etcd (the member it picked refused the
