@@ -490,9 +490,16 @@ async fn a_subscriber_that_reads_nothing_is_dropped_and_memory_stays_bounded() {
     drop(stalled);
 }
 
-/// 100 subscribers each receive every event of a 10,000-change run, in order.
+/// 100 subscribers each receive every event of a 10,000-change run, in order. A check of the
+/// hub's fan-out at scale, the longest test of the suite (a minute on the test build): it runs
+/// in the plain pass only, since every other event test already runs over mutual TLS in the
+/// TLS pass.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_subscribers_receive_every_event_of_ten_thousand_changes() {
+    if support::tls().is_some() {
+        eprintln!("the hub's fan-out at scale runs in the plain pass only (see its doc comment)");
+        return;
+    }
     const SUBSCRIBERS: usize = 100;
     const TASKS: usize = 2_500; // four changes each: desire, start, complete, resolving
     let (_store, server) = server(serde_json::json!({ "event_subscriber_buffer": 20_000 })).await;
