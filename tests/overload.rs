@@ -3,6 +3,7 @@
 //! a client that sends its body slowly holds only its own connection; idle connections cost
 //! the server a bounded amount of memory and leave the API answering.
 
+#[macro_use]
 mod support;
 
 use std::time::Duration;
@@ -86,6 +87,7 @@ async fn requests_past_the_bound_are_refused_at_once(backend: Backend) {
 
 /// With room for one request at a time, a client sending its body a byte at a time does not
 /// hold that room: other clients are answered meanwhile, and its own request then succeeds.
+/// The store plays no part here, so SQLite alone runs it.
 async fn a_slow_body_holds_only_its_connection(backend: Backend) {
     let Some(store) = test_store(backend).await else {
         return;
@@ -123,7 +125,8 @@ async fn a_slow_body_holds_only_its_connection(backend: Backend) {
 
 /// Idle connections (`OVERLOAD_IDLE`, 2,000 unless set; docs/reliability.md has 10,000):
 /// the API keeps answering while they are open, and each costs the server a bounded amount
-/// of memory, well under its 64 KiB of socket buffers.
+/// of memory, well under its 64 KiB of socket buffers. The store plays no part here, so
+/// SQLite alone runs it.
 async fn idle_connections_cost_little(backend: Backend) {
     let Some(store) = test_store(backend).await else {
         return;
@@ -164,35 +167,5 @@ async fn idle_connections_cost_little(backend: Backend) {
     assert_eq!(desire(&server, "after").await, None);
 }
 
-mod sqlite_only {
-    #[actix_web::test]
-    async fn a_slow_body_holds_only_its_connection() {
-        super::a_slow_body_holds_only_its_connection(bbs_store::Backend::Sqlite).await
-    }
-
-    #[actix_web::test]
-    async fn idle_connections_cost_little() {
-        super::idle_connections_cost_little(bbs_store::Backend::Sqlite).await
-    }
-}
-
-mod mysql {
-    #[actix_web::test]
-    async fn requests_past_the_bound_are_refused_at_once() {
-        super::requests_past_the_bound_are_refused_at_once(bbs_store::Backend::Mysql).await
-    }
-}
-
-mod postgres {
-    #[actix_web::test]
-    async fn requests_past_the_bound_are_refused_at_once() {
-        super::requests_past_the_bound_are_refused_at_once(bbs_store::Backend::Postgres).await
-    }
-}
-
-mod etcd {
-    #[actix_web::test]
-    async fn requests_past_the_bound_are_refused_at_once() {
-        super::requests_past_the_bound_are_refused_at_once(bbs_store::Backend::Etcd).await
-    }
-}
+on_backends!([sqlite] [a_slow_body_holds_only_its_connection, idle_connections_cost_little]);
+on_backends!([mysql, postgres, etcd][requests_past_the_bound_are_refused_at_once]);

@@ -5,6 +5,7 @@
 //! restart. A write whose COMMIT reached the store but whose answer did not is read back, so
 //! memory and store agree. SQLite has no connection to lose and is not run here.
 
+#[macro_use]
 mod support;
 
 use std::time::{Duration, Instant};
@@ -298,23 +299,4 @@ async fn the_store_goes_away_and_comes_back(backend: Backend) {
     );
 }
 
-mod mysql {
-    #[actix_web::test]
-    async fn the_store_goes_away_and_comes_back() {
-        super::the_store_goes_away_and_comes_back(bbs_store::Backend::Mysql).await
-    }
-}
-
-mod postgres {
-    #[actix_web::test]
-    async fn the_store_goes_away_and_comes_back() {
-        super::the_store_goes_away_and_comes_back(bbs_store::Backend::Postgres).await
-    }
-}
-
-mod etcd {
-    #[actix_web::test]
-    async fn the_store_goes_away_and_comes_back() {
-        super::the_store_goes_away_and_comes_back(bbs_store::Backend::Etcd).await
-    }
-}
+on_backends!([mysql, postgres, etcd][the_store_goes_away_and_comes_back]);

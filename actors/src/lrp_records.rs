@@ -13,7 +13,6 @@ use crate::codec::Codec;
 use crate::error::{BbsError, BbsResult};
 use crate::rules::actual_lrps::{presence_of, routable_of};
 use crate::rules::desired_lrps::{DesiredEntry, PackedRunInfo};
-use crate::rules::routes::marshal_raw;
 use serde_json::value::RawValue;
 
 /// A metric tag value as upstream's JSON column holds it.
@@ -42,7 +41,8 @@ fn dynamic_value(name: &str) -> i32 {
 }
 
 /// Routes become one JSON object with each router's value inline, as upstream's
-/// `json.Marshal` writes them; a value that is not JSON is refused, as upstream's insert
+/// `json.Marshal` writes them; the entry holds them already in that form (`rules::routes`),
+/// so they go in as they are. A value that is not JSON is refused, as upstream's insert
 /// refuses it.
 fn routes_json(routes: Option<&m::ProtoRoutes>) -> BbsResult<BTreeMap<&str, Box<RawValue>>> {
     routes
@@ -50,8 +50,8 @@ fn routes_json(routes: Option<&m::ProtoRoutes>) -> BbsResult<BTreeMap<&str, Box<
         .into_iter()
         .flatten()
         .map(|(router, raw)| {
-            let value = marshal_raw(raw)
-                .and_then(|json| String::from_utf8(json).ok())
+            let value = String::from_utf8(raw.clone())
+                .ok()
                 .and_then(|json| RawValue::from_string(json).ok())
                 .ok_or_else(|| {
                     BbsError::InvalidRequest("the request received is invalid".into())

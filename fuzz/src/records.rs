@@ -48,20 +48,33 @@ fn json<T: DeserializeOwned>(value: &[u8]) -> Option<T> {
 /// column holds it, or a payload sealed by each keyed codec (so the fuzzer reaches what is
 /// behind the cipher, which it could never forge).
 pub fn records(data: &[u8]) {
-    let Some((kind, rest)) = super::pick(data, 7) else {
+    let Some((kind, rest)) = super::pick(data, KINDS.len()) else {
         return;
     };
-    match kind {
-        0 => task(rest),
-        1 => desired(rest),
-        2 => actual(rest),
-        3 => blob(rest),
-        4 => sealed(rest),
-        5 => cell(rest),
+    match KINDS[kind] {
+        "task" => task(rest),
+        "desired" => desired(rest),
+        "actual" => actual(rest),
+        "blob" => blob(rest),
+        "sealed" => sealed(rest),
+        "cell" => cell(rest),
         _ => {
             let _ = json::<DomainRecord>(rest);
         }
     }
+}
+
+/// What the first byte picks, in its order.
+const KINDS: [&str; 7] = [
+    "task", "desired", "actual", "blob", "sealed", "cell", "domain",
+];
+
+/// The first byte that picks `kind`, for the seeds.
+pub(crate) fn choice_of(kind: &str) -> usize {
+    KINDS
+        .iter()
+        .position(|k| *k == kind)
+        .expect("a record kind the fuzzer knows")
 }
 
 fn task(value: &[u8]) {

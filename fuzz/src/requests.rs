@@ -17,20 +17,39 @@ use prost::Message;
 
 use crate::records::codecs;
 
-/// Locket's four requests come after the API's.
-const LOCKET_REQUESTS: usize = 4;
+/// Locket's four requests, after the API's.
+const LOCKET: [&str; 4] = [
+    "LockRequest",
+    "FetchRequest",
+    "ReleaseRequest",
+    "FetchAllRequest",
+];
+
+/// The first byte that picks the request type `name` (an API type as `ALL` names it, or one
+/// of locket's), for the seeds.
+pub(crate) fn choice_of(name: &str) -> usize {
+    ALL.iter()
+        .map(|(n, _)| *n)
+        .chain(LOCKET)
+        .position(|n| n == name)
+        .expect("a request type the fuzzer knows")
+}
 
 pub fn requests(data: &[u8]) {
-    let Some((choice, body)) = super::pick(data, ALL.len() + LOCKET_REQUESTS) else {
+    let Some((choice, body)) = super::pick(data, ALL.len() + LOCKET.len()) else {
         return;
     };
-    if let Some((_, check)) = ALL.get(choice) {
-        let _ = check(body);
-        desire_lrp(body);
-        update_lrp(body);
-        desire_task(body);
-    } else {
-        locket_request(choice - ALL.len(), body);
+    let Some((name, check)) = ALL.get(choice) else {
+        return locket_request(LOCKET[choice - ALL.len()], body);
+    };
+    // The three that become records parse through `parse` themselves and go further.
+    match *name {
+        "DesireLrpRequest" => desire_lrp(body),
+        "UpdateDesiredLrpRequest" => update_lrp(body),
+        "DesireTaskRequest" => desire_task(body),
+        _ => {
+            let _ = check(body);
+        }
     }
 }
 
@@ -80,7 +99,7 @@ fn update_lrp(body: &[u8]) {
     let Ok(request) = parse::<m::UpdateDesiredLrpRequest>(body) else {
         return;
     };
-    let base = desired_lrps::split(&base_lrp(), "epoch".into(), 1);
+    let base = desired_lrps::split(&crate::seeds::desired_lrp(), "epoch".into(), 1);
     let updated = desired_lrps::update(&base, &request.update.unwrap_or_default());
     for codec in codecs() {
         stored_and_read_back(codec, &updated.after);
@@ -107,28 +126,10 @@ fn desire_task(body: &[u8]) {
     let _ = downgrade::task_to_v2(task).encode_to_vec();
 }
 
-fn base_lrp() -> m::DesiredLrp {
-    m::DesiredLrp {
-        process_guid: "process-guid".into(),
-        domain: "domain".into(),
-        root_fs: "preloaded:cflinuxfs4".into(),
-        instances: 2,
-        action: Some(m::Action {
-            run_action: Some(m::RunAction {
-                path: "/bin/true".into(),
-                user: "vcap".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
 /// Locket's requests, checked as its service checks them before touching the table.
-fn locket_request(which: usize, body: &[u8]) {
-    match which {
-        0 => {
+fn locket_request(name: &str, body: &[u8]) {
+    match name {
+        "LockRequest" => {
             if let Ok(request) = LockRequest::decode(body) {
                 if let Ok(resource) =
                     locket::validate_lock(request.resource.as_ref(), request.ttl_in_seconds)
@@ -137,10 +138,10 @@ fn locket_request(which: usize, body: &[u8]) {
                 }
             }
         }
-        1 => {
+        "FetchRequest" => {
             let _ = FetchRequest::decode(body);
         }
-        2 => {
+        "ReleaseRequest" => {
             if let Ok(request) = ReleaseRequest::decode(body) {
                 let _ = locket::release(None, &request.resource.unwrap_or_default().owner);
             }

@@ -10,7 +10,9 @@ use bbs_actors::tasks;
 use bbs_models as m;
 use prost::Message;
 
-use crate::records::codecs;
+use crate::records::{self, codecs};
+use crate::requests;
+use bbs_actors::codec::Codec;
 
 /// A seed: its target, its file name and its bytes.
 pub struct Seed {
@@ -35,8 +37,8 @@ fn with_choice(choice: usize, body: &[u8]) -> Vec<u8> {
 
 pub fn all() -> Vec<Seed> {
     let mut seeds = Vec::new();
-    requests(&mut seeds);
-    records(&mut seeds);
+    request_seeds(&mut seeds);
+    record_seeds(&mut seeds);
     for (name, text) in [
         ("sqlite", include_str!("../../deploy/sqlite.json")),
         ("mysql", include_str!("../../deploy/mysql.json")),
@@ -153,12 +155,23 @@ fn net_info() -> m::ActualLrpNetInfo {
     }
 }
 
-fn requests(seeds: &mut Vec<Seed>) {
-    let choice = |name: &str| {
-        ALL.iter()
-            .position(|(n, _)| *n == name)
-            .expect("a listed request type")
-    };
+fn presence() -> m::CellPresence {
+    m::CellPresence {
+        cell_id: "cell-1".into(),
+        rep_address: "http://10.0.0.9:1800".into(),
+        rep_url: "https://cell-1.cell.service.cf.internal:1801".into(),
+        zone: "z1".into(),
+        capacity: Some(m::CellCapacity {
+            memory_mb: 16384,
+            disk_mb: 65536,
+            containers: 250,
+        }),
+        placement_tags: vec!["isolation-a".into()],
+        ..Default::default()
+    }
+}
+
+fn request_seeds(seeds: &mut Vec<Seed>) {
     // Every type, empty, then a valid example of the ones with something to check.
     for (i, (name, _)) in ALL.iter().enumerate() {
         seeds.push(seed(
@@ -230,12 +243,7 @@ fn requests(seeds: &mut Vec<Seed>) {
         (
             "RegisterCellRequest",
             m::RegisterCellRequest {
-                cell_presence: Some(m::CellPresence {
-                    cell_id: "cell-1".into(),
-                    rep_address: "http://10.0.0.9:1800".into(),
-                    zone: "z1".into(),
-                    ..Default::default()
-                }),
+                cell_presence: Some(presence()),
                 ttl_seconds: 10,
             }
             .encode_to_vec(),
@@ -245,7 +253,7 @@ fn requests(seeds: &mut Vec<Seed>) {
         seeds.push(seed(
             "requests",
             format!("valid-{name}"),
-            with_choice(choice(name), &body),
+            with_choice(requests::choice_of(name), &body),
         ));
     }
     let lock = bbs_locket::models::LockRequest {
@@ -260,11 +268,11 @@ fn requests(seeds: &mut Vec<Seed>) {
     seeds.push(seed(
         "requests",
         "valid-locket-LockRequest",
-        with_choice(ALL.len(), &lock.encode_to_vec()),
+        with_choice(requests::choice_of("LockRequest"), &lock.encode_to_vec()),
     ));
 }
 
-fn records(seeds: &mut Vec<Seed>) {
+fn record_seeds(seeds: &mut Vec<Seed>) {
     let entry = desired_lrps::split(&desired_lrp(), "epoch".into(), 1_700_000_000_000_000_000);
     let task = task_rules::desired(
         "task-guid-1".into(),
@@ -290,58 +298,60 @@ fn records(seeds: &mut Vec<Seed>) {
         seeds.push(seed(
             "records",
             format!("task-{codec_name}"),
-            with_choice(0, &json(&tasks::to_record(codec, &task))),
+            with_choice(
+                records::choice_of("task"),
+                &json(&tasks::to_record(codec, &task)),
+            ),
         ));
         let desired = desired_to_record(codec, &entry).expect("the seed LRP is storable");
         seeds.push(seed(
             "records",
             format!("desired-{codec_name}"),
-            with_choice(1, &json(&desired)),
+            with_choice(records::choice_of("desired"), &json(&desired)),
         ));
         seeds.push(seed(
             "records",
             format!("actual-{codec_name}"),
-            with_choice(2, &json(&actual_to_record(codec, &actual))),
+            with_choice(
+                records::choice_of("actual"),
+                &json(&actual_to_record(codec, &actual)),
+            ),
         ));
         seeds.push(seed(
             "records",
             format!("blob-{codec_name}"),
-            with_choice(3, desired.run_info.as_bytes()),
+            with_choice(records::choice_of("blob"), desired.run_info.as_bytes()),
         ));
     }
     seeds.push(seed(
         "records",
         "sealed-run-info",
-        with_choice(4, &{
-            let mut payload = vec![2, 0];
-            payload.extend(entry.run_info.as_bytes());
-            payload
-        }),
+        with_choice(
+            records::choice_of("sealed"),
+            &Codec::new()
+                .open(&Codec::new().encode_proto_body(entry.run_info.as_bytes()))
+                .expect("an unencrypted blob opens"),
+        ),
     ));
-    let presence = m::CellPresence {
-        cell_id: "cell-1".into(),
-        rep_address: "http://10.0.0.9:1800".into(),
-        rep_url: "https://cell-1.cell.service.cf.internal:1801".into(),
-        zone: "z1".into(),
-        capacity: Some(m::CellCapacity {
-            memory_mb: 16384,
-            disk_mb: 65536,
-            containers: 250,
-        }),
-        placement_tags: vec!["isolation-a".into()],
-        ..Default::default()
-    };
     let cell = bbs_store::CellRecord {
         cell_id: "cell-1".into(),
-        presence: bbs_actors::cells::presence_to_json(&presence),
+        presence: bbs_actors::cells::presence_to_json(&presence()),
         expire_time: 1_700_000_000_000_000_000,
     };
-    seeds.push(seed("records", "cell", with_choice(5, &json(&cell))));
+    seeds.push(seed(
+        "records",
+        "cell",
+        with_choice(records::choice_of("cell"), &json(&cell)),
+    ));
     let domain = bbs_store::DomainRecord {
         domain: "cf-apps".into(),
         expire_time: 0,
     };
-    seeds.push(seed("records", "domain", with_choice(6, &json(&domain))));
+    seeds.push(seed(
+        "records",
+        "domain",
+        with_choice(records::choice_of("domain"), &json(&domain)),
+    ));
 }
 
 fn json<T: serde::Serialize>(record: &T) -> Vec<u8> {

@@ -1,6 +1,7 @@
 //! The HTTP front doors: the API (upstream's routes), the plain health server, and the debug
 //! server with `/metrics`.
 
+mod admission;
 mod cells;
 mod evacuation;
 mod events;
@@ -20,6 +21,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpResponse};
+use admission::{Admission, Refused};
 use bbs_actors::{Bbs, BbsError, BbsResult};
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -36,7 +38,7 @@ pub struct ApiState {
     stopping: AtomicBool,
     /// Requests admitted past their body and not yet answered (event streams aside), at most
     /// `max_pending_requests`; `None` admits all.
-    admission: Option<Arc<tokio::sync::Semaphore>>,
+    admission: Option<Admission>,
 }
 
 /// Counts one request as in flight for as long as it lives.
@@ -57,13 +59,10 @@ impl Drop for InFlight {
 
 impl ApiState {
     /// A state that answers 503 at once to a request arriving while `max_pending` others
-    /// are being handled (0: no bound). Not upstream's (its server queues without bound);
-    /// the status is the one upstream answers before its migrations finish, which Go clients
-    /// retry (three attempts, 500 ms apart).
+    /// are being handled (0: no bound; see `admission`).
     pub fn new(max_pending: usize) -> ApiState {
         ApiState {
-            admission: (max_pending > 0)
-                .then(|| Arc::new(tokio::sync::Semaphore::new(max_pending))),
+            admission: Admission::new(max_pending),
             ..ApiState::default()
         }
     }
@@ -134,13 +133,13 @@ async fn gate(
     metrics::counter!("bbs_requests_total").increment(1);
     let state = request.app_data::<web::Data<ApiState>>().cloned();
     let in_flight = state.clone().map(InFlight::new);
-    let admission = match state.as_ref().and_then(|s| s.admission.clone()) {
-        Some(permits) if !request.path().starts_with(EVENT_STREAMS) => {
-            admit(&mut request, &permits).await
+    let admission = match state.as_ref().and_then(|s| s.admission.as_ref()) {
+        Some(admission) if Admission::counts(&request) => {
+            admission.admit(&mut request).await.map(Some)
         }
         _ => Ok(None),
     };
-    let response = match admission {
+    let mut response = match admission {
         Ok(admitted) => {
             let response = answer(next.call(request).await?, state.as_ref());
             drop(admitted);
@@ -150,7 +149,6 @@ async fn gate(
             .into_response(HttpResponse::ServiceUnavailable().finish())
             .map_into_boxed_body(),
     };
-    let mut response = response;
     if state
         .as_ref()
         .is_some_and(|s| s.stopping.load(Ordering::Acquire))
@@ -167,95 +165,6 @@ async fn gate(
         _in_flight: in_flight,
     }))
 }
-
-/// Event streams live as long as their subscribers: they are never counted as pending.
-const EVENT_STREAMS: &str = "/v1/events";
-
-/// No admission was free: the request is answered 503 at once.
-struct Refused;
-
-/// Holds one admission while a request is handled.
-struct Admitted {
-    _permit: tokio::sync::OwnedSemaphorePermit,
-    pending: metrics::Gauge,
-}
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        self.pending.decrement(1.0);
-    }
-}
-
-/// Reads the request's body, then takes an admission or refuses with 503. The body comes
-/// first so that a client sending it slowly holds its own connection and nothing shared. A
-/// body past the limit, or one that fails to arrive, is handed on as it came for the route
-/// to answer as it always has (most refuse it; Ping and the lists ignore their body).
-async fn admit(
-    request: &mut ServiceRequest,
-    permits: &Arc<tokio::sync::Semaphore>,
-) -> Result<Option<Admitted>, Refused> {
-    use actix_web::HttpMessage;
-    use futures::StreamExt;
-    let limit = request
-        .app_data::<BodyLimit>()
-        .map_or(usize::MAX, |limit| limit.0);
-    let announced = request
-        .headers()
-        .get(actix_web::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    let mut payload = request.take_payload();
-    let mut body = web::BytesMut::new();
-    let mut rest = None;
-    if announced.is_some_and(|length| length > limit) {
-        // Refused by the route's extractor on its length alone, unread.
-        request.set_payload(payload);
-        return admission(permits);
-    }
-    while let Some(chunk) = payload.next().await {
-        match chunk {
-            Ok(chunk) if body.len() + chunk.len() <= limit => body.extend_from_slice(&chunk),
-            unread => {
-                rest = Some(unread);
-                break;
-            }
-        }
-    }
-    match rest {
-        None => {
-            let (_, mut replay) = actix_http::h1::Payload::create(true);
-            replay.unread_data(body.freeze());
-            request.set_payload(replay.into());
-        }
-        Some(unread) => {
-            let replay = futures::stream::iter([Ok(body.freeze()), unread]).chain(payload);
-            request.set_payload(actix_web::dev::Payload::Stream {
-                payload: Box::pin(replay),
-            });
-        }
-    }
-    admission(permits)
-}
-
-fn admission(permits: &Arc<tokio::sync::Semaphore>) -> Result<Option<Admitted>, Refused> {
-    match Arc::clone(permits).try_acquire_owned() {
-        Ok(permit) => {
-            let pending = metrics::gauge!("bbs_requests_pending");
-            pending.increment(1.0);
-            Ok(Some(Admitted {
-                _permit: permit,
-                pending,
-            }))
-        }
-        Err(_) => {
-            metrics::counter!("bbs_requests_shed_total").increment(1);
-            Err(Refused)
-        }
-    }
-}
-
-/// The largest request body, for the admission step's read (the extractors have their own).
-#[derive(Clone, Copy)]
-struct BodyLimit(usize);
 
 /// A response body that keeps its request counted in flight until it has been written.
 struct Counted {
@@ -334,7 +243,7 @@ pub fn api_app(
     App::new()
         .app_data(state)
         .app_data(web::PayloadConfig::new(max_body_bytes))
-        .app_data(BodyLimit(max_body_bytes))
+        .app_data(admission::BodyLimit(max_body_bytes))
         .wrap(from_fn(gate))
         .configure(routes::configure)
         .default_service(web::to(|| async { not_found() }))

@@ -169,12 +169,13 @@ const UNSENT_ATTEMPTS: usize = 10;
 /// Whether the call failed before anything reached etcd (the member it picked refused the
 /// connection), so it may be sent again, even a write.
 fn never_sent(error: &etcd_client::Error) -> bool {
+    // tonic's own words for a connection that could not be made; its transport error says
+    // only "transport error", nothing of whether the call went out.
     match error {
         etcd_client::Error::GRpcStatus(status) => {
             status.code() == tonic_code::UNAVAILABLE
                 && status.message().contains("tcp connect error")
         }
-        etcd_client::Error::TransportError(e) => e.to_string().contains("tcp connect error"),
         _ => false,
     }
 }
@@ -230,6 +231,7 @@ impl EtcdStore {
         })
         .await
     }
+
     fn key(&self, path: &str) -> String {
         format!("{}{}", self.root, path)
     }

@@ -344,6 +344,27 @@ macro_rules! on_every_backend {
     };
 }
 
+/// Like `on_every_backend!`, for the backends named (for a case that cannot run on the others,
+/// which its doc comment says): `on_backends!([mysql, postgres, etcd] [case, ...]);`.
+#[macro_export]
+macro_rules! on_backends {
+    ([$($backend:ident),+ $(,)?] $cases:tt) => {
+        $( on_backends!(@one $backend $cases); )+
+    };
+    (@one $backend:ident [$($case:ident),+ $(,)?]) => {
+        mod $backend {
+            $(
+                #[actix_web::test]
+                async fn $case() {
+                    let backend = bbs_store::Backend::parse(stringify!($backend))
+                        .expect("a backend's name");
+                    super::$case(backend).await
+                }
+            )+
+        }
+    };
+}
+
 pub mod fixtures {
     //! Requests the tests share.
 

@@ -98,9 +98,12 @@ pub fn split(lrp: &m::DesiredLrp, epoch: String, now: Nanos) -> DesiredEntry {
             root_fs: lrp.root_fs.clone(),
             max_pids: lrp.max_pids,
         }),
-        routes: Some(super::routes::as_stored(
-            &lrp.routes.clone().unwrap_or_default(),
-        )),
+        routes: Some(
+            lrp.routes
+                .as_ref()
+                .map(super::routes::as_stored)
+                .unwrap_or_default(),
+        ),
         modification_tag: Some(m::ModificationTag { epoch, index: 0 }),
         volume_placement: Some(m::VolumePlacement {
             driver_names: lrp.volume_mounts.iter().map(|v| v.driver.clone()).collect(),
