@@ -171,7 +171,9 @@ impl BbsClient {
         }
     }
 
-    async fn call_once<Resp: Answer>(
+    /// One attempt, as `call` makes it: no retry of a refusal (the open-loop flood counts
+    /// them).
+    pub async fn call_once<Resp: Answer>(
         &self,
         route: &'static str,
         body: Vec<u8>,

@@ -4,6 +4,8 @@
 mod client;
 mod compare;
 mod events;
+mod flood;
+mod idle;
 mod plot;
 mod pollers;
 mod probes;
@@ -138,6 +140,26 @@ struct RunArgs {
     /// pollers skip that trial, whose world is changing. Needs a single worker (no --shard).
     #[arg(long, default_value_t = 0)]
     cell_loss: usize,
+    /// Keep this many idle keep-alive connections open to the BBS through the trials and the
+    /// flood (docs/reliability.md, "Overload").
+    #[arg(long, default_value_t = 0)]
+    idle_connections: usize,
+    /// After the trials, an open-loop flood of the rep loop's calls at this many per second,
+    /// sent whether or not earlier ones were answered, none retried (0: no flood). Needs a
+    /// single worker.
+    #[arg(long, default_value_t = 0.0)]
+    flood_rate: f64,
+    /// How long the flood sends.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    flood_for: Duration,
+    /// Percent of flood calls that are a claim and its start (two writes); the rest are
+    /// Start re-asserts, which write nothing.
+    #[arg(long, default_value_t = 1.0)]
+    flood_claims: f64,
+    /// Flood calls outstanding at most (the load generator's own limit: each is a
+    /// connection); calls due beyond it are counted as unsent.
+    #[arg(long, default_value_t = 8_000)]
+    flood_max_open: usize,
     /// The results file.
     #[arg(long, default_value = "bench-results.json")]
     output: PathBuf,
@@ -286,6 +308,29 @@ fn check_cell_loss(args: &RunArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// The flood runs after the trials of a single worker, at a rate that makes calls due.
+fn check_flood(args: &RunArgs) -> Result<(), String> {
+    if args.flood_rate == 0.0 {
+        return Ok(());
+    }
+    if !args.flood_rate.is_finite() || args.flood_rate < 0.0 {
+        return Err(format!("--flood-rate {} is not a rate", args.flood_rate));
+    }
+    if args.shard.1 != 1 || args.seed_only {
+        return Err("--flood-rate needs a single worker (no --shard) and no --seed-only".into());
+    }
+    if !(0.0..=100.0).contains(&args.flood_claims) {
+        return Err(format!(
+            "--flood-claims {} is not a percent",
+            args.flood_claims
+        ));
+    }
+    if args.flood_for.is_zero() || args.flood_max_open == 0 {
+        return Err("--flood-for and --flood-max-open must be positive".into());
+    }
+    Ok(())
+}
+
 /// Seconds since the epoch: tags this run's storm records apart from an earlier run's.
 fn started_at_secs(started_at: std::time::SystemTime) -> u64 {
     started_at
@@ -323,7 +368,12 @@ async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let client = match BbsClient::new(&args.bbs_url, args.timeout, args.max_in_flight * 2, tls) {
+    let max_idle = if args.flood_rate > 0.0 {
+        (args.max_in_flight * 2).max(args.flood_max_open)
+    } else {
+        args.max_in_flight * 2
+    };
+    let client = match BbsClient::new(&args.bbs_url, args.timeout, max_idle, tls.clone()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("bbs-bench: {e}");
@@ -351,7 +401,7 @@ async fn run(args: RunArgs) -> ExitCode {
     }
     let (index, count) = args.shard;
     let owned: Vec<usize> = (0..world.cells).filter(|c| c % count == index).collect();
-    if let Err(e) = check_cell_loss(&args) {
+    if let Err(e) = check_cell_loss(&args).and_then(|()| check_flood(&args)) {
         eprintln!("bbs-bench: {e}");
         return ExitCode::from(2);
     }
@@ -364,11 +414,42 @@ async fn run(args: RunArgs) -> ExitCode {
     let mut convergence = None;
     let mut client_report = ClientReport::default();
     let mut server_report = None;
+    let mut flood_report = None;
+    let mut idle_report = None;
+    let mut flood_failures = Vec::new();
     if !args.seed_only {
         // Renew this worker's presences, so convergence never sees its cells as gone.
         if let Err(e) = seed::register_cells(&client, owned.iter().copied()).await {
             eprintln!("bbs-bench: {e}");
             return ExitCode::FAILURE;
+        }
+        let rss_now = || {
+            args.server_pid
+                .and_then(probes::process_rss_mib)
+                .map_or(0.0, |(rss, _)| rss)
+        };
+        let mut idle = None;
+        if args.idle_connections > 0 {
+            let before = rss_now();
+            match idle::open(&args.bbs_url, tls.as_ref(), args.idle_connections).await {
+                Ok(open) => {
+                    let report = report::IdleReport {
+                        connections: open.opened,
+                        server_rss_mib_before: before,
+                        server_rss_mib_after: rss_now(),
+                    };
+                    eprintln!(
+                        "{} idle connections open: server resident {:.0} MiB before, {:.0} MiB after",
+                        report.connections, report.server_rss_mib_before, report.server_rss_mib_after
+                    );
+                    idle_report = Some(report);
+                    idle = Some(open);
+                }
+                Err(e) => {
+                    eprintln!("bbs-bench: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
         }
         let stream = match events::subscribe(
             &client,
@@ -510,6 +591,37 @@ async fn run(args: RunArgs) -> ExitCode {
             ));
         }
         stream.abort();
+        if args.flood_rate > 0.0 {
+            let slots: Vec<workload::Slot> = owned
+                .iter()
+                .filter(|cell| !lost_cells.contains(cell))
+                .flat_map(|&cell| all_slots[cell].iter().cloned())
+                .collect();
+            let settings = flood::FloodSettings {
+                rate: args.flood_rate,
+                duration: args.flood_for,
+                max_open: args.flood_max_open,
+                claims_percent: args.flood_claims,
+            };
+            let (report, failures) =
+                flood::flood(&client, Arc::new(slots), &settings, args.server_pid).await;
+            eprintln!(
+                "flood: {} due at {:.0}/s, {} sent, {} unsent, {} accepted ({:.0}/s), {} refused, {} failed; server resident {:.0} MiB before, at most {:.0} MiB",
+                report.due,
+                report.offered_per_s,
+                report.sent,
+                report.unsent,
+                report.accepted,
+                report.accepted_per_s,
+                report.refused,
+                report.failed,
+                report.server_rss_mib_before,
+                report.server_rss_mib_max
+            );
+            flood_report = Some(report);
+            flood_failures = failures;
+        }
+        drop(idle);
     }
 
     if args.push_storm > 0 {
@@ -532,6 +644,7 @@ async fn run(args: RunArgs) -> ExitCode {
     }
 
     let (measured, mut failures) = recorder.take();
+    failures.append(&mut flood_failures);
     for (name, stats) in &measured {
         ops.insert((*name).to_owned(), OpReport::new(stats, measure_wall));
     }
@@ -551,6 +664,11 @@ async fn run(args: RunArgs) -> ExitCode {
         "populate_workers": args.populate_workers,
         "push_storm": args.push_storm,
         "cell_loss": args.cell_loss,
+        "idle_connections": args.idle_connections,
+        "flood_rate": args.flood_rate,
+        "flood_for_s": args.flood_for.as_secs_f64(),
+        "flood_max_open": args.flood_max_open,
+        "flood_claims": args.flood_claims,
         "seeded": seed_report.is_some(),
         "shard": format!("{}/{}", index, count),
         "bbs_url": args.bbs_url,
@@ -574,6 +692,8 @@ async fn run(args: RunArgs) -> ExitCode {
         client: client_report,
         server: server_report,
         storms,
+        flood: flood_report,
+        idle: idle_report,
         passed: failures.is_empty(),
         failures,
     };
@@ -612,6 +732,23 @@ mod tests {
             &["--cells", "10", "--cell-loss", "3", "--trials", "0"],
         ] {
             assert!(check_cell_loss(&run_args(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_flood_needs_one_worker_a_rate_and_room() {
+        assert!(check_flood(&run_args(&[])).is_ok());
+        assert!(check_flood(&run_args(&["--flood-rate", "50000", "--flood-for", "5s"])).is_ok());
+        for bad in [
+            &["--flood-rate=-1"][..],
+            &["--flood-rate", "NaN"],
+            &["--flood-rate", "100", "--shard", "0/2"],
+            &["--flood-rate", "100", "--seed-only"],
+            &["--flood-rate", "100", "--flood-for", "0s"],
+            &["--flood-rate", "100", "--flood-max-open", "0"],
+            &["--flood-rate", "100", "--flood-claims", "101"],
+        ] {
+            assert!(check_flood(&run_args(bad)).is_err(), "{bad:?}");
         }
     }
 

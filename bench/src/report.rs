@@ -30,8 +30,22 @@ pub struct Results {
     /// The storm phases run after the trials (`--push-storm`), each with its own wall time.
     #[serde(default)]
     pub storms: Vec<crate::storms::StormPhase>,
+    /// The open-loop flood after the trials (`--flood-rate`).
+    #[serde(default)]
+    pub flood: Option<crate::flood::FloodReport>,
+    /// The idle connections held open through the run (`--idle-connections`).
+    #[serde(default)]
+    pub idle: Option<IdleReport>,
     pub failures: Vec<String>,
     pub passed: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdleReport {
+    pub connections: usize,
+    /// The server's resident memory before they opened and once they all had.
+    pub server_rss_mib_before: f64,
+    pub server_rss_mib_after: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -294,6 +308,37 @@ pub fn summary(r: &Results) -> String {
             storm.name, storm.requests, storm.wall_s, storm.per_second
         );
     }
+    if let Some(idle) = &r.idle {
+        let _ = writeln!(
+            out,
+            "idle connections: {} held open; server resident {:.0} MiB before, {:.0} MiB with them",
+            idle.connections, idle.server_rss_mib_before, idle.server_rss_mib_after
+        );
+    }
+    if let Some(f) = &r.flood {
+        let _ = writeln!(
+            out,
+            "flood: {:.0}/s offered for {:.0} s ({}% claims): {} due, {} sent, {} unsent (client limit), {} accepted ({:.0}/s), {} refused, {} failed",
+            f.offered_per_s, f.seconds, f.claims_percent, f.due, f.sent, f.unsent, f.accepted, f.accepted_per_s, f.refused, f.failed
+        );
+        for (what, op) in [
+            ("accepted", &f.accepted_latency),
+            ("refused", &f.refused_latency),
+        ] {
+            if let Some(op) = op {
+                let _ = writeln!(
+                    out,
+                    "flood {what}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                    op.p50_ms, op.p99_ms, op.max_ms
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "flood server resident: {:.0} MiB before, at most {:.0} MiB during",
+            f.server_rss_mib_before, f.server_rss_mib_max
+        );
+    }
     let _ = writeln!(
         out,
         "events: {} of {} expected instance changes seen on the stream",
@@ -384,6 +429,8 @@ mod tests {
             client: ClientReport::default(),
             server: None,
             storms: Vec::new(),
+            flood: None,
+            idle: None,
             passed: failures.is_empty(),
             failures,
         }
