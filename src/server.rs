@@ -105,6 +105,14 @@ pub fn install_metrics() -> Result<Arc<PrometheusHandle>, String> {
     Ok(Arc::new(handle))
 }
 
+/// Upstream's OpenFileDescriptors: each open connection holds one, so it shows how near the
+/// process is to its limit (`ulimit -n`) under many clients.
+fn export_open_file_descriptors() {
+    if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
+        metrics::gauge!("bbs_open_file_descriptors").set(entries.count() as f64);
+    }
+}
+
 /// Upstream's one-time copy from its etcd-era store into an empty SQL store, when
 /// `etcd_cluster_urls` is set beside a SQL `database_driver` (docs/migration.md). Every node
 /// may run it: nodes starting together copy the same records, and a store that already holds
@@ -194,10 +202,12 @@ pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>
         }
     };
     let upkeep = Arc::clone(&metrics);
+    export_open_file_descriptors();
     actix_rt::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(5)).await;
             upkeep.run_upkeep();
+            export_open_file_descriptors();
         }
     });
 
@@ -255,6 +265,8 @@ pub async fn run(settings: Settings, log: Logger, metrics: Arc<PrometheusHandle>
         Ok(store) => store,
     };
     info!(log, "store-ready"; "backend" => store_config.backend.name(), "duration_ms" => started.elapsed().as_millis() as u64);
+    // Upstream's MigrationDuration: here the store's opening, which runs its migrations.
+    metrics::gauge!("bbs_migration_duration_seconds").set(started.elapsed().as_secs_f64());
     if let Err(code) = copy_from_etcd_v2(
         &settings,
         store.as_ref(),

@@ -392,6 +392,44 @@ async fn metrics_show_every_actor_mailbox() {
     );
 }
 
+/// Upstream's RequestCount and RequestLatency per route, OpenFileDescriptors and
+/// MigrationDuration (docs/metrics.md).
+#[tokio::test]
+async fn requests_are_counted_and_timed_per_route() {
+    let (_store, server) = sqlite_server().await;
+    for _ in 0..2 {
+        let _: DomainsResponse = server.call("/v1/domains/list", &()).await;
+    }
+    assert_eq!(
+        server
+            .post_raw("/v1/no/such/route", Vec::new())
+            .await
+            .status(),
+        404
+    );
+    let stream = server.post_raw("/v1/events/tasks.r1", Vec::new()).await;
+    assert_eq!(stream.status(), 200);
+    drop(stream);
+    let metrics = server.metrics().await;
+    for needle in [
+        "bbs_requests_total{route=\"Domains\"} 2",
+        "bbs_request_duration_seconds_count{route=\"Domains\"} 2",
+        "bbs_request_duration_seconds_bucket{route=\"Domains\",le=",
+        "bbs_requests_total{route=\"unknown\"} 1",
+        "bbs_request_duration_seconds_count{route=\"unknown\"} 1",
+        "bbs_requests_total{route=\"TaskEventStream\"} 1",
+        "bbs_open_file_descriptors ",
+        "bbs_migration_duration_seconds ",
+    ] {
+        assert!(metrics.contains(needle), "missing {needle} in:\n{metrics}");
+    }
+    // An event stream lasts as long as its subscriber: counted, never timed.
+    assert!(
+        !metrics.contains("bbs_request_duration_seconds_count{route=\"TaskEventStream\"}"),
+        "{metrics}"
+    );
+}
+
 #[tokio::test]
 async fn db_and_per_cell_task_metrics_are_exported() {
     let (_store, server) = sqlite_server().await;

@@ -340,6 +340,9 @@ async fn converge(
     let elapsed = started.elapsed();
     metrics::gauge!("bbs_convergence_lrp_duration_seconds").set(elapsed.as_secs_f64());
     metrics::counter!("bbs_convergence_lrp_runs_total").increment(1);
+    // Tasks converge first in the same pass: upstream's ConvergenceTaskDuration and Runs.
+    metrics::gauge!("bbs_convergence_task_duration_seconds").set(tasks_done.as_secs_f64());
+    metrics::counter!("bbs_convergence_task_runs_total").increment(1);
     metrics::gauge!("bbs_lrps_missing")
         .set(*report.lrp_actions.get("missing").unwrap_or(&0) as f64);
     metrics::gauge!("bbs_lrps_extra").set(*report.lrp_actions.get("extra").unwrap_or(&0) as f64);

@@ -13,7 +13,7 @@ use metrics::{Counter, Gauge};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Event streams live as long as their subscribers: they are never counted.
-const EVENT_STREAMS: &str = "/v1/events";
+pub(super) const EVENT_STREAMS: &str = "/v1/events";
 
 /// The largest request body, for the admission step's read (the extractors have their own).
 #[derive(Clone, Copy)]

@@ -9,6 +9,7 @@ pub use events::parse_event_id;
 mod handlers;
 mod lrps;
 pub mod proto;
+mod request_metrics;
 pub mod routes;
 mod tasks;
 
@@ -39,6 +40,8 @@ pub struct ApiState {
     /// Requests admitted past their body and not yet answered (event streams aside), at most
     /// `max_pending_requests`; `None` admits all.
     admission: Option<Admission>,
+    /// Upstream's RequestCount and RequestLatency, per route.
+    requests: request_metrics::RequestMetrics,
 }
 
 /// Counts one request as in flight for as long as it lives.
@@ -130,8 +133,14 @@ async fn gate(
                 _in_flight: None,
             }));
     }
-    metrics::counter!("bbs_requests_total").increment(1);
     let state = request.app_data::<web::Data<ApiState>>().cloned();
+    let arrived = Instant::now();
+    let route = state
+        .as_ref()
+        .map(|state| state.requests.route(request.path()));
+    if let Some(route) = route {
+        route.arrived();
+    }
     let in_flight = state.clone().map(InFlight::new);
     let admission = match state.as_ref().and_then(|s| s.admission.as_ref()) {
         Some(admission) if Admission::counts(&request) => {
@@ -149,6 +158,9 @@ async fn gate(
             .into_response(HttpResponse::ServiceUnavailable().finish())
             .map_into_boxed_body(),
     };
+    if let Some(route) = route {
+        route.answered(arrived.elapsed());
+    }
     if state
         .as_ref()
         .is_some_and(|s| s.stopping.load(Ordering::Acquire))
