@@ -218,6 +218,7 @@ impl BbsClient {
 }
 
 pub mod routes {
+    pub const PING: &str = "/v1/ping";
     pub const DESIRE_LRP: &str = "/v1/desired_lrp/desire.r2";
     pub const START: &str = "/v1/actual_lrps/start.r1";
     pub const CLAIM: &str = "/v1/actual_lrps/claim";

@@ -5,8 +5,9 @@
 //!
 //! The calls are the rep loop's: Start re-asserts of running instances (no write), and a share
 //! (`--flood-claims`, percent; 1 as the rep loop's) a claim followed by its start (two real
-//! writes), so a flood can be aimed at the store as well as at the server. Nothing is retried: an HTTP 503 is counted
-//! as a refusal with its own latency (how fast the server said no), any other failure is an
+//! writes), so a flood can be aimed at the store as well as at the server. Nothing is retried:
+//! an HTTP 503 is counted as a refusal, timed from the refused request's sending (how fast the
+//! server said no); an accepted call is timed from when it was due; any other failure is an
 //! error. Calls due while `--flood-max-open` are outstanding are not sent and are counted
 //! (the load generator's own limit, its file descriptors). Every instance a refused or
 //! failed start left CLAIMED is started again afterwards, so later runs find the world as
@@ -24,6 +25,12 @@ use crate::client::{routes, BbsClient, CallError};
 use crate::recorder::Recorder;
 use crate::report::OpReport;
 use crate::workload::{self, Slot};
+
+/// The recorder's names: accepted calls timed from when they were due, refusals from the
+/// refused request's sending, failures counted.
+const ACCEPTED: &str = "flood_accepted";
+const REFUSED: &str = "flood_refused";
+const FAILED: &str = "flood_failed";
 
 pub struct FloodSettings {
     /// Calls per second the schedule makes due.
@@ -57,7 +64,8 @@ pub struct FloodReport {
     /// The server's resident memory when the flood began, and the most sampled during it.
     pub server_rss_mib_before: f64,
     pub server_rss_mib_max: f64,
-    /// Latencies of the accepted calls and of the refusals.
+    /// Latencies of the accepted calls (from when each was due, a claim and its start
+    /// together) and of the refusals (the refused request alone).
     pub accepted_latency: Option<OpReport>,
     pub refused_latency: Option<OpReport>,
 }
@@ -84,34 +92,46 @@ fn outcome<T>(answer: Result<T, CallError>) -> Outcome {
     }
 }
 
-/// One flood call: a start re-assert, or a claim and its start. Answers the outcome of the
-/// call the server saw last, and whether the instance may have been left CLAIMED.
-async fn flood_call(client: &BbsClient, slot: &Slot, claim_first: bool) -> (Outcome, bool) {
+/// How one flood call ended: its outcome, when the request it ended with was sent (a
+/// refusal is timed from there: how fast the server said no), and whether the instance may
+/// have been left CLAIMED.
+struct Ended {
+    outcome: Outcome,
+    last_sent: Instant,
+    left_claimed: bool,
+}
+
+async fn request(client: &BbsClient, route: &'static str, body: Vec<u8>) -> (Outcome, Instant) {
+    let sent = Instant::now();
+    let answer = client
+        .call_once::<m::ActualLrpLifecycleResponse>(route, body)
+        .await;
+    (outcome(answer), sent)
+}
+
+/// One flood call: a start re-assert, or a claim and its start.
+async fn flood_call(client: &BbsClient, slot: &Slot, claim_first: bool) -> Ended {
     if claim_first {
-        let claimed = outcome(
-            client
-                .call_once::<m::ActualLrpLifecycleResponse>(
-                    routes::CLAIM,
-                    prost::Message::encode_to_vec(&workload::claim_request(slot)),
-                )
-                .await,
-        );
+        let claim = prost::Message::encode_to_vec(&workload::claim_request(slot));
+        let (claimed, last_sent) = request(client, routes::CLAIM, claim).await;
         if !matches!(claimed, Outcome::Accepted) {
             // A failed claim may still have landed; a refused one did not.
-            let maybe_claimed = matches!(claimed, Outcome::Failed(_));
-            return (claimed, maybe_claimed);
+            let left_claimed = matches!(claimed, Outcome::Failed(_));
+            return Ended {
+                outcome: claimed,
+                last_sent,
+                left_claimed,
+            };
         }
     }
-    let started = outcome(
-        client
-            .call_once::<m::ActualLrpLifecycleResponse>(
-                routes::START,
-                prost::Message::encode_to_vec(&workload::start_request(slot)),
-            )
-            .await,
-    );
+    let start = prost::Message::encode_to_vec(&workload::start_request(slot));
+    let (started, last_sent) = request(client, routes::START, start).await;
     let left_claimed = claim_first && !matches!(started, Outcome::Accepted);
-    (started, left_claimed)
+    Ended {
+        outcome: started,
+        last_sent,
+        left_claimed,
+    }
 }
 
 /// Samples the server's resident memory every 100 ms until `done`.
@@ -141,7 +161,8 @@ pub async fn flood(
     let recorder = Arc::new(Recorder::default());
     let tally = Arc::new(Tally::default());
     let left_claimed: Arc<Mutex<Vec<usize>>> = Arc::default();
-    let open = Arc::new(Semaphore::new(settings.max_open.max(1)));
+    let max_open = u32::try_from(settings.max_open.max(1)).unwrap_or(u32::MAX);
+    let open = Arc::new(Semaphore::new(max_open as usize));
     let before = server_pid
         .and_then(crate::probes::process_rss_mib)
         .map_or(0.0, |(rss, _)| rss);
@@ -170,35 +191,38 @@ pub async fn flood(
                 Arc::clone(&tally),
                 Arc::clone(&left_claimed),
             );
+            // Timed from when the schedule made it due, not from when a runtime thread got to
+            // it: a generator that falls behind must not hide the wait (coordinated omission).
+            let due_at = started + Duration::from_secs_f64(call as f64 / settings.rate);
             tokio::spawn(async move {
                 let _permit = permit;
-                let sent_at = Instant::now();
-                let (outcome, claimed) = flood_call(&client, &slots[index], claim_first).await;
-                match outcome {
+                let ended = flood_call(&client, &slots[index], claim_first).await;
+                match ended.outcome {
                     Outcome::Accepted => {
                         tally.accepted.fetch_add(1, Ordering::Relaxed);
-                        recorder.record("flood_accepted", sent_at.elapsed());
+                        recorder.record(ACCEPTED, due_at.elapsed());
                     }
                     Outcome::Refused => {
                         tally.refused.fetch_add(1, Ordering::Relaxed);
-                        recorder.record("flood_refused", sent_at.elapsed());
+                        recorder.record(REFUSED, ended.last_sent.elapsed());
                     }
                     Outcome::Failed(e) => {
                         tally.failed.fetch_add(1, Ordering::Relaxed);
-                        recorder.error("flood_accepted", e);
+                        recorder.error(FAILED, e);
                     }
                 }
-                if claimed {
-                    if let Ok(mut left) = left_claimed.lock() {
-                        left.push(index);
-                    }
+                if ended.left_claimed {
+                    left_claimed
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(index);
                 }
             });
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     // Every outstanding call has answered once all the permits are back.
-    let _all = open.acquire_many(settings.max_open.max(1) as u32).await;
+    let _all = open.acquire_many(max_open).await;
     let wall = started.elapsed().as_secs_f64();
     done.store(true, Ordering::Relaxed);
     let rss_max = rss.await.unwrap_or(0.0);
@@ -207,7 +231,7 @@ pub async fn flood(
 
     let accepted = tally.accepted.load(Ordering::Relaxed);
     let (ops, mut failures) = recorder.take();
-    if let Some(errors) = ops.get("flood_accepted").filter(|s| s.errors > 0) {
+    if let Some(errors) = ops.get(FAILED).filter(|s| s.errors > 0) {
         failures.push(format!("{} flood calls failed", errors.errors));
     }
     let latency = |name: &str| ops.get(name).map(|stats| OpReport::new(stats, wall));
@@ -224,8 +248,8 @@ pub async fn flood(
         accepted_per_s: accepted as f64 / wall.max(1e-9),
         server_rss_mib_before: before,
         server_rss_mib_max: rss_max,
-        accepted_latency: latency("flood_accepted"),
-        refused_latency: latency("flood_refused"),
+        accepted_latency: latency(ACCEPTED),
+        refused_latency: latency(REFUSED),
     };
     (report, failures)
 }
@@ -238,10 +262,11 @@ async fn restart_left_claimed(
     left_claimed: &Mutex<Vec<usize>>,
     recorder: &Recorder,
 ) {
-    let mut indices = left_claimed
-        .lock()
-        .map(|mut left| std::mem::take(&mut *left))
-        .unwrap_or_default();
+    let mut indices = std::mem::take(
+        &mut *left_claimed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
     indices.sort_unstable();
     indices.dedup();
     stream::iter(indices)

@@ -1,8 +1,10 @@
 //! `--idle-connections N`: N keep-alive connections held open beside the rep loop, as many
 //! mostly quiet clients (a deployment's route emitters, CLIs, monitors) hold them. Each sends
 //! one Ping to become a kept-alive connection, and another every 30 s so the server's
-//! keep-alive (90 s) does not close it during a long run. The connections are plain HTTP/1.1
-//! written by hand, one socket each, so their number is exact.
+//! keep-alive (120 s) does not close it during a long run. The connections are plain HTTP/1.1
+//! written by hand, one socket each, so their number is exact; one that fails or does not
+//! answer a ping within the run's timeout is dropped, and the report says how many were still
+//! open at the end.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,11 +73,20 @@ impl Target {
     }
 }
 
-/// One Ping on a kept-alive connection, its answer read to the end.
-async fn ping(conn: &mut dyn Connection, host: &str) -> std::io::Result<()> {
+/// One Ping on a kept-alive connection, its answer read to the end, within `timeout`:
+/// answers its status. Any complete answer leaves the connection usable (a server past its
+/// bound answers 503 and keeps the connection).
+async fn ping(conn: &mut dyn Connection, host: &str, timeout: Duration) -> std::io::Result<u16> {
+    tokio::time::timeout(timeout, ping_once(conn, host))
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+}
+
+async fn ping_once(conn: &mut dyn Connection, host: &str) -> std::io::Result<u16> {
     let request = format!(
-        "POST /v1/ping HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-protobuf\r\n\
-         Content-Length: 0\r\n\r\n"
+        "POST {} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-protobuf\r\n\
+         Content-Length: 0\r\n\r\n",
+        crate::client::routes::PING
     );
     conn.write_all(request.as_bytes()).await?;
     conn.flush().await?;
@@ -94,35 +105,59 @@ async fn ping(conn: &mut dyn Connection, host: &str) -> std::io::Result<()> {
 }
 
 /// Whether `answer` holds a whole HTTP response (head and Content-Length body), and if so
-/// whether it was a 200.
-fn complete_answer(answer: &[u8]) -> Option<std::io::Result<()>> {
+/// its status. An answer without a Content-Length (chunked, or closing) is an
+/// error: its end cannot be found, so the connection cannot be reused.
+fn complete_answer(answer: &[u8]) -> Option<std::io::Result<u16>> {
     let head_end = answer.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
     let head = String::from_utf8_lossy(&answer[..head_end]);
-    let length: usize = head
-        .lines()
-        .find_map(|line| {
-            let (name, value) = line.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse().ok())?
-        })
-        .unwrap_or(0);
+    let length: Option<usize> = head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse().ok())?
+    });
+    let Some(length) = length else {
+        return Some(Err(std::io::Error::other(
+            "an answer without a Content-Length",
+        )));
+    };
     if answer.len() < head_end + length {
         return None;
     }
-    Some(if head.starts_with("HTTP/1.1 200") {
-        Ok(())
-    } else {
-        Err(std::io::Error::other(format!(
-            "ping answered {:?}",
+    let status = head
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3)?.parse().ok());
+    Some(status.ok_or_else(|| {
+        std::io::Error::other(format!(
+            "not an HTTP/1.1 answer: {:?}",
             head.lines().next().unwrap_or_default()
-        )))
-    })
+        ))
+    }))
+}
+
+/// The connection back if it answered a ping, whatever the status; `turns` keeps the pings few at a time.
+async fn keep(
+    mut conn: Box<dyn Connection>,
+    host: Arc<str>,
+    turns: Arc<tokio::sync::Semaphore>,
+    timeout: Duration,
+) -> Option<Box<dyn Connection>> {
+    let _turn = turns.acquire().await.ok()?;
+    ping(conn.as_mut(), &host, timeout).await.ok().map(|_| conn)
 }
 
 /// The open connections, pinged every 30 s until dropped.
 pub struct IdleConnections {
     keeper: tokio::task::JoinHandle<()>,
     pub opened: usize,
+    /// How many answered their last ping.
+    alive: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl IdleConnections {
+    /// Connections that answered their last ping.
+    pub fn still_open(&self) -> usize {
+        self.alive.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl Drop for IdleConnections {
@@ -132,19 +167,25 @@ impl Drop for IdleConnections {
 }
 
 /// Opens `count` connections, each pinged once; fails with the first connection's error.
+/// Connecting, the TLS handshake and each ping are bounded by `timeout`.
 pub async fn open(
     bbs_url: &str,
     tls: Option<&rustls::ClientConfig>,
     count: usize,
+    timeout: Duration,
 ) -> Result<IdleConnections, String> {
     let target = Target::new(bbs_url, tls)?;
     let opened: Vec<std::io::Result<Box<dyn Connection>>> = stream::iter(0..count)
         .map(|_| {
             let target = target.clone();
             async move {
-                let mut conn = target.connect().await?;
-                ping(conn.as_mut(), &target.host).await?;
-                Ok(conn)
+                let mut conn = tokio::time::timeout(timeout, target.connect())
+                    .await
+                    .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))?;
+                match ping(conn.as_mut(), &target.host, timeout).await? {
+                    200 => Ok(conn),
+                    status => Err(std::io::Error::other(format!("Ping answered {status}"))),
+                }
             }
         })
         .buffer_unordered(OPENING)
@@ -159,18 +200,31 @@ pub async fn open(
             )
         })?);
     }
+    let alive = Arc::new(std::sync::atomic::AtomicUsize::new(count));
+    let keeping = Arc::clone(&alive);
+    let host: Arc<str> = target.host.as_str().into();
+    let turns = Arc::new(tokio::sync::Semaphore::new(OPENING));
     let keeper = tokio::spawn(async move {
         loop {
             tokio::time::sleep(REFRESH).await;
-            for conn in connections.iter_mut() {
-                // A connection the server closed stays closed: the run measures what is open.
-                let _ = ping(conn.as_mut(), &target.host).await;
+            // Pinged together, so one slow connection delays no other; one that fails is
+            // dropped (a connection that lost its place in the protocol cannot be reused).
+            let mut pinging = tokio::task::JoinSet::new();
+            for conn in connections.drain(..) {
+                pinging.spawn(keep(conn, Arc::clone(&host), Arc::clone(&turns), timeout));
             }
+            while let Some(answered) = pinging.join_next().await {
+                if let Ok(Some(conn)) = answered {
+                    connections.push(conn);
+                }
+            }
+            keeping.store(connections.len(), std::sync::atomic::Ordering::Relaxed);
         }
     });
     Ok(IdleConnections {
         keeper,
         opened: count,
+        alive,
     })
 }
 
@@ -181,10 +235,16 @@ mod tests {
     #[test]
     fn an_answer_is_complete_with_its_whole_body() {
         let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n\x08\x01";
-        assert!(matches!(complete_answer(ok), Some(Ok(()))));
+        assert!(matches!(complete_answer(ok), Some(Ok(200))));
         assert!(complete_answer(&ok[..ok.len() - 1]).is_none());
         assert!(complete_answer(b"HTTP/1.1 200 OK\r\ncontent-len").is_none());
         let refused = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n";
-        assert!(matches!(complete_answer(refused), Some(Err(_))));
+        assert!(matches!(complete_answer(refused), Some(Ok(503))));
+        assert!(matches!(
+            complete_answer(b"SSH-2.0\r\ncontent-length: 0\r\n\r\n"),
+            Some(Err(_))
+        ));
+        let chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\n";
+        assert!(matches!(complete_answer(chunked), Some(Err(_))));
     }
 }

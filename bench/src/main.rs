@@ -325,8 +325,8 @@ fn check_flood(args: &RunArgs) -> Result<(), String> {
             args.flood_claims
         ));
     }
-    if args.flood_for.is_zero() || args.flood_max_open == 0 {
-        return Err("--flood-for and --flood-max-open must be positive".into());
+    if args.flood_for.is_zero() || !(1..=1_000_000).contains(&args.flood_max_open) {
+        return Err("--flood-for must be positive and --flood-max-open 1 to 1,000,000".into());
     }
     Ok(())
 }
@@ -431,12 +431,20 @@ async fn run(args: RunArgs) -> ExitCode {
         let mut idle = None;
         if args.idle_connections > 0 {
             let before = rss_now();
-            match idle::open(&args.bbs_url, tls.as_ref(), args.idle_connections).await {
+            match idle::open(
+                &args.bbs_url,
+                tls.as_ref(),
+                args.idle_connections,
+                args.timeout,
+            )
+            .await
+            {
                 Ok(open) => {
                     let report = report::IdleReport {
                         connections: open.opened,
                         server_rss_mib_before: before,
                         server_rss_mib_after: rss_now(),
+                        still_open: open.opened,
                     };
                     eprintln!(
                         "{} idle connections open: server resident {:.0} MiB before, {:.0} MiB after",
@@ -621,7 +629,9 @@ async fn run(args: RunArgs) -> ExitCode {
             flood_report = Some(report);
             flood_failures = failures;
         }
-        drop(idle);
+        if let (Some(open), Some(report)) = (idle.take(), idle_report.as_mut()) {
+            report.still_open = open.still_open();
+        }
     }
 
     if args.push_storm > 0 {
@@ -746,6 +756,7 @@ mod tests {
             &["--flood-rate", "100", "--seed-only"],
             &["--flood-rate", "100", "--flood-for", "0s"],
             &["--flood-rate", "100", "--flood-max-open", "0"],
+            &["--flood-rate", "100", "--flood-max-open", "4294967297"],
             &["--flood-rate", "100", "--flood-claims", "101"],
         ] {
             assert!(check_flood(&run_args(bad)).is_err(), "{bad:?}");

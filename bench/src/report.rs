@@ -46,6 +46,9 @@ pub struct IdleReport {
     /// The server's resident memory before they opened and once they all had.
     pub server_rss_mib_before: f64,
     pub server_rss_mib_after: f64,
+    /// How many answered their last ping (every 30 s) at the end of the run.
+    #[serde(default)]
+    pub still_open: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -311,8 +314,8 @@ pub fn summary(r: &Results) -> String {
     if let Some(idle) = &r.idle {
         let _ = writeln!(
             out,
-            "idle connections: {} held open; server resident {:.0} MiB before, {:.0} MiB with them",
-            idle.connections, idle.server_rss_mib_before, idle.server_rss_mib_after
+            "idle connections: {} opened, {} still open at the end; server resident {:.0} MiB before, {:.0} MiB with them",
+            idle.connections, idle.still_open, idle.server_rss_mib_before, idle.server_rss_mib_after
         );
     }
     if let Some(f) = &r.flood {
